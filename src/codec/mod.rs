@@ -1,0 +1,3 @@
+//! Pure translation of bytes and text: no tokio, no clock, no I/O, and no panic on any input.
+
+pub mod gsm7;

@@ -1,0 +1,665 @@
+//! Typed settings. Three layers, later ones winning: the defaults built into these structs, the
+//! TOML file, and `PARLA_SECTION__KEY` environment variables (e.g. `PARLA_HTTP__LISTEN`). Every
+//! struct denies unknown keys, so a typo is an error rather than a silently ignored setting, and
+//! [`load`] reports every problem at once, each with its key path.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::message::Kind;
+
+/// Where the daemon's settings come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// A TOML file, which must exist.
+    File(PathBuf),
+    /// No file: the embedded demo (simulated channel, store in ./parla-data).
+    Demo,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub http: HttpSettings,
+    pub store: StoreSettings,
+    pub defaults: Defaults,
+    pub retry: RetrySettings,
+    pub sim: SimSettings,
+}
+
+/// The local HTTP API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// Address to listen on. Keep it on loopback unless tokens are set.
+    pub listen: SocketAddr,
+    /// Bearer tokens that may use the API. Empty: only clients on loopback are answered.
+    /// In the environment: a comma-separated list.
+    #[serde(deserialize_with = "list_or_comma_string")]
+    pub tokens: Vec<String>,
+    /// Largest request body accepted; larger ones get 413 before they are read.
+    pub max_body_bytes: usize,
+    /// Requests handled at once; more wait for a slot (backpressure, not memory growth).
+    pub max_concurrent_requests: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8725)),
+            tokens: Vec::new(),
+            max_body_bytes: 64 * 1024,
+            max_concurrent_requests: 1024,
+        }
+    }
+}
+
+/// The durable store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSettings {
+    /// Database directory. Default: $STATE_DIRECTORY (set by systemd) or ./parla-data.
+    pub path: Option<PathBuf>,
+    /// sled's page cache in MiB: the main lever on memory use.
+    pub cache_capacity_mb: u64,
+    /// How long finished messages (delivered, failed, expired, canceled) stay readable.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// Most write requests committed by one flush.
+    pub max_group: usize,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            path: None,
+            cache_capacity_mb: 32,
+            retention: Duration::from_secs(7 * 24 * 3600),
+            max_group: 4096,
+        }
+    }
+}
+
+impl StoreSettings {
+    /// The directory to use, resolving the default.
+    pub fn resolved_path(&self) -> PathBuf {
+        if let Some(p) = &self.path {
+            return p.clone();
+        }
+        // systemd may list several directories, separated by colons; ours is the first.
+        match std::env::var("STATE_DIRECTORY") {
+            Ok(dirs) if !dirs.is_empty() => PathBuf::from(dirs.split(':').next().unwrap_or(&dirs)),
+            _ => PathBuf::from("./parla-data"),
+        }
+    }
+}
+
+/// Defaults applied to submitted messages.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Defaults {
+    /// ISO 3166 region (e.g. "IT") for numbers written without +country code; unset: such
+    /// numbers are refused.
+    pub region: Option<String>,
+    /// Kind of a message that does not say.
+    pub kind: Kind,
+    /// How long a message may wait to be sent before it expires.
+    #[serde(with = "humantime_serde")]
+    pub validity: Duration,
+    /// Longest message accepted, in parts (each part is billed as one SMS).
+    pub max_parts: u8,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults {
+            region: None,
+            kind: Kind::Transactional,
+            validity: Duration::from_secs(48 * 3600),
+            max_parts: 10,
+        }
+    }
+}
+
+/// Retries of transient channel failures: exponential backoff with jitter.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrySettings {
+    #[serde(with = "humantime_serde")]
+    pub initial_backoff: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// Factor between consecutive backoffs (>= 1).
+    pub multiplier: f64,
+    /// Share of each backoff that is randomized (0 to 1), so retries of many messages spread out.
+    pub jitter: f64,
+    /// Attempts before a message that keeps failing transiently is marked failed.
+    pub max_attempts: u32,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        RetrySettings {
+            initial_backoff: Duration::from_secs(5),
+            max_backoff: Duration::from_secs(600),
+            multiplier: 2.0,
+            jitter: 0.2,
+            max_attempts: 20,
+        }
+    }
+}
+
+/// The built-in simulated channel: accepts messages, reports deliveries, has customers reply.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimSettings {
+    /// Whether the simulated channel runs (always, in the embedded demo).
+    pub enabled: bool,
+    /// Channel name used in message records.
+    pub name: String,
+    /// Time the simulated network takes to accept one part.
+    #[serde(with = "humantime_serde")]
+    pub accept_delay: Duration,
+    /// Time from acceptance to the delivery receipt.
+    #[serde(with = "humantime_serde")]
+    pub delivery_delay: Duration,
+    /// Share of messages (0 to 1) whose receipt says undeliverable.
+    pub failure_share: f64,
+    /// Share of delivered messages (0 to 1) the simulated customer answers.
+    pub reply_share: f64,
+    /// Messages the channel holds at once (its in-flight window).
+    pub window: usize,
+}
+
+impl Default for SimSettings {
+    fn default() -> Self {
+        SimSettings {
+            enabled: false,
+            name: "sim".into(),
+            accept_delay: Duration::from_millis(20),
+            delivery_delay: Duration::from_secs(2),
+            failure_share: 0.05,
+            reply_share: 0.25,
+            window: 1024,
+        }
+    }
+}
+
+/// One problem found in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// Dotted key path (`http.listen`), or the file for problems of the whole file.
+    pub key: String,
+    pub message: String,
+}
+
+/// Every problem found; loading fails if there is any.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}", .0.iter().map(|p| format!("{}: {}", p.key, p.message)).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigErrors(pub Vec<ConfigProblem>);
+
+fn problem(key: impl Into<String>, message: impl Into<String>) -> ConfigProblem {
+    ConfigProblem {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// Loads settings from `source` and the given environment (pass `std::env::vars()`; tests pass
+/// their own). Only variables named `PARLA_SECTION__KEY` are read, so other `PARLA_*` variables
+/// (the CLI's `PARLA_TOKEN`, say) never count as unknown keys.
+pub fn load(
+    source: &ConfigSource,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Settings, ConfigErrors> {
+    let mut builder = config::Config::builder();
+    if let ConfigSource::File(path) = source {
+        if !path.is_file() {
+            return Err(ConfigErrors(vec![problem(
+                path.display().to_string(),
+                "no such file (parla only runs the demo when no --config is given and \
+                 /etc/parla/parla.toml does not exist)",
+            )]));
+        }
+        builder = builder.add_source(
+            config::File::from(path.as_path())
+                .format(config::FileFormat::Toml)
+                .required(true),
+        );
+    }
+    let env: config::Map<String, String> = env
+        .into_iter()
+        .filter(|(k, _)| {
+            k.strip_prefix("PARLA_")
+                .is_some_and(|rest| rest.contains("__"))
+        })
+        .collect();
+    builder = builder.add_source(
+        config::Environment::with_prefix("PARLA")
+            .prefix_separator("_")
+            .separator("__")
+            .source(Some(env)),
+    );
+    let origin = match source {
+        ConfigSource::File(p) => p.display().to_string(),
+        ConfigSource::Demo => "environment".into(),
+    };
+    let built = builder
+        .build()
+        .map_err(|e| ConfigErrors(vec![problem(origin, e.to_string())]))?;
+    let (mut settings, mut problems) = deserialize_collecting(built.cache);
+    if *source == ConfigSource::Demo {
+        settings.sim.enabled = true;
+    }
+    problems.extend(validate(&settings));
+    if problems.is_empty() {
+        Ok(settings)
+    } else {
+        Err(ConfigErrors(problems))
+    }
+}
+
+/// Deserializes, and on each error records its key path, drops that key (so its default applies)
+/// and tries again: one run finds every unknown key and every bad value, not just the first.
+fn deserialize_collecting(mut value: config::Value) -> (Settings, Vec<ConfigProblem>) {
+    let mut problems = Vec::new();
+    // Each round removes one key, so this ends; the cap is a guard against a bug here.
+    for _ in 0..256 {
+        match serde_path_to_error::deserialize::<_, Settings>(value.clone()) {
+            Ok(settings) => return (settings, problems),
+            Err(e) => {
+                let path: Vec<String> = e
+                    .path()
+                    .iter()
+                    .map(|seg| match seg {
+                        serde_path_to_error::Segment::Seq { index } => index.to_string(),
+                        serde_path_to_error::Segment::Map { key } => key.clone(),
+                        serde_path_to_error::Segment::Enum { variant } => variant.clone(),
+                        serde_path_to_error::Segment::Unknown => "?".into(),
+                    })
+                    .collect();
+                let message = clean_message(&e.inner().to_string());
+                let key = if path.is_empty() {
+                    "(top level)".to_string()
+                } else {
+                    path.join(".")
+                };
+                problems.push(problem(key, message));
+                if path.is_empty() || !remove_path(&mut value, &path) {
+                    return (Settings::default(), problems);
+                }
+            }
+        }
+    }
+    (Settings::default(), problems)
+}
+
+/// config's messages append "for key `x` in y"; we already name the key.
+fn clean_message(message: &str) -> String {
+    message
+        .split(" for key `")
+        .next()
+        .unwrap_or(message)
+        .to_string()
+}
+
+fn remove_path(value: &mut config::Value, path: &[String]) -> bool {
+    let Some((first, rest)) = path.split_first() else {
+        return false;
+    };
+    match &mut value.kind {
+        config::ValueKind::Table(map) => {
+            if rest.is_empty() {
+                map.remove(first).is_some()
+            } else {
+                map.get_mut(first).is_some_and(|v| remove_path(v, rest))
+            }
+        }
+        config::ValueKind::Array(items) => {
+            let Ok(i) = first.parse::<usize>() else {
+                return false;
+            };
+            if rest.is_empty() {
+                if i < items.len() {
+                    items.remove(i);
+                    true
+                } else {
+                    false
+                }
+            } else {
+                items.get_mut(i).is_some_and(|v| remove_path(v, rest))
+            }
+        }
+        _ => false,
+    }
+}
+
+/// Checks that need more than a type: ranges and combinations.
+fn validate(s: &Settings) -> Vec<ConfigProblem> {
+    let mut out = Vec::new();
+    if s.http.tokens.is_empty() && !s.http.listen.ip().is_loopback() {
+        out.push(problem(
+            "http.tokens",
+            format!(
+                "http.listen is {} (not loopback), so at least one token is required; \
+                 without tokens the API only serves clients on this machine",
+                s.http.listen
+            ),
+        ));
+    }
+    for (i, token) in s.http.tokens.iter().enumerate() {
+        if token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            out.push(problem(
+                format!("http.tokens.{i}"),
+                "a token must be at least 16 characters, without spaces",
+            ));
+        }
+    }
+    if !(1024..=16 * 1024 * 1024).contains(&s.http.max_body_bytes) {
+        out.push(problem(
+            "http.max_body_bytes",
+            "must be between 1024 and 16777216",
+        ));
+    }
+    if s.http.max_concurrent_requests == 0 {
+        out.push(problem(
+            "http.max_concurrent_requests",
+            "must be at least 1",
+        ));
+    }
+    if s.store.cache_capacity_mb == 0 {
+        out.push(problem("store.cache_capacity_mb", "must be at least 1"));
+    }
+    if s.store.max_group == 0 {
+        out.push(problem("store.max_group", "must be at least 1"));
+    }
+    if let Some(region) = &s.defaults.region {
+        if phonenumber::country::Id::from_str(&region.to_ascii_uppercase()).is_err() {
+            out.push(problem(
+                "defaults.region",
+                format!("{region:?} is not an ISO 3166 region code such as \"IT\" or \"DE\""),
+            ));
+        }
+    }
+    if s.defaults.validity < Duration::from_secs(60) {
+        out.push(problem("defaults.validity", "must be at least 1m"));
+    }
+    if s.defaults.max_parts == 0 {
+        out.push(problem("defaults.max_parts", "must be at least 1"));
+    }
+    let r = &s.retry;
+    if r.initial_backoff.is_zero() {
+        out.push(problem("retry.initial_backoff", "must be more than 0s"));
+    }
+    if r.max_backoff < r.initial_backoff {
+        out.push(problem(
+            "retry.max_backoff",
+            "must not be shorter than retry.initial_backoff",
+        ));
+    }
+    if !(r.multiplier >= 1.0 && r.multiplier <= 100.0) {
+        out.push(problem("retry.multiplier", "must be between 1 and 100"));
+    }
+    if !(0.0..=1.0).contains(&r.jitter) {
+        out.push(problem("retry.jitter", "must be between 0 and 1"));
+    }
+    if r.max_attempts == 0 {
+        out.push(problem("retry.max_attempts", "must be at least 1"));
+    }
+    for (key, share) in [
+        ("sim.failure_share", s.sim.failure_share),
+        ("sim.reply_share", s.sim.reply_share),
+    ] {
+        if !(0.0..=1.0).contains(&share) {
+            out.push(problem(key, "must be between 0 and 1"));
+        }
+    }
+    if s.sim.window == 0 {
+        out.push(problem("sim.window", "must be at least 1"));
+    }
+    if s.sim.name.is_empty() || s.sim.name.contains(char::is_whitespace) {
+        out.push(problem(
+            "sim.name",
+            "must be a non-empty name without spaces",
+        ));
+    }
+    out
+}
+
+/// Accepts a TOML list or, from the environment, one comma-separated string.
+fn list_or_comma_string<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrString {
+        List(Vec<String>),
+        One(String),
+    }
+    Ok(match ListOrString::deserialize(d)? {
+        ListOrString::List(v) => v,
+        ListOrString::One(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(String::from)
+            .collect(),
+    })
+}
+
+/// The default config file path.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/parla/parla.toml";
+
+/// Decides where settings come from: an explicit path must exist; without one, the default path
+/// is used when it exists, else the demo.
+pub fn choose_source(explicit: Option<&Path>) -> ConfigSource {
+    match explicit {
+        Some(p) => ConfigSource::File(p.to_path_buf()),
+        None if Path::new(DEFAULT_CONFIG_PATH).is_file() => {
+            ConfigSource::File(PathBuf::from(DEFAULT_CONFIG_PATH))
+        }
+        None => ConfigSource::Demo,
+    }
+}
+
+/// Helper for tests and tools: an environment with nothing in it.
+pub fn no_env() -> BTreeMap<String, String> {
+    BTreeMap::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn write_config(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f
+    }
+
+    fn load_text(text: &str) -> Result<Settings, ConfigErrors> {
+        let f = write_config(text);
+        load(&ConfigSource::File(f.path().to_path_buf()), no_env())
+    }
+
+    #[test]
+    fn example_config_parses_and_sets_every_section() {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("conf/parla.toml");
+        let s = load(&ConfigSource::File(path), no_env()).expect("conf/parla.toml must load");
+        assert_eq!(s.http.listen, "127.0.0.1:8725".parse().unwrap());
+        assert!(
+            s.sim.enabled,
+            "the example enables the simulator so it runs as is"
+        );
+    }
+
+    #[test]
+    fn example_config_mentions_every_key() {
+        // conf/parla.toml documents every key: each key of the defaults must appear in it.
+        let text = std::fs::read_to_string(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("conf/parla.toml"),
+        )
+        .unwrap();
+        let table: toml_like::Table = toml_like::parse_keys(&text);
+        for key in [
+            "http.listen",
+            "http.tokens",
+            "http.max_body_bytes",
+            "http.max_concurrent_requests",
+            "store.path",
+            "store.cache_capacity_mb",
+            "store.retention",
+            "store.max_group",
+            "defaults.region",
+            "defaults.kind",
+            "defaults.validity",
+            "defaults.max_parts",
+            "retry.initial_backoff",
+            "retry.max_backoff",
+            "retry.multiplier",
+            "retry.jitter",
+            "retry.max_attempts",
+            "sim.enabled",
+            "sim.name",
+            "sim.accept_delay",
+            "sim.delivery_delay",
+            "sim.failure_share",
+            "sim.reply_share",
+            "sim.window",
+        ] {
+            assert!(
+                table.contains(key),
+                "conf/parla.toml does not document {key}"
+            );
+        }
+    }
+
+    /// Finds `key = ` lines, commented out or not, under `[section]` headers.
+    mod toml_like {
+        pub type Table = std::collections::BTreeSet<String>;
+        pub fn parse_keys(text: &str) -> Table {
+            let mut section = String::new();
+            let mut keys = Table::new();
+            for line in text.lines() {
+                let line = line.trim().trim_start_matches('#').trim();
+                if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                    section = name.to_string();
+                } else if let Some((key, _)) = line.split_once(" = ") {
+                    if !key.contains(' ') {
+                        keys.insert(format!("{section}.{key}"));
+                    }
+                }
+            }
+            keys
+        }
+    }
+
+    #[test]
+    fn defaults_without_file_are_the_demo() {
+        let s = load(&ConfigSource::Demo, no_env()).unwrap();
+        assert!(s.sim.enabled);
+        assert_eq!(s.http.listen.port(), 8725);
+        assert!(s.http.tokens.is_empty());
+    }
+
+    #[test]
+    fn file_without_sim_section_runs_no_simulator() {
+        let s = load_text("[http]\nlisten = \"127.0.0.1:9001\"\n").unwrap();
+        assert!(!s.sim.enabled);
+        assert_eq!(s.http.listen.port(), 9001);
+    }
+
+    #[test]
+    fn missing_explicit_file_is_an_error_not_the_demo() {
+        let err = load(
+            &ConfigSource::File("/nonexistent/parla.toml".into()),
+            no_env(),
+        )
+        .unwrap_err();
+        assert!(err.0[0].message.contains("no such file"), "{err}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key_path() {
+        let err = load_text(
+            "[http]\nlisten = \"not an address\"\nbogus = 1\n\
+             [store]\ncache_capacity_mb = \"lots\"\n\
+             [retry]\njitter = 3.0\n\
+             [nonsense]\nx = 1\n",
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = err.0.iter().map(|p| p.key.as_str()).collect();
+        for expected in [
+            "http.listen",
+            "http.bogus",
+            "store.cache_capacity_mb",
+            "retry.jitter",
+            "nonsense",
+        ] {
+            assert!(keys.contains(&expected), "{expected} missing in {keys:?}");
+        }
+    }
+
+    #[test]
+    fn syntax_error_names_the_file() {
+        let err = load_text("[http\nlisten=").unwrap_err();
+        assert_eq!(err.0.len(), 1);
+        assert!(err.0[0].key.ends_with(".toml"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let f = write_config("[http]\nlisten = \"127.0.0.1:9001\"\n");
+        let env = [
+            (
+                "PARLA_HTTP__LISTEN".to_string(),
+                "127.0.0.1:9002".to_string(),
+            ),
+            (
+                "PARLA_HTTP__TOKENS".to_string(),
+                "aaaaaaaaaaaaaaaa,bbbbbbbbbbbbbbbb".to_string(),
+            ),
+            ("PARLA_RETRY__MAX_ATTEMPTS".to_string(), "3".to_string()),
+            (
+                "PARLA_TOKEN".to_string(),
+                "for the CLI, not a key".to_string(),
+            ),
+        ];
+        let s = load(&ConfigSource::File(f.path().to_path_buf()), env).unwrap();
+        assert_eq!(s.http.listen.port(), 9002);
+        assert_eq!(s.http.tokens.len(), 2);
+        assert_eq!(s.retry.max_attempts, 3);
+    }
+
+    #[test]
+    fn bad_environment_value_names_its_key() {
+        let env = [("PARLA_HTTP__LISTEN".to_string(), "nowhere".to_string())];
+        let err = load(&ConfigSource::Demo, env).unwrap_err();
+        assert_eq!(err.0[0].key, "http.listen");
+    }
+
+    #[test]
+    fn public_listen_address_needs_tokens() {
+        let err = load_text("[http]\nlisten = \"0.0.0.0:8725\"\n").unwrap_err();
+        assert_eq!(err.0[0].key, "http.tokens");
+        load_text("[http]\nlisten = \"0.0.0.0:8725\"\ntokens = [\"0123456789abcdef0123\"]\n")
+            .unwrap();
+    }
+
+    #[test]
+    fn semantic_checks() {
+        let err =
+            load_text("[defaults]\nregion = \"XX\"\nmax_parts = 0\n[http]\ntokens = [\"short\"]\n")
+                .unwrap_err();
+        let keys: Vec<&str> = err.0.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["http.tokens.0", "defaults.region", "defaults.max_parts"]
+        );
+    }
+}

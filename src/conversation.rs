@@ -1,0 +1,163 @@
+//! The correlator: the one place that turns channel events into message state. Acceptances and
+//! failures move messages along (with the retry policy deciding when a transient failure is tried
+//! again), receipts find their message through the remote-id index, and customer replies are
+//! stored. Events are applied in batches, so a burst of receipts costs one disk flush.
+//! (Conversation threads, opt-outs and webhooks build on this in later work.)
+
+use tokio::sync::mpsc;
+
+use crate::channel::{ChannelEvent, EventEnvelope, Failure};
+use crate::dispatch::RetryPolicy;
+use crate::phone;
+use crate::store::{Applied, InboundNew, Store, StoreError, Update};
+
+/// Most events applied in one store request.
+const MAX_BATCH: usize = 1024;
+
+/// Applies channel events to the store.
+pub struct Correlator {
+    store: Store,
+    policy: RetryPolicy,
+    region: Option<phonenumber::country::Id>,
+}
+
+impl Correlator {
+    pub fn new(
+        store: Store,
+        policy: RetryPolicy,
+        region: Option<phonenumber::country::Id>,
+    ) -> Self {
+        Correlator {
+            store,
+            policy,
+            region,
+        }
+    }
+
+    /// Maps one event to a store update.
+    fn update_for(&self, envelope: &EventEnvelope) -> Update {
+        let channel = envelope.channel.to_string();
+        let at = envelope.at;
+        match &envelope.event {
+            ChannelEvent::Accepted {
+                id,
+                part,
+                remote_id,
+            } => Update::PartAccepted {
+                id: *id,
+                part: *part,
+                channel,
+                remote_id: remote_id.clone(),
+                at,
+            },
+            ChannelEvent::SendFailed {
+                id,
+                attempt,
+                failure,
+                reason,
+                retry_after,
+            } => {
+                let retry_at = match failure {
+                    Failure::Permanent => None,
+                    Failure::Transient => {
+                        self.policy
+                            .retry_at(*attempt, at, *retry_after, fastrand::f64())
+                    }
+                };
+                let reason = match (failure, retry_at) {
+                    (Failure::Transient, None) => {
+                        format!("{reason} (gave up after {attempt} attempts)")
+                    }
+                    _ => reason.clone(),
+                };
+                Update::SendFailed {
+                    id: *id,
+                    reason,
+                    retry_at,
+                    at,
+                }
+            }
+            ChannelEvent::Receipt {
+                remote_id,
+                outcome,
+                reason,
+            } => Update::Receipt {
+                channel,
+                remote_id: remote_id.clone(),
+                outcome: *outcome,
+                reason: reason.clone(),
+                at,
+            },
+            ChannelEvent::Inbound {
+                from,
+                to,
+                text,
+                in_reply_to,
+            } => Update::Inbound(InboundNew {
+                channel,
+                from: phone::normalize(from, self.region).unwrap_or_else(|_| from.clone()),
+                to: to.clone(),
+                text: text.clone(),
+                received_at: at,
+                in_reply_to: *in_reply_to,
+            }),
+        }
+    }
+
+    /// Runs until every channel has dropped its event sink.
+    pub async fn run(self, mut events: mpsc::Receiver<EventEnvelope>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while events.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            let updates = batch.iter().map(|e| self.update_for(e)).collect();
+            let result = self.store.apply(updates).await;
+            let ok = result.is_ok();
+            match result {
+                Ok(applied) => {
+                    for (envelope, applied) in batch.iter().zip(&applied) {
+                        log_applied(envelope, applied);
+                    }
+                }
+                Err(StoreError::Closed) => {
+                    tracing::error!(
+                        events = batch.len(),
+                        "store closed before channel events were applied"
+                    );
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, events = batch.len(), "applying channel events failed");
+                }
+            }
+            for envelope in batch.drain(..) {
+                if let Some(done) = envelope.committed {
+                    let _ = done.send(ok);
+                }
+            }
+        }
+    }
+}
+
+fn log_applied(envelope: &EventEnvelope, applied: &Applied) {
+    let channel = &*envelope.channel;
+    match applied {
+        Applied::Message { id, status } => {
+            tracing::debug!(%id, %status, channel, "message updated");
+        }
+        Applied::Inbound(id) => {
+            if let ChannelEvent::Inbound {
+                from, in_reply_to, ..
+            } = &envelope.event
+            {
+                match in_reply_to {
+                    Some(original) => {
+                        tracing::info!(%id, from, channel, reply_to = %original, "reply received")
+                    }
+                    None => tracing::info!(%id, from, channel, "inbound message received"),
+                }
+            }
+        }
+        Applied::ReceiptKept => {
+            tracing::debug!(channel, "receipt kept until its message is accepted");
+        }
+        Applied::Ignored(why) => tracing::debug!(channel, why, "channel event ignored"),
+    }
+}

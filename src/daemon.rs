@@ -1,0 +1,228 @@
+//! The running daemon: opens the store, starts channels, the correlator, the dispatcher, the
+//! retention sweeper and the HTTP API, and shuts them down in order when asked: stop taking
+//! requests, stop dispatching, let channels hand back unfinished work, apply the last events,
+//! then flush and close the store.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::channel::{Channel, ChannelContext, EventSink};
+use crate::config::Settings;
+use crate::conversation::Correlator;
+use crate::dispatch::{ChannelHandle, Dispatcher, RetryPolicy};
+use crate::http::{ApiState, router};
+use crate::message::now_millis;
+use crate::sim::SimChannel;
+use crate::store::{Store, StoreError, StoreOptions};
+
+/// Errors that stop the daemon from starting or running.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("HTTP server failed: {0}")]
+    Http(std::io::Error),
+}
+
+/// Events waiting for the correlator; channels wait when it is behind.
+const EVENT_QUEUE: usize = 8192;
+/// How often finished messages past their retention are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// Most messages deleted per store request, so the sweep never holds up intake for long.
+const SWEEP_BATCH: usize = 1000;
+/// How long channels get to hand back their work at shutdown.
+const CHANNEL_STOP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A started daemon.
+pub struct RunningDaemon {
+    /// Where the HTTP API listens (useful when the config asked for port 0).
+    pub http_addr: SocketAddr,
+    pub store: Store,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+    channel_tasks: JoinSet<()>,
+    correlator: tokio::task::JoinHandle<()>,
+    http: tokio::task::JoinHandle<Result<(), std::io::Error>>,
+}
+
+/// Starts everything; returns once the API listens and channels run.
+pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
+    let store_path = settings.store.resolved_path();
+    let mut options = StoreOptions::new(&store_path);
+    options.cache_capacity_bytes = settings.store.cache_capacity_mb.saturating_mul(1024 * 1024);
+    options.max_group = settings.store.max_group;
+    let (store, recovery) = tokio::task::spawn_blocking(move || Store::open(&options))
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))??;
+    tracing::info!(path = %store_path.display(), "store open");
+    if recovery.requeued_possible_duplicates > 0 {
+        tracing::warn!(
+            count = recovery.requeued_possible_duplicates,
+            "messages were being sent when the gateway stopped; requeued, and they may reach \
+             their recipients twice"
+        );
+    }
+
+    let shutdown = CancellationToken::new();
+    let wake = Arc::new(Notify::new());
+    let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+
+    let mut channels: Vec<Box<dyn Channel>> = Vec::new();
+    if settings.sim.enabled {
+        tracing::warn!(
+            channel = %settings.sim.name,
+            "the SIMULATED channel is on: messages are not sent to any phone"
+        );
+        channels.push(Box::new(SimChannel::new(settings.sim.clone())));
+    }
+    let mut handles = Vec::new();
+    let mut channel_tasks = JoinSet::new();
+    for channel in channels {
+        let name: Arc<str> = Arc::from(channel.name());
+        let (jobs_tx, jobs_rx) = mpsc::channel(channel.window().max(1));
+        handles.push(ChannelHandle {
+            name: name.to_string(),
+            jobs: jobs_tx,
+        });
+        let ctx = ChannelContext {
+            jobs: jobs_rx,
+            events: EventSink::new(name.clone(), events_tx.clone()),
+            shutdown: shutdown.clone(),
+        };
+        let task = channel.run(ctx);
+        channel_tasks.spawn(async move {
+            if let Err(e) = task.await {
+                tracing::error!(channel = %name, error = %e, "channel stopped");
+            }
+        });
+    }
+    // Only channels hold event senders now: the correlator ends when the last channel has.
+    drop(events_tx);
+
+    let region = crate::phone::region(settings.defaults.region.as_deref());
+    let correlator = Correlator::new(store.clone(), RetryPolicy::from(&settings.retry), region);
+    let correlator = tokio::spawn(correlator.run(events_rx));
+
+    let mut tasks = JoinSet::new();
+    let dispatcher = Dispatcher::new(store.clone(), handles, wake.clone());
+    let token = shutdown.clone();
+    tasks.spawn(async move {
+        if let Err(e) = dispatcher.run(token).await {
+            tracing::error!(error = %e, "dispatcher stopped");
+        }
+    });
+    tasks.spawn(sweep_loop(
+        store.clone(),
+        settings.store.retention,
+        shutdown.clone(),
+    ));
+
+    let listener = TcpListener::bind(settings.http.listen)
+        .await
+        .map_err(|source| DaemonError::Bind {
+            addr: settings.http.listen,
+            source,
+        })?;
+    let http_addr = listener.local_addr().map_err(DaemonError::Http)?;
+    let state = Arc::new(ApiState::new(
+        store.clone(),
+        wake,
+        &settings.http,
+        settings.defaults.clone(),
+    ));
+    let app = router(state, settings.http.max_body_bytes)
+        .into_make_service_with_connect_info::<SocketAddr>();
+    let token = shutdown.clone();
+    let http = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(token.cancelled_owned())
+            .await
+    });
+    tracing::info!(%http_addr, "HTTP API listening");
+
+    Ok(RunningDaemon {
+        http_addr,
+        store,
+        shutdown,
+        tasks,
+        channel_tasks,
+        correlator,
+        http,
+    })
+}
+
+impl RunningDaemon {
+    /// Cancel this token to begin a graceful shutdown.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Waits for a shutdown to be requested, then performs it in order.
+    pub async fn wait(mut self) -> Result<(), DaemonError> {
+        self.shutdown.cancelled().await;
+        tracing::info!("shutting down: no new requests; handing back unfinished work");
+        let http_result = (&mut self.http).await;
+        while self.tasks.join_next().await.is_some() {}
+        let channels = async { while self.channel_tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(CHANNEL_STOP_TIMEOUT, channels)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "channels did not stop in time; their messages are requeued at next start"
+            );
+            self.channel_tasks.abort_all();
+        }
+        let _ = (&mut self.correlator).await;
+        self.store.close().await;
+        tracing::info!("store flushed and closed; bye");
+        match http_result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(DaemonError::Http(e)),
+            Err(e) => Err(DaemonError::Http(std::io::Error::other(e))),
+        }
+    }
+}
+
+/// Deletes finished messages past their retention, in small batches.
+async fn sweep_loop(store: Store, retention: Duration, shutdown: CancellationToken) {
+    let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(SWEEP_EVERY) => {}
+        }
+        loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            match store
+                .sweep(now_millis().saturating_sub(retention_ms), SWEEP_BATCH)
+                .await
+            {
+                Ok(n) if n == SWEEP_BATCH => tokio::task::yield_now().await,
+                Ok(n) => {
+                    if n > 0 {
+                        tracing::info!(deleted = n, "retention sweep");
+                    }
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "retention sweep failed; will try again");
+                    break;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! The dispatcher: claims due messages from the store and hands them to a channel, as fast as the
+//! channel's window allows; and the retry policy that decides when a transient failure is tried
+//! again (exponential backoff with jitter, capped, until the attempts or the validity run out).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::channel::SendJob;
+use crate::config::RetrySettings;
+use crate::message::{Millis, now_millis};
+use crate::store::{Store, StoreError};
+
+/// When to try a transiently failed message again.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub initial: Duration,
+    pub max: Duration,
+    pub multiplier: f64,
+    pub jitter: f64,
+    pub max_attempts: u32,
+}
+
+impl From<&RetrySettings> for RetryPolicy {
+    fn from(s: &RetrySettings) -> Self {
+        RetryPolicy {
+            initial: s.initial_backoff,
+            max: s.max_backoff,
+            multiplier: s.multiplier,
+            jitter: s.jitter,
+            max_attempts: s.max_attempts,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The backoff before attempt `attempt + 1`, given that `attempt` attempts were made (>= 1).
+    /// `unit` is a random number in [0, 1) that spreads retries by +/- jitter.
+    pub fn backoff(&self, attempt: u32, unit: f64) -> Duration {
+        let exponent = attempt.saturating_sub(1).min(64) as i32;
+        let base = self.initial.as_secs_f64() * self.multiplier.powi(exponent);
+        let capped = base.min(self.max.as_secs_f64());
+        let spread = 1.0 + self.jitter * (2.0 * unit.clamp(0.0, 1.0) - 1.0);
+        Duration::from_secs_f64((capped * spread).max(0.0))
+    }
+
+    /// When to retry after `attempt` attempts failed at `now`, or None when attempts are used up.
+    /// A channel's own minimum wait (`retry_after`, e.g. when throttled) is honored.
+    pub fn retry_at(
+        &self,
+        attempt: u32,
+        now: Millis,
+        retry_after: Option<Duration>,
+        unit: f64,
+    ) -> Option<Millis> {
+        if attempt >= self.max_attempts {
+            return None;
+        }
+        let wait = self
+            .backoff(attempt, unit)
+            .max(retry_after.unwrap_or_default());
+        let wait_ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+        Some(now.saturating_add(wait_ms))
+    }
+}
+
+/// A channel as the dispatcher sees it: a name and the sending side of its job queue.
+#[derive(Clone)]
+pub struct ChannelHandle {
+    pub name: String,
+    pub jobs: mpsc::Sender<SendJob>,
+}
+
+/// Longest the dispatcher sleeps without looking at the queue (it is also woken by intake).
+const IDLE_POLL: Duration = Duration::from_secs(1);
+/// Most messages claimed in one store request.
+const CLAIM_BATCH: usize = 512;
+
+/// Moves due messages from the store to channels.
+pub struct Dispatcher {
+    store: Store,
+    channels: Vec<ChannelHandle>,
+    wake: Arc<Notify>,
+}
+
+impl Dispatcher {
+    /// `wake` is notified by intake when new messages are queued.
+    pub fn new(store: Store, channels: Vec<ChannelHandle>, wake: Arc<Notify>) -> Self {
+        Dispatcher {
+            store,
+            channels,
+            wake,
+        }
+    }
+
+    /// Runs until `shutdown`; returns the store error that stopped it, if any.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), StoreError> {
+        let Some(channel) = self.channels.first().cloned() else {
+            tracing::warn!("no channel is configured: messages stay queued until one is");
+            shutdown.cancelled().await;
+            return Ok(());
+        };
+        loop {
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
+            // Wait for room in the channel's window before claiming anything, so claimed
+            // messages never pile up in memory.
+            let permit = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                permit = channel.jobs.reserve() => match permit {
+                    Ok(p) => p,
+                    Err(_) => return Ok(()),
+                },
+            };
+            let room = channel.jobs.capacity() + 1;
+            let now = now_millis();
+            let due = match self.store.due(now, room.min(CLAIM_BATCH)) {
+                Ok(ids) => ids,
+                Err(e) => {
+                    tracing::error!(error = %e, "reading the queue failed");
+                    Vec::new()
+                }
+            };
+            if due.is_empty() {
+                drop(permit);
+                self.idle(&shutdown).await;
+                continue;
+            }
+            let claimed = match self.store.claim(due, channel.name.clone()).await {
+                Ok(c) => c,
+                Err(StoreError::Closed) => return Ok(()),
+                Err(e) => {
+                    tracing::error!(error = %e, "claiming due messages failed; retrying");
+                    drop(permit);
+                    self.idle(&shutdown).await;
+                    continue;
+                }
+            };
+            let mut permit = Some(permit);
+            for c in claimed {
+                let job = SendJob {
+                    message: Arc::new(c.message),
+                    parts_to_send: c.parts_to_send,
+                };
+                tracing::debug!(id = %job.message.id, channel = %channel.name, "handing over");
+                // The first job uses the permit; the rest fit in the room we saw, and if the
+                // channel shrank meanwhile this waits (backpressure), it never drops.
+                let sent = match permit.take() {
+                    Some(p) => {
+                        p.send(job);
+                        Ok(())
+                    }
+                    None => channel.jobs.send(job).await.map_err(|_| ()),
+                };
+                if sent.is_err() {
+                    // The channel stopped: its message stays "sending" and is requeued at the
+                    // next start, counted as a possible duplicate (the documented window).
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Sleeps until the next message is due, intake wakes us, or a second passes.
+    async fn idle(&self, shutdown: &CancellationToken) {
+        let sleep_for = match self.store.next_due() {
+            Ok(Some(at)) => {
+                let ms = u64::try_from(at.saturating_sub(now_millis())).unwrap_or(0);
+                Duration::from_millis(ms.max(1)).min(IDLE_POLL)
+            }
+            _ => IDLE_POLL,
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = self.wake.notified() => {}
+            _ = tokio::time::sleep(sleep_for) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
+            initial: Duration::from_secs(5),
+            max: Duration::from_secs(600),
+            multiplier: 2.0,
+            jitter: 0.2,
+            max_attempts: 5,
+        }
+    }
+
+    #[test]
+    fn backoff_grows_exponentially_and_caps() {
+        let p = RetryPolicy {
+            jitter: 0.0,
+            ..policy()
+        };
+        let secs: Vec<u64> = (1..=10).map(|a| p.backoff(a, 0.5).as_secs()).collect();
+        assert_eq!(secs, [5, 10, 20, 40, 80, 160, 320, 600, 600, 600]);
+    }
+
+    #[test]
+    fn jitter_spreads_within_bounds() {
+        let p = policy();
+        assert_eq!(p.backoff(1, 0.0), Duration::from_secs(4));
+        assert_eq!(p.backoff(1, 1.0), Duration::from_secs(6));
+        assert_eq!(p.backoff(1, 0.5), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn attempts_run_out_and_channel_wait_is_honored() {
+        let p = policy();
+        assert_eq!(p.retry_at(5, 1000, None, 0.5), None);
+        assert_eq!(p.retry_at(1, 1000, None, 0.5), Some(6000));
+        assert_eq!(
+            p.retry_at(1, 1000, Some(Duration::from_secs(30)), 0.5),
+            Some(31_000)
+        );
+    }
+}

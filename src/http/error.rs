@@ -1,0 +1,114 @@
+//! API errors: every failure is JSON `{"error": {"code", "message", "field"?}}` with the right
+//! HTTP status, so integrators can branch on `code` and people can read `message`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::store::StoreError;
+
+/// An error answer of the API.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub field: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Inner<'a>,
+}
+
+#[derive(Serialize)]
+struct Inner<'a> {
+    code: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    /// Names the request field at fault.
+    pub fn field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    /// 422: the request is well-formed but a value is not acceptable.
+    pub fn invalid(code: &'static str, field: &str, message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message).field(field)
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Body {
+            error: Inner {
+                code: self.code,
+                message: &self.message,
+                field: self.field.as_deref(),
+            },
+        };
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(id) => ApiError::not_found(format!("no message {id}")),
+            StoreError::WrongStatus { id, status } => ApiError::new(
+                StatusCode::CONFLICT,
+                "not_cancelable",
+                format!("message {id} is {status}; only queued messages can be canceled"),
+            ),
+            StoreError::IdempotencyConflict(id) => ApiError::new(
+                StatusCode::CONFLICT,
+                "idempotency_conflict",
+                format!("this Idempotency-Key was used for message {id} with a different request"),
+            )
+            .field("Idempotency-Key"),
+            StoreError::Unavailable(reason) => {
+                tracing::error!(reason, "store unavailable; answering 503");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the message store cannot write right now (disk full or I/O error); \
+                     nothing was stored: retry later",
+                )
+            }
+            StoreError::Closed => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the gateway is shutting down; nothing was stored: retry later",
+            ),
+            e @ (StoreError::Corrupt { .. } | StoreError::Open { .. }) => {
+                tracing::error!(error = %e, "store error");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal store error; see the gateway's log",
+                )
+            }
+        }
+    }
+}

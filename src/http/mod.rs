@@ -1,0 +1,174 @@
+//! The local HTTP API (axum): routes, authentication, limits and JSON errors. Handlers live in
+//! [`messages`]; they only validate, write to the store and read from it.
+
+mod error;
+mod messages;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use subtle::ConstantTimeEq;
+use tokio::sync::{Notify, Semaphore};
+
+pub use error::ApiError;
+
+use crate::config::{Defaults, HttpSettings};
+use crate::store::Store;
+
+/// What the handlers share.
+pub struct ApiState {
+    pub store: Store,
+    /// Wakes the dispatcher when a message is queued.
+    pub wake: Arc<Notify>,
+    pub defaults: Defaults,
+    pub region: Option<phonenumber::country::Id>,
+    tokens: Vec<String>,
+    /// Bounds requests in progress: past it, requests wait (backpressure, bounded memory).
+    slots: Semaphore,
+}
+
+impl ApiState {
+    pub fn new(store: Store, wake: Arc<Notify>, http: &HttpSettings, defaults: Defaults) -> Self {
+        let region = crate::phone::region(defaults.region.as_deref());
+        ApiState {
+            store,
+            wake,
+            defaults,
+            region,
+            tokens: http.tokens.clone(),
+            slots: Semaphore::new(http.max_concurrent_requests.max(1)),
+        }
+    }
+}
+
+/// Who is calling, for scoping idempotency keys: one client's keys never collide with another's.
+#[derive(Debug, Clone)]
+pub struct ClientScope(pub String);
+
+/// The API router.
+pub fn router(state: Arc<ApiState>, max_body_bytes: usize) -> Router {
+    let v1 = Router::new()
+        .route("/v1/messages", get(messages::list).post(messages::create))
+        .route(
+            "/v1/messages/{id}",
+            get(messages::get_one).delete(messages::cancel),
+        )
+        .route("/v1/inbound", get(messages::list_inbound))
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(v1)
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method",
+            )
+        })
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            limit_concurrency,
+        ))
+        .with_state(state)
+}
+
+async fn healthz(State(state): State<Arc<ApiState>>) -> Response {
+    match state.store.health() {
+        Ok(()) => axum::Json(serde_json::json!({"status": "ok"})).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+async fn limit_concurrency(
+    State(state): State<Arc<ApiState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    match state.slots.acquire().await {
+        Ok(_permit) => next.run(req).await,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the gateway is shutting down",
+        )
+        .into_response(),
+    }
+}
+
+/// With tokens configured, every /v1 request needs `Authorization: Bearer <token>`; without,
+/// only clients on loopback are served (the config refuses a public address without tokens).
+async fn authenticate(
+    State(state): State<Arc<ApiState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let scope = if state.tokens.is_empty() {
+        let peer = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0);
+        match peer {
+            Some(addr) if addr.ip().is_loopback() => ClientScope("local".into()),
+            _ => {
+                return ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "no API tokens are configured, so only clients on this machine are served",
+                )
+                .into_response();
+            }
+        }
+    } else {
+        let presented = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let matched = presented.and_then(|p| {
+            // Compare against every token in constant time, so timing tells nothing.
+            let mut found = None;
+            for (i, t) in state.tokens.iter().enumerate() {
+                if bool::from(t.as_bytes().ct_eq(p.as_bytes())) {
+                    found = Some(i);
+                }
+            }
+            found
+        });
+        match matched {
+            Some(i) => ClientScope(format!("token:{}", fingerprint(&state.tokens[i]))),
+            None => {
+                return (
+                    [(header::WWW_AUTHENTICATE, "Bearer")],
+                    ApiError::new(
+                        StatusCode::UNAUTHORIZED,
+                        "unauthorized",
+                        "missing or wrong bearer token (Authorization: Bearer <token>)",
+                    ),
+                )
+                    .into_response();
+            }
+        }
+    };
+    req.extensions_mut().insert(scope);
+    next.run(req).await
+}
+
+/// A stable, non-reversible label for a token (FNV-1a), so idempotency scopes survive token
+/// reordering and restarts without storing the token itself.
+fn fingerprint(token: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in token.bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}

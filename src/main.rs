@@ -1,0 +1,372 @@
+//! The `parla` command: a thin CLI over the library. anyhow lives here only.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use parla::config::{self, ConfigSource, Settings};
+
+#[derive(Parser)]
+#[command(name = "parla", version, about = "Self-hosted two-way SMS gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway. Without --config and without /etc/parla/parla.toml it runs the embedded
+    /// demo: a simulated channel, the store in ./parla-data, the API on 127.0.0.1:8725.
+    Serve {
+        /// Configuration file (TOML). When given, it must exist.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Queue a message through the running gateway's API.
+    Send {
+        /// Recipient, international (+39...) or national with defaults.region set.
+        #[arg(long)]
+        to: String,
+        /// Message text.
+        #[arg(long)]
+        text: String,
+        /// Sender: number, short code or alphanumeric id.
+        #[arg(long)]
+        from: Option<String>,
+        /// "transactional" (default) or "marketing".
+        #[arg(long)]
+        kind: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Show a message's status and history.
+    Status {
+        /// Message id, as `send` printed it.
+        id: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Check a configuration file; every problem is listed with its key.
+    CheckConfig {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Maintenance of the message store (run while the daemon is stopped).
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Rewrite the store with only its live data, giving back disk space.
+    Compact {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Args)]
+struct ApiArgs {
+    /// Base URL of the API. Default: from the configuration's http.listen.
+    #[arg(long, env = "PARLA_API")]
+    api: Option<String>,
+    /// Bearer token. Default: the configuration's first http.tokens entry.
+    #[arg(long, env = "PARLA_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Configuration file to take the API address and token from.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve { config } => serve(config.as_deref()),
+        Command::Send {
+            to,
+            text,
+            from,
+            kind,
+            api,
+        } => send(&api, to, text, from, kind),
+        Command::Status { id, api } => status(&api, &id),
+        Command::CheckConfig { config } => return check_config(config.as_deref()),
+        Command::Store {
+            command: StoreCommand::Compact { config },
+        } => compact(config.as_deref()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("parla: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(explicit: Option<&Path>) -> Result<(ConfigSource, Settings)> {
+    let source = config::choose_source(explicit);
+    match config::load(&source, std::env::vars()) {
+        Ok(s) => Ok((source, s)),
+        Err(errors) => {
+            let mut text = String::from("configuration is not valid:");
+            for p in &errors.0 {
+                text.push_str(&format!("\n  {}: {}", p.key, p.message));
+            }
+            bail!(text)
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Under systemd, journald stamps each line itself and shows no colors.
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(!journald && std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if journald {
+        builder.without_time().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn serve(config: Option<&Path>) -> Result<()> {
+    init_logging();
+    let (source, settings) = load(config)?;
+    match &source {
+        ConfigSource::File(p) => tracing::info!(config = %p.display(), "configuration loaded"),
+        ConfigSource::Demo => {
+            tracing::warn!("no configuration file: running the embedded DEMO");
+            tracing::warn!(
+                "messages go to a SIMULATED network, not to real phones; copy conf/parla.toml \
+                 to /etc/parla/parla.toml (or pass --config) to run for real"
+            );
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("parla")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let daemon = parla::daemon::start(settings).await?;
+        let token = daemon.shutdown_token();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+            token.cancel();
+            // A second signal means "now": exit without the graceful path (the store's
+            // crash recovery handles whatever was in flight).
+            wait_for_signal().await;
+            tracing::warn!("second signal: exiting at once");
+            std::process::exit(130);
+        });
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+        tracing::info!(api = %daemon.http_addr, "parla is ready");
+        daemon.wait().await?;
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+fn check_config(config: Option<&Path>) -> ExitCode {
+    let source = config::choose_source(config);
+    match config::load(&source, std::env::vars()) {
+        Ok(settings) => {
+            match source {
+                ConfigSource::File(p) => println!("{}: ok", p.display()),
+                ConfigSource::Demo => println!(
+                    "no configuration file ({} does not exist): the embedded demo settings are ok",
+                    config::DEFAULT_CONFIG_PATH
+                ),
+            }
+            if settings.sim.enabled {
+                println!("note: the simulated channel is enabled; it sends to no real phone");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for p in &errors.0 {
+                eprintln!("{}: {}", p.key, p.message);
+            }
+            eprintln!("{} problem(s) found", errors.0.len());
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn compact(config: Option<&Path>) -> Result<()> {
+    let (_, settings) = load(config)?;
+    let path = settings.store.resolved_path();
+    if !path.join("db").exists() {
+        bail!("no store at {}", path.display());
+    }
+    let report = parla::store::compact(
+        &path,
+        settings.store.cache_capacity_mb.saturating_mul(1024 * 1024),
+    )
+    .with_context(|| format!("compacting {}", path.display()))?;
+    println!(
+        "compacted {}: {} keys, {} -> {} bytes",
+        path.display(),
+        report.keys,
+        report.bytes_before,
+        report.bytes_after
+    );
+    Ok(())
+}
+
+/// Where the API is and how to authenticate, from the flags or the configuration.
+struct Api {
+    base: String,
+    token: Option<String>,
+    agent: ureq::Agent,
+}
+
+impl Api {
+    fn new(args: &ApiArgs) -> Result<Api> {
+        let settings = match (&args.api, &args.config) {
+            (Some(_), None) => None,
+            _ => Some(load(args.config.as_deref())?.1),
+        };
+        let base = match &args.api {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => {
+                let mut addr = settings
+                    .as_ref()
+                    .map_or_else(|| Settings::default().http.listen, |s| s.http.listen);
+                if addr.ip().is_unspecified() {
+                    addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                }
+                format!("http://{addr}")
+            }
+        };
+        let token = args
+            .token
+            .clone()
+            .or_else(|| settings.and_then(|s| s.http.tokens.first().cloned()));
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        Ok(Api { base, token, agent })
+    }
+
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value> {
+        let url = format!("{}{}", self.base, path);
+        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let response = match (method, body) {
+            ("POST", Some(body)) => {
+                let mut req = self.agent.post(&url);
+                if let Some(a) = &auth {
+                    req = req.header("Authorization", a);
+                }
+                req.send_json(body)
+            }
+            _ => {
+                let mut req = self.agent.get(&url);
+                if let Some(a) = &auth {
+                    req = req.header("Authorization", a);
+                }
+                req.call()
+            }
+        };
+        let mut response =
+            response.with_context(|| format!("cannot reach parla at {}", self.base))?;
+        let status = response.status();
+        let json: serde_json::Value = response
+            .body_mut()
+            .read_json()
+            .with_context(|| format!("unexpected answer from {url} (HTTP {status})"))?;
+        if !status.is_success() {
+            let msg = json["error"]["message"].as_str().unwrap_or("unknown error");
+            let code = json["error"]["code"].as_str().unwrap_or("error");
+            bail!("{msg} ({code}, HTTP {})", status.as_u16());
+        }
+        Ok(json)
+    }
+}
+
+fn send(
+    args: &ApiArgs,
+    to: String,
+    text: String,
+    from: Option<String>,
+    kind: Option<String>,
+) -> Result<()> {
+    let api = Api::new(args)?;
+    let mut body = serde_json::json!({"to": to, "text": text});
+    if let Some(f) = from {
+        body["from"] = f.into();
+    }
+    if let Some(k) = kind {
+        body["kind"] = k.into();
+    }
+    let m = api.call("POST", "/v1/messages", Some(body))?;
+    println!(
+        "{}  {}  to {}  ({} part(s), {})",
+        m["id"].as_str().unwrap_or("?"),
+        m["status"].as_str().unwrap_or("?"),
+        m["to"].as_str().unwrap_or("?"),
+        m["parts"],
+        m["encoding"].as_str().unwrap_or("?"),
+    );
+    Ok(())
+}
+
+fn status(args: &ApiArgs, id: &str) -> Result<()> {
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
+        bail!("{id:?} is not a message id");
+    }
+    let api = Api::new(args)?;
+    let m = api.call("GET", &format!("/v1/messages/{id}"), None)?;
+    println!(
+        "{}  {}  to {}",
+        m["id"].as_str().unwrap_or("?"),
+        m["status"].as_str().unwrap_or("?"),
+        m["to"].as_str().unwrap_or("?")
+    );
+    if let Some(history) = m["history"].as_array() {
+        for t in history {
+            let reason = t["reason"]
+                .as_str()
+                .map(|r| format!("  {r}"))
+                .unwrap_or_default();
+            println!(
+                "  {}  {}{}",
+                t["at"].as_str().unwrap_or("?"),
+                t["status"].as_str().unwrap_or("?"),
+                reason
+            );
+        }
+    }
+    Ok(())
+}

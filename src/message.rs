@@ -1,0 +1,259 @@
+//! Domain types shared by the store, the dispatcher, channels and the API: what a message is and
+//! which states it moves through. No I/O here.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use ulid::Ulid;
+
+use crate::codec::gsm7::Encoding;
+
+/// Milliseconds since the Unix epoch. Stored times are plain integers so records stay small and the
+/// state machines can be driven with made-up times in tests.
+pub type Millis = i64;
+
+/// The current wall-clock time in [`Millis`]; the only place the crate reads the system clock for
+/// stored timestamps.
+pub fn now_millis() -> Millis {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+/// Formats stored milliseconds as RFC 3339 (UTC) for the API and the logs.
+pub fn format_millis(ms: Millis) -> String {
+    match jiff::Timestamp::from_millisecond(ms) {
+        Ok(ts) => ts.to_string(),
+        Err(_) => ms.to_string(),
+    }
+}
+
+/// A message's id: a ULID, so ids sort by creation time and listings need no second index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MessageId(pub Ulid);
+
+// Stored as its 16 bytes (the text form would double the size of every record).
+impl Serialize for MessageId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.to_bytes().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for MessageId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <[u8; 16]>::deserialize(d).map(MessageId::from_bytes)
+    }
+}
+
+impl MessageId {
+    /// The id as the 16 big-endian bytes used in store keys (byte order = time order).
+    pub fn to_bytes(self) -> [u8; 16] {
+        self.0.to_bytes()
+    }
+
+    /// Reads an id back from store-key bytes.
+    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+        MessageId(Ulid::from_bytes(bytes))
+    }
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for MessageId {
+    type Err = ulid::DecodeError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ulid::from_string(s).map(MessageId)
+    }
+}
+
+/// Where a message is in its life. Transitions: queued -> sending -> sent -> delivered | failed |
+/// expired; queued may also become canceled or expired, and sending goes back to queued on a
+/// transient failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[repr(u8)]
+pub enum Status {
+    Queued = 0,
+    Sending = 1,
+    Sent = 2,
+    Delivered = 3,
+    Failed = 4,
+    Expired = 5,
+    Canceled = 6,
+}
+
+impl Status {
+    /// Every status, in index order (for metrics and validation messages).
+    pub const ALL: [Status; 7] = [
+        Status::Queued,
+        Status::Sending,
+        Status::Sent,
+        Status::Delivered,
+        Status::Failed,
+        Status::Expired,
+        Status::Canceled,
+    ];
+
+    /// The name used in the API, the config and the logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Queued => "queued",
+            Status::Sending => "sending",
+            Status::Sent => "sent",
+            Status::Delivered => "delivered",
+            Status::Failed => "failed",
+            Status::Expired => "expired",
+            Status::Canceled => "canceled",
+        }
+    }
+
+    /// Final statuses never change again; the retention sweep deletes such messages in time.
+    /// `sent` is not final: a receipt may still come.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            Status::Delivered | Status::Failed | Status::Expired | Status::Canceled
+        )
+    }
+
+    /// The one-byte code used in store keys.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Status {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        Status::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or(())
+    }
+}
+
+/// Transactional messages (order updates, codes) and marketing messages (promotions) are treated
+/// differently by opt-outs and quiet hours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    #[default]
+    Transactional,
+    Marketing,
+}
+
+impl Kind {
+    /// The name used in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Transactional => "transactional",
+            Kind::Marketing => "marketing",
+        }
+    }
+}
+
+/// One stored state change, kept forever with the message so users can see why it ended as it did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transition {
+    pub status: Status,
+    pub at: Millis,
+    pub reason: Option<String>,
+}
+
+/// The state of one part of a (possibly multipart) message on its channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartState {
+    pub status: Status,
+    /// The id the channel gave this part (SMPP message_id, modem reference), for receipts.
+    pub remote_id: Option<String>,
+}
+
+/// Outcome of a delivery receipt for one part, as channels report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReceiptOutcome {
+    Delivered,
+    Failed,
+    Expired,
+}
+
+/// A message as accepted by intake, before it has an id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    /// Recipient in E.164 (normalized at intake).
+    pub to: String,
+    /// Sender: E.164 number, short code or alphanumeric id; None = the channel's default.
+    pub from: Option<String>,
+    pub text: String,
+    pub kind: Kind,
+    pub reference: Option<String>,
+    pub encoding: Encoding,
+    pub parts: u8,
+    pub send_at: Option<Millis>,
+    /// How long after `send_at` (or acceptance) the message may still be sent.
+    pub validity_ms: Millis,
+}
+
+/// A stored message with its whole history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub id: MessageId,
+    pub to: String,
+    pub from: Option<String>,
+    pub text: String,
+    pub kind: Kind,
+    pub reference: Option<String>,
+    pub encoding: Encoding,
+    pub created_at: Millis,
+    pub send_at: Option<Millis>,
+    pub expires_at: Millis,
+    pub status: Status,
+    /// When the message is next due for sending while queued (the due-index key).
+    pub due_at: Millis,
+    /// Hand-overs to a channel so far.
+    pub attempts: u32,
+    /// The channel that carried the last attempt.
+    pub channel: Option<String>,
+    /// True when a crash may have sent this message once already (see the durability contract).
+    pub possible_duplicate: bool,
+    pub parts: Vec<PartState>,
+    pub history: Vec<Transition>,
+    /// The idempotency-index key that points at this message, deleted with it.
+    pub idempotency_key: Option<Vec<u8>>,
+}
+
+impl Message {
+    /// Records a new status with its time and reason.
+    pub fn transition(&mut self, status: Status, at: Millis, reason: Option<String>) {
+        self.status = status;
+        self.history.push(Transition { status, at, reason });
+    }
+
+    /// When the message reached its current status.
+    pub fn status_since(&self) -> Millis {
+        self.history.last().map_or(self.created_at, |t| t.at)
+    }
+}
+
+/// A message received from a customer (stored; threads come with the conversations issue).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboundMessage {
+    pub id: MessageId,
+    /// Channel it arrived on.
+    pub channel: String,
+    /// Customer number (E.164 when it could be normalized, else as received).
+    pub from: String,
+    /// The shop number or sender id the customer wrote to.
+    pub to: String,
+    pub text: String,
+    pub received_at: Millis,
+    /// The outgoing message this answers, when the channel or correlation could tell.
+    pub in_reply_to: Option<MessageId>,
+}

@@ -1,0 +1,181 @@
+//! Key layout of the one sled tree. Every key starts with a one-byte prefix naming its keyspace, so
+//! one `apply_batch` can update a record and all its indexes atomically (sled batches are atomic per
+//! tree, and multi-tree transactions cost far more).
+//!
+//! | prefix | key                                   | value                          |
+//! |--------|---------------------------------------|--------------------------------|
+//! | `m`    | id                                    | encoded [`Message`]            |
+//! | `d`    | due millis (BE) + id                  | empty: the queue, while queued |
+//! | `s`    | status code + id                      | empty: listing by status       |
+//! | `t`    | recipient + 0x00 + id                 | empty: listing by recipient    |
+//! | `f`    | finished millis (BE) + id             | empty: the retention sweep     |
+//! | `k`    | scope + 0x00 + idempotency key        | id                             |
+//! | `r`    | channel + 0x00 + normalized remote id | id + part index                |
+//! | `p`    | channel + 0x00 + normalized remote id | encoded early receipt          |
+//! | `i`    | id                                    | encoded [`InboundMessage`]     |
+//! | `c`    | counter name                          | u64 BE                         |
+//!
+//! [`Message`]: crate::message::Message
+//! [`InboundMessage`]: crate::message::InboundMessage
+
+use crate::message::{MessageId, Millis, Status};
+
+pub const MESSAGE: u8 = b'm';
+pub const DUE: u8 = b'd';
+pub const STATUS: u8 = b's';
+pub const RECIPIENT: u8 = b't';
+pub const FINISHED: u8 = b'f';
+pub const IDEMPOTENCY: u8 = b'k';
+pub const REMOTE: u8 = b'r';
+pub const EARLY_RECEIPT: u8 = b'p';
+pub const INBOUND: u8 = b'i';
+pub const COUNTER: u8 = b'c';
+
+/// Counter of messages requeued after a crash left them "sending".
+pub const POSSIBLE_DUPLICATES: &[u8] = b"possible_duplicates";
+
+/// Millis as big-endian bytes that sort like the numbers (negative times clamp to 0).
+fn time_bytes(ms: Millis) -> [u8; 8] {
+    u64::try_from(ms).unwrap_or(0).to_be_bytes()
+}
+
+pub fn message(id: MessageId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(17);
+    k.push(MESSAGE);
+    k.extend_from_slice(&id.to_bytes());
+    k
+}
+
+pub fn inbound(id: MessageId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(17);
+    k.push(INBOUND);
+    k.extend_from_slice(&id.to_bytes());
+    k
+}
+
+fn timed(prefix: u8, at: Millis, id: MessageId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(25);
+    k.push(prefix);
+    k.extend_from_slice(&time_bytes(at));
+    k.extend_from_slice(&id.to_bytes());
+    k
+}
+
+pub fn due(at: Millis, id: MessageId) -> Vec<u8> {
+    timed(DUE, at, id)
+}
+
+/// The first key after every due entry at or before `at`.
+pub fn due_upper_bound(at: Millis) -> Vec<u8> {
+    let mut k = vec![DUE];
+    k.extend_from_slice(&time_bytes(at.saturating_add(1)));
+    k
+}
+
+pub fn finished(at: Millis, id: MessageId) -> Vec<u8> {
+    timed(FINISHED, at, id)
+}
+
+pub fn finished_upper_bound(at: Millis) -> Vec<u8> {
+    let mut k = vec![FINISHED];
+    k.extend_from_slice(&time_bytes(at));
+    k
+}
+
+pub fn status(status: Status, id: MessageId) -> Vec<u8> {
+    let mut k = status_prefix(status);
+    k.extend_from_slice(&id.to_bytes());
+    k
+}
+
+pub fn status_prefix(status: Status) -> Vec<u8> {
+    vec![STATUS, status.code()]
+}
+
+pub fn recipient(to: &str, id: MessageId) -> Vec<u8> {
+    let mut k = recipient_prefix(to);
+    k.extend_from_slice(&id.to_bytes());
+    k
+}
+
+pub fn recipient_prefix(to: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(to.len() + 18);
+    k.push(RECIPIENT);
+    k.extend_from_slice(to.as_bytes());
+    k.push(0);
+    k
+}
+
+fn named(prefix: u8, scope: &str, name: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(scope.len() + name.len() + 2);
+    k.push(prefix);
+    k.extend_from_slice(scope.as_bytes());
+    k.push(0);
+    k.extend_from_slice(name);
+    k
+}
+
+pub fn idempotency(scope: &str, key: &str) -> Vec<u8> {
+    named(IDEMPOTENCY, scope, key.as_bytes())
+}
+
+pub fn remote(channel: &str, remote_id: &str) -> Vec<u8> {
+    named(REMOTE, channel, normalize_remote_id(remote_id).as_bytes())
+}
+
+pub fn early_receipt(channel: &str, remote_id: &str) -> Vec<u8> {
+    named(
+        EARLY_RECEIPT,
+        channel,
+        normalize_remote_id(remote_id).as_bytes(),
+    )
+}
+
+pub fn counter(name: &[u8]) -> Vec<u8> {
+    let mut k = vec![COUNTER];
+    k.extend_from_slice(name);
+    k
+}
+
+/// The trailing 16 id bytes of an index key.
+pub fn id_suffix(key: &[u8]) -> Option<MessageId> {
+    let start = key.len().checked_sub(16)?;
+    let bytes: [u8; 16] = key.get(start..)?.try_into().ok()?;
+    Some(MessageId::from_bytes(bytes))
+}
+
+/// Remote ids are compared case-insensitively and without leading zeros, because SMSCs report the
+/// same id as "0A1b" in one PDU and "a1B" in another. (Hex-versus-decimal matching is the SMPP
+/// channel's job: it knows which base each side uses.)
+pub fn normalize_remote_id(remote_id: &str) -> String {
+    let trimmed = remote_id.trim();
+    let without_zeros = trimmed.trim_start_matches('0');
+    let kept = if without_zeros.is_empty() && !trimmed.is_empty() {
+        "0"
+    } else {
+        without_zeros
+    };
+    kept.to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_ids_match_across_case_and_leading_zeros() {
+        assert_eq!(normalize_remote_id("000A1b"), normalize_remote_id("a1B"));
+        assert_eq!(normalize_remote_id("000"), "0");
+        assert_ne!(normalize_remote_id("10"), normalize_remote_id("1"));
+    }
+
+    #[test]
+    fn due_keys_sort_by_time_then_id() {
+        let a = MessageId(ulid::Ulid::from_parts(5, 1));
+        let b = MessageId(ulid::Ulid::from_parts(1, 2));
+        assert!(due(100, a) < due(200, b));
+        assert!(due(200, b) < due_upper_bound(200));
+        assert!(due(201, b) >= due_upper_bound(200));
+        assert_eq!(id_suffix(&due(7, a)), Some(a));
+    }
+}

@@ -1,0 +1,590 @@
+//! The durable store: messages with their full history, the due-time queue, idempotency keys, the
+//! remote-id index and inbound messages, in one sled tree (layout in [`keys`]).
+//!
+//! All writes go through one writer thread ([`writer`]) that applies them in order and commits them
+//! in groups: every request waiting while a flush runs shares the next flush, and no caller hears
+//! "done" before its write is flushed *and* fdatasync'ed (sled 0.34's own flush only issues
+//! sync_file_range, which does not survive a power cut). Reads go straight to sled from any thread.
+//! Nothing outside this module touches sled, so the engine can be replaced behind these functions.
+
+mod keys;
+mod record;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::message::{
+    InboundMessage, Message, MessageId, Millis, NewMessage, ReceiptOutcome, Status,
+};
+
+pub use keys::normalize_remote_id;
+
+/// Errors of the store layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The disk or the database failed (full disk, I/O error): nothing of the request was kept.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// A stored record could not be decoded (corruption or a record from a newer version).
+    #[error("stored record {key} is unreadable: {reason}")]
+    Corrupt { key: String, reason: String },
+    #[error("message {0} not found")]
+    NotFound(MessageId),
+    /// The operation does not apply in the message's current status.
+    #[error("message {id} is {status}")]
+    WrongStatus { id: MessageId, status: Status },
+    /// The idempotency key was used before with a different request.
+    #[error("idempotency key already used for message {0} with a different request")]
+    IdempotencyConflict(MessageId),
+    /// The writer thread has stopped (shutdown in progress, or it failed).
+    #[error("store is closed")]
+    Closed,
+    #[error("could not open the store at {path}: {reason}")]
+    Open { path: PathBuf, reason: String },
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+/// How to open the store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub path: PathBuf,
+    /// sled's page cache limit; the main lever on the daemon's memory.
+    pub cache_capacity_bytes: u64,
+    /// The most write requests one group commit takes.
+    pub max_group: usize,
+}
+
+impl StoreOptions {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        StoreOptions {
+            path: path.into(),
+            cache_capacity_bytes: 32 * 1024 * 1024,
+            max_group: 4096,
+        }
+    }
+}
+
+/// What a submission returned: a new message, or the one an earlier request with the same
+/// idempotency key created.
+#[derive(Debug, Clone)]
+pub enum Submitted {
+    Created(Message),
+    Existing(Message),
+}
+
+impl Submitted {
+    pub fn message(&self) -> &Message {
+        match self {
+            Submitted::Created(m) | Submitted::Existing(m) => m,
+        }
+    }
+}
+
+/// A message claimed for sending: it is now "sending" on `channel`, durably.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub message: Message,
+    /// Which parts (0-based) still need sending; parts accepted on an earlier attempt are skipped.
+    pub parts_to_send: Vec<u8>,
+}
+
+/// What channels and the correlator report; each is applied atomically.
+#[derive(Debug, Clone)]
+pub enum Update {
+    /// The channel took one part and (usually) gave it an id for receipts.
+    PartAccepted {
+        id: MessageId,
+        part: u8,
+        channel: String,
+        remote_id: Option<String>,
+        at: Millis,
+    },
+    /// Sending failed: `retry_at` None means permanently; otherwise the message is queued again
+    /// for that time, or expires if that is past its validity.
+    SendFailed {
+        id: MessageId,
+        reason: String,
+        retry_at: Option<Millis>,
+        at: Millis,
+    },
+    /// A delivery receipt for the part that carries `remote_id` on `channel`. When it comes before
+    /// the channel's acceptance (some SMSCs do that), it is kept and applied on acceptance.
+    Receipt {
+        channel: String,
+        remote_id: String,
+        outcome: ReceiptOutcome,
+        reason: Option<String>,
+        at: Millis,
+    },
+    /// A message from a customer.
+    Inbound(InboundNew),
+}
+
+/// An inbound message as a channel reports it.
+#[derive(Debug, Clone)]
+pub struct InboundNew {
+    pub channel: String,
+    pub from: String,
+    pub to: String,
+    pub text: String,
+    pub received_at: Millis,
+    pub in_reply_to: Option<MessageId>,
+}
+
+/// What applying one [`Update`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// The message changed; its new status.
+    Message {
+        id: MessageId,
+        status: Status,
+    },
+    /// The update did not change anything (already final, unknown id, duplicate).
+    Ignored(String),
+    /// A receipt was kept until its acceptance arrives.
+    ReceiptKept,
+    Inbound(MessageId),
+}
+
+/// Filters for listing messages.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub status: Option<Status>,
+    pub to: Option<String>,
+}
+
+/// What start-up recovery found.
+#[derive(Debug, Clone, Default)]
+pub struct Recovery {
+    /// Messages left "sending" by a crash and queued again (they may be sent twice).
+    pub requeued_possible_duplicates: u64,
+}
+
+/// Counters of the store since it was opened.
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    /// Group commits flushed and fdatasync'ed.
+    pub syncs: AtomicU64,
+    /// Write requests committed.
+    pub writes: AtomicU64,
+}
+
+struct Inner {
+    tree: sled::Db,
+    stats: Arc<StoreStats>,
+    path: PathBuf,
+}
+
+/// Handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+    ops: mpsc::Sender<writer::Op>,
+    thread: Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl Store {
+    /// Opens (or creates) the store, requeues messages a crash left "sending", and starts the
+    /// writer thread.
+    pub fn open(options: &StoreOptions) -> Result<(Store, Recovery), StoreError> {
+        finish_interrupted_compaction(&options.path)?;
+        let db = open_db(&options.path, options.cache_capacity_bytes)?;
+        let db_file =
+            std::fs::File::open(options.path.join("db")).map_err(|e| StoreError::Open {
+                path: options.path.clone(),
+                reason: e.to_string(),
+            })?;
+        let stats = Arc::new(StoreStats::default());
+        let mut committer = writer::Committer::new(db.clone(), db_file, options.path.clone());
+        let recovery = writer::recover(&db, &mut committer)?;
+        let (tx, rx) = mpsc::channel(options.max_group.max(1) * 2);
+        let thread_stats = stats.clone();
+        let max_group = options.max_group.max(1);
+        let thread = std::thread::Builder::new()
+            .name("parla-store".into())
+            .spawn(move || writer::run(committer, rx, thread_stats, max_group))
+            .map_err(|e| StoreError::Open {
+                path: options.path.clone(),
+                reason: e.to_string(),
+            })?;
+        let store = Store {
+            inner: Arc::new(Inner {
+                tree: db,
+                stats,
+                path: options.path.clone(),
+            }),
+            ops: tx,
+            thread: Arc::new(std::sync::Mutex::new(Some(thread))),
+        };
+        Ok((store, recovery))
+    }
+
+    /// Where the database lives.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Counters of group commits and writes.
+    pub fn stats(&self) -> &StoreStats {
+        &self.inner.stats
+    }
+
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(writer::Reply<T>) -> writer::Op,
+    ) -> Result<T, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.ops
+            .send(make(reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Stores a new message in the queue. Returns once it is on disk. With an idempotency key
+    /// (scoped by `scope`, e.g. the API client), a repeated request returns the first message, and
+    /// a different request under the same key is refused.
+    pub async fn submit(
+        &self,
+        new: NewMessage,
+        idempotency: Option<(String, String)>,
+    ) -> Result<Submitted, StoreError> {
+        self.call(|reply| writer::Op::Submit {
+            new,
+            idempotency,
+            reply,
+        })
+        .await
+    }
+
+    /// Cancels a message that has not been handed to a channel.
+    pub async fn cancel(&self, id: MessageId) -> Result<Message, StoreError> {
+        self.call(|reply| writer::Op::Cancel { id, reply }).await
+    }
+
+    /// Moves due messages to "sending" on `channel`, durably, and returns them. Messages no longer
+    /// queued are skipped; messages past their validity become expired instead.
+    pub async fn claim(
+        &self,
+        ids: Vec<MessageId>,
+        channel: String,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        self.call(|reply| writer::Op::Claim {
+            ids,
+            channel,
+            reply,
+        })
+        .await
+    }
+
+    /// Applies channel reports, each atomically, all in one group commit.
+    pub async fn apply(&self, updates: Vec<Update>) -> Result<Vec<Applied>, StoreError> {
+        self.call(|reply| writer::Op::Apply { updates, reply })
+            .await
+    }
+
+    /// Deletes up to `max` messages that reached a final status before `finished_before`, with
+    /// their index entries. Returns how many were deleted.
+    pub async fn sweep(&self, finished_before: Millis, max: usize) -> Result<usize, StoreError> {
+        self.call(|reply| writer::Op::Sweep {
+            finished_before,
+            max,
+            reply,
+        })
+        .await
+    }
+
+    /// Reads one message.
+    pub fn get(&self, id: MessageId) -> Result<Option<Message>, StoreError> {
+        let key = keys::message(id);
+        match self.inner.tree.get(&key)? {
+            Some(bytes) => record::decode_message(&key, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// A page of messages, newest first, strictly older than `before` when given.
+    pub fn list(
+        &self,
+        filter: &ListFilter,
+        before: Option<MessageId>,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        let prefix = match (&filter.to, filter.status) {
+            (Some(to), _) => keys::recipient_prefix(to),
+            (None, Some(status)) => keys::status_prefix(status),
+            (None, None) => vec![keys::MESSAGE],
+        };
+        let mut end = prefix.clone();
+        match before {
+            Some(id) => end.extend_from_slice(&id.to_bytes()),
+            None => end.extend_from_slice(&[0xff; 17]),
+        }
+        let mut out = Vec::with_capacity(limit.min(1000));
+        for item in self.inner.tree.range(prefix.clone()..end).rev() {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, value) = item?;
+            let message = if prefix[0] == keys::MESSAGE {
+                record::decode_message(&key, &value)?
+            } else {
+                let Some(id) = keys::id_suffix(&key) else {
+                    continue;
+                };
+                match self.get(id)? {
+                    Some(m) => m,
+                    None => continue,
+                }
+            };
+            if filter.status.is_some_and(|s| s != message.status) {
+                continue;
+            }
+            out.push(message);
+        }
+        Ok(out)
+    }
+
+    /// Ids of queued messages due at or before `now`, earliest first.
+    pub fn due(&self, now: Millis, limit: usize) -> Result<Vec<MessageId>, StoreError> {
+        let mut ids = Vec::new();
+        for item in self
+            .inner
+            .tree
+            .range(vec![keys::DUE]..keys::due_upper_bound(now))
+            .keys()
+            .take(limit)
+        {
+            if let Some(id) = keys::id_suffix(&item?) {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// When the earliest queued message is due, if any.
+    pub fn next_due(&self) -> Result<Option<Millis>, StoreError> {
+        let Some((key, _)) = self
+            .inner
+            .tree
+            .scan_prefix([keys::DUE])
+            .next()
+            .transpose()?
+        else {
+            return Ok(None);
+        };
+        let at = key
+            .get(1..9)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_be_bytes)
+            .and_then(|v| i64::try_from(v).ok());
+        Ok(at)
+    }
+
+    /// Number of messages in a status (a scan of its index: for tests, tools and periodic metrics).
+    pub fn count_status(&self, status: Status) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for item in self
+            .inner
+            .tree
+            .scan_prefix(keys::status_prefix(status))
+            .keys()
+        {
+            item?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Inbound messages, newest first, strictly older than `before` when given.
+    pub fn list_inbound(
+        &self,
+        before: Option<MessageId>,
+        limit: usize,
+    ) -> Result<Vec<InboundMessage>, StoreError> {
+        let start = vec![keys::INBOUND];
+        let end = match before {
+            Some(id) => keys::inbound(id),
+            None => vec![keys::INBOUND + 1],
+        };
+        let mut out = Vec::new();
+        for item in self.inner.tree.range(start..end).rev().take(limit) {
+            let (key, value) = item?;
+            out.push(record::decode_inbound(&key, &value)?);
+        }
+        Ok(out)
+    }
+
+    /// Ok while the writer is running.
+    pub fn health(&self) -> Result<(), StoreError> {
+        if self.ops.is_closed() {
+            Err(StoreError::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Messages requeued after crashes, over the store's whole life.
+    pub fn possible_duplicates(&self) -> Result<u64, StoreError> {
+        writer::read_counter(&self.inner.tree, keys::POSSIBLE_DUPLICATES)
+    }
+
+    /// Stops the writer after the requests already sent, flushing and syncing on the way out.
+    pub async fn close(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.ops.send(writer::Op::Close { reply }).await.is_ok() {
+            let _ = rx.await;
+        }
+        let handle = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+    }
+}
+
+fn open_db(path: &Path, cache_capacity_bytes: u64) -> Result<sled::Db, StoreError> {
+    std::fs::create_dir_all(path).map_err(|e| StoreError::Open {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    sled::Config::new()
+        .path(path)
+        .cache_capacity(cache_capacity_bytes)
+        // We flush (and fdatasync) after every group ourselves; a background flusher would only
+        // add I/O that syncs nothing.
+        .flush_every_ms(None)
+        .open()
+        .map_err(|e| StoreError::Open {
+            path: path.to_path_buf(),
+            reason: match e {
+                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::Other => {
+                    format!("{io} (is another parla process using this store? stop it first)")
+                }
+                other => other.to_string(),
+            },
+        })
+}
+
+/// What `parla store compact` did.
+#[derive(Debug, Clone)]
+pub struct CompactReport {
+    pub keys: u64,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+}
+
+/// Rewrites the store into a fresh database holding only live data and swaps it in; sled never
+/// shrinks its file after mass deletes. The daemon must be stopped (sled's lock enforces it).
+pub fn compact(path: &Path, cache_capacity_bytes: u64) -> Result<CompactReport, StoreError> {
+    let io_err = |e: std::io::Error| StoreError::Unavailable(e.to_string());
+    finish_interrupted_compaction(path)?;
+    let bytes_before = dir_size(path).map_err(io_err)?;
+    let fresh_path = sibling(path, "compact-new");
+    let old_path = sibling(path, "compact-old");
+    if fresh_path.exists() {
+        std::fs::remove_dir_all(&fresh_path).map_err(io_err)?;
+    }
+    let mut keys = 0u64;
+    {
+        let old = open_db(path, cache_capacity_bytes)?;
+        let fresh = open_db(&fresh_path, cache_capacity_bytes)?;
+        let mut batch = sled::Batch::default();
+        let mut in_batch = 0;
+        for item in old.iter() {
+            let (k, v) = item?;
+            batch.insert(k, v);
+            keys += 1;
+            in_batch += 1;
+            if in_batch == 10_000 {
+                fresh.apply_batch(std::mem::take(&mut batch))?;
+                in_batch = 0;
+            }
+        }
+        fresh.apply_batch(batch)?;
+        fresh.flush()?;
+        std::fs::File::open(fresh_path.join("db"))
+            .and_then(|f| f.sync_all())
+            .map_err(io_err)?;
+    }
+    // Swap: the old directory is kept until the new one is in place, so a crash mid-way leaves
+    // one complete database at `path` or at `compact-old` (which the next run finds).
+    std::fs::rename(path, &old_path).map_err(io_err)?;
+    std::fs::rename(&fresh_path, path).map_err(io_err)?;
+    if let Some(parent) = path.parent() {
+        let parent = if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        };
+        std::fs::File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err)?;
+    }
+    std::fs::remove_dir_all(&old_path).map_err(io_err)?;
+    let bytes_after = dir_size(path).map_err(io_err)?;
+    Ok(CompactReport {
+        keys,
+        bytes_before,
+        bytes_after,
+    })
+}
+
+/// A compaction stopped between its two renames leaves the live data at `<path>.compact-old`: put
+/// it back (or drop it, when the new database made it into place), so opening never starts empty.
+fn finish_interrupted_compaction(path: &Path) -> Result<(), StoreError> {
+    let io_err = |e: std::io::Error| StoreError::Open {
+        path: path.to_path_buf(),
+        reason: format!("finishing an interrupted compaction: {e}"),
+    };
+    let old_path = sibling(path, "compact-old");
+    if !old_path.exists() {
+        return Ok(());
+    }
+    if path.join("db").exists() {
+        std::fs::remove_dir_all(&old_path).map_err(io_err)?;
+    } else {
+        if path.exists() {
+            std::fs::remove_dir_all(path).map_err(io_err)?;
+        }
+        std::fs::rename(&old_path, path).map_err(io_err)?;
+    }
+    Ok(())
+}
+
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".");
+    name.push(suffix);
+    path.with_file_name(name)
+}
+
+fn dir_size(path: &Path) -> std::io::Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(path)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        total += if meta.is_dir() {
+            dir_size(&entry.path())?
+        } else {
+            meta.len()
+        };
+    }
+    Ok(total)
+}
+
+pub(crate) fn stat_add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,495 @@
+use super::*;
+use crate::codec::gsm7::Encoding;
+use crate::message::{Kind, NewMessage, ReceiptOutcome, Status, now_millis};
+
+fn new_message(to: &str, parts: u8) -> NewMessage {
+    NewMessage {
+        to: to.into(),
+        from: Some("Shop".into()),
+        text: "hello".into(),
+        kind: Kind::Transactional,
+        reference: Some("order-1".into()),
+        encoding: Encoding::Gsm7,
+        parts,
+        send_at: None,
+        validity_ms: 3_600_000,
+    }
+}
+
+fn open(dir: &Path) -> Store {
+    Store::open(&StoreOptions::new(dir)).unwrap().0
+}
+
+async fn accept_all(store: &Store, claimed: &Claimed, channel: &str) {
+    let updates = claimed
+        .parts_to_send
+        .iter()
+        .map(|&part| Update::PartAccepted {
+            id: claimed.message.id,
+            part,
+            channel: channel.into(),
+            remote_id: Some(format!("R{}-{part}", claimed.message.id)),
+            at: now_millis(),
+        })
+        .collect();
+    store.apply(updates).await.unwrap();
+}
+
+fn receipt(channel: &str, remote: &str, outcome: ReceiptOutcome) -> Update {
+    Update::Receipt {
+        channel: channel.into(),
+        remote_id: remote.into(),
+        outcome,
+        reason: None,
+        at: now_millis(),
+    }
+}
+
+#[tokio::test]
+async fn message_goes_from_queued_to_delivered_with_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let m = store
+        .submit(new_message("+393471234567", 2), None)
+        .await
+        .unwrap()
+        .message()
+        .clone();
+    assert_eq!(m.status, Status::Queued);
+    assert_eq!(store.due(now_millis(), 10).unwrap(), vec![m.id]);
+
+    let claimed = store.claim(vec![m.id], "sim".into()).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].parts_to_send, vec![0, 1]);
+    assert!(
+        store.due(now_millis(), 10).unwrap().is_empty(),
+        "claimed leaves the queue"
+    );
+    // A second claim of the same id does nothing: no double hand-over.
+    assert!(
+        store
+            .claim(vec![m.id], "sim".into())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    accept_all(&store, &claimed[0], "sim").await;
+    assert_eq!(store.get(m.id).unwrap().unwrap().status, Status::Sent);
+
+    // Receipts name the ids in another case and with leading zeros.
+    let r0 = format!("00R{}-0", m.id).to_lowercase();
+    store
+        .apply(vec![receipt("sim", &r0, ReceiptOutcome::Delivered)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get(m.id).unwrap().unwrap().status,
+        Status::Sent,
+        "one part of two"
+    );
+    let r1 = format!("R{}-1", m.id);
+    store
+        .apply(vec![receipt("sim", &r1, ReceiptOutcome::Delivered)])
+        .await
+        .unwrap();
+    let done = store.get(m.id).unwrap().unwrap();
+    assert_eq!(done.status, Status::Delivered);
+    let statuses: Vec<Status> = done.history.iter().map(|t| t.status).collect();
+    assert_eq!(
+        statuses,
+        [
+            Status::Queued,
+            Status::Sending,
+            Status::Sent,
+            Status::Delivered
+        ]
+    );
+    assert_eq!(store.count_status(Status::Delivered).unwrap(), 1);
+    assert_eq!(store.count_status(Status::Sent).unwrap(), 0);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn receipt_before_acceptance_is_kept_and_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let m = store
+        .submit(new_message("+393471234567", 1), None)
+        .await
+        .unwrap();
+    let id = m.message().id;
+    store.claim(vec![id], "smsc".into()).await.unwrap();
+    let applied = store
+        .apply(vec![receipt("smsc", "ABC", ReceiptOutcome::Delivered)])
+        .await
+        .unwrap();
+    assert_eq!(applied, vec![Applied::ReceiptKept]);
+    store
+        .apply(vec![Update::PartAccepted {
+            id,
+            part: 0,
+            channel: "smsc".into(),
+            remote_id: Some("abc".into()),
+            at: now_millis(),
+        }])
+        .await
+        .unwrap();
+    assert_eq!(store.get(id).unwrap().unwrap().status, Status::Delivered);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn transient_failure_requeues_and_permanent_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let a = store
+        .submit(new_message("+393471234567", 1), None)
+        .await
+        .unwrap()
+        .message()
+        .id;
+    let b = store
+        .submit(new_message("+393471234568", 1), None)
+        .await
+        .unwrap()
+        .message()
+        .id;
+    let c = store
+        .submit(new_message("+393471234569", 1), None)
+        .await
+        .unwrap()
+        .message()
+        .id;
+    store.claim(vec![a, b, c], "sim".into()).await.unwrap();
+    let now = now_millis();
+    store
+        .apply(vec![
+            Update::SendFailed {
+                id: a,
+                reason: "busy".into(),
+                retry_at: Some(now + 60_000),
+                at: now,
+            },
+            Update::SendFailed {
+                id: b,
+                reason: "invalid destination".into(),
+                retry_at: None,
+                at: now,
+            },
+            // Past validity (1 h): expires instead of waiting.
+            Update::SendFailed {
+                id: c,
+                reason: "busy".into(),
+                retry_at: Some(now + 7_200_000),
+                at: now,
+            },
+        ])
+        .await
+        .unwrap();
+    let a_now = store.get(a).unwrap().unwrap();
+    assert_eq!(a_now.status, Status::Queued);
+    assert_eq!(a_now.due_at, now + 60_000);
+    assert!(
+        store.due(now, 10).unwrap().is_empty(),
+        "not due before its retry time"
+    );
+    assert_eq!(store.due(now + 60_000, 10).unwrap(), vec![a]);
+    assert_eq!(store.get(b).unwrap().unwrap().status, Status::Failed);
+    assert_eq!(store.get(c).unwrap().unwrap().status, Status::Expired);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn cancel_only_while_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let a = store
+        .submit(new_message("+393471234567", 1), None)
+        .await
+        .unwrap()
+        .message()
+        .id;
+    let b = store
+        .submit(new_message("+393471234567", 1), None)
+        .await
+        .unwrap()
+        .message()
+        .id;
+    store.claim(vec![b], "sim".into()).await.unwrap();
+    assert_eq!(store.cancel(a).await.unwrap().status, Status::Canceled);
+    assert!(store.due(now_millis(), 10).unwrap().is_empty());
+    assert!(matches!(
+        store.cancel(b).await,
+        Err(StoreError::WrongStatus {
+            status: Status::Sending,
+            ..
+        })
+    ));
+    let unknown = MessageId(ulid::Ulid::new());
+    assert!(matches!(
+        store.cancel(unknown).await,
+        Err(StoreError::NotFound(_))
+    ));
+    store.close().await;
+}
+
+#[tokio::test]
+async fn idempotency_returns_same_message_or_conflicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let key = Some(("client".to_string(), "k1".to_string()));
+    let first = store
+        .submit(new_message("+393471234567", 1), key.clone())
+        .await
+        .unwrap();
+    let again = store
+        .submit(new_message("+393471234567", 1), key.clone())
+        .await
+        .unwrap();
+    assert!(matches!(again, Submitted::Existing(_)));
+    assert_eq!(first.message().id, again.message().id);
+    let other = store
+        .submit(new_message("+393471234999", 1), key.clone())
+        .await;
+    assert!(matches!(other, Err(StoreError::IdempotencyConflict(id)) if id == first.message().id));
+    // Another client may use the same key.
+    let scoped = store
+        .submit(
+            new_message("+393471234999", 1),
+            Some(("other".into(), "k1".into())),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(scoped, Submitted::Created(_)));
+    assert_eq!(store.count_status(Status::Queued).unwrap(), 2);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn sending_messages_are_requeued_after_a_crash_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let id;
+    {
+        let store = open(dir.path());
+        id = store
+            .submit(new_message("+393471234567", 1), None)
+            .await
+            .unwrap()
+            .message()
+            .id;
+        store.claim(vec![id], "sim".into()).await.unwrap();
+        // No close: the writer's commit already made it durable, as after a kill.
+        store.close().await;
+    }
+    let (store, recovery) = Store::open(&StoreOptions::new(dir.path())).unwrap();
+    assert_eq!(recovery.requeued_possible_duplicates, 1);
+    let m = store.get(id).unwrap().unwrap();
+    assert_eq!(m.status, Status::Queued);
+    assert!(m.possible_duplicate);
+    assert_eq!(store.due(now_millis(), 10).unwrap(), vec![id]);
+    assert_eq!(store.possible_duplicates().unwrap(), 1);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn list_pages_newest_first_with_filters() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let to = if i % 2 == 0 {
+            "+393471234567"
+        } else {
+            "+393471234568"
+        };
+        ids.push(
+            store
+                .submit(new_message(to, 1), None)
+                .await
+                .unwrap()
+                .message()
+                .id,
+        );
+    }
+    store.cancel(ids[6]).await.unwrap();
+    let page1 = store.list(&ListFilter::default(), None, 3).unwrap();
+    let page2 = store
+        .list(&ListFilter::default(), Some(page1[2].id), 3)
+        .unwrap();
+    let got: Vec<MessageId> = page1.iter().chain(&page2).map(|m| m.id).collect();
+    assert_eq!(got, vec![ids[6], ids[5], ids[4], ids[3], ids[2], ids[1]]);
+
+    let to_a = ListFilter {
+        to: Some("+393471234567".into()),
+        status: None,
+    };
+    let listed: Vec<MessageId> = store
+        .list(&to_a, None, 10)
+        .unwrap()
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(listed, vec![ids[6], ids[4], ids[2], ids[0]]);
+
+    let queued_to_a = ListFilter {
+        to: Some("+393471234567".into()),
+        status: Some(Status::Queued),
+    };
+    assert_eq!(store.list(&queued_to_a, None, 10).unwrap().len(), 3);
+    let canceled = ListFilter {
+        to: None,
+        status: Some(Status::Canceled),
+    };
+    let listed: Vec<MessageId> = store
+        .list(&canceled, None, 10)
+        .unwrap()
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(listed, vec![ids[6]]);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn sweep_deletes_finished_messages_and_their_index_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let key = Some(("c".to_string(), "k".to_string()));
+    let done = store
+        .submit(new_message("+393471234567", 1), key.clone())
+        .await
+        .unwrap()
+        .message()
+        .id;
+    let live = store
+        .submit(new_message("+393471234567", 1), None)
+        .await
+        .unwrap()
+        .message()
+        .id;
+    store.cancel(done).await.unwrap();
+    // Not yet past retention.
+    assert_eq!(store.sweep(now_millis() - 60_000, 100).await.unwrap(), 0);
+    assert_eq!(store.sweep(now_millis() + 1, 100).await.unwrap(), 1);
+    assert!(store.get(done).unwrap().is_none());
+    assert!(store.get(live).unwrap().is_some());
+    assert_eq!(store.count_status(Status::Canceled).unwrap(), 0);
+    let all: Vec<MessageId> = store
+        .list(
+            &ListFilter {
+                to: Some("+393471234567".into()),
+                status: None,
+            },
+            None,
+            10,
+        )
+        .unwrap()
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(all, vec![live]);
+    // The idempotency key went with its message: it can be used again.
+    let reused = store
+        .submit(new_message("+393471234999", 1), key)
+        .await
+        .unwrap();
+    assert!(matches!(reused, Submitted::Created(_)));
+    store.close().await;
+}
+
+#[tokio::test]
+async fn acknowledged_writes_are_synced_in_shared_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .submit(new_message(&format!("+3934712{:05}", i), 1), None)
+                .await
+                .unwrap()
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let syncs = store.stats().syncs.load(Ordering::Relaxed);
+    let writes = store.stats().writes.load(Ordering::Relaxed);
+    assert_eq!(writes, 200);
+    // Every answer came after a sync; concurrent submissions share them (group commit).
+    assert!(
+        (1..200).contains(&syncs),
+        "{syncs} syncs for 200 concurrent writes"
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn compaction_keeps_live_data_and_shrinks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let mut keep = Vec::new();
+    {
+        let store = open(&path);
+        let mut gone = Vec::new();
+        for i in 0..2000 {
+            let id = store
+                .submit(new_message(&format!("+3934712{:05}", i), 1), None)
+                .await
+                .unwrap()
+                .message()
+                .id;
+            if i % 100 == 0 {
+                keep.push(id)
+            } else {
+                gone.push(id)
+            }
+        }
+        for id in gone {
+            store.cancel(id).await.unwrap();
+        }
+        while store.sweep(now_millis() + 1, 500).await.unwrap() > 0 {}
+        store.close().await;
+    }
+    let report = compact(&path, 8 * 1024 * 1024).unwrap();
+    assert!(report.bytes_after < report.bytes_before, "{report:?}");
+    let store = open(&path);
+    for id in keep {
+        assert_eq!(store.get(id).unwrap().unwrap().status, Status::Queued);
+    }
+    assert_eq!(store.count_status(Status::Queued).unwrap(), 20);
+    store.close().await;
+}
+
+#[test]
+fn interrupted_compaction_is_finished_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let id = {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let store = open(&path);
+            let id = store
+                .submit(new_message("+393471234567", 1), None)
+                .await
+                .unwrap()
+                .message()
+                .id;
+            store.close().await;
+            id
+        })
+    };
+    // As if compaction stopped between its two renames.
+    std::fs::rename(&path, sibling(&path, "compact-old")).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = open(&path);
+        assert!(
+            store.get(id).unwrap().is_some(),
+            "the data came back from compact-old"
+        );
+        store.close().await;
+    });
+}

@@ -1,0 +1,778 @@
+//! The single writer: applies write requests in arrival order, one sled batch per request (so a
+//! record and its indexes change together), and commits them in groups. A group ends when the
+//! queue is empty or `max_group` requests were taken; then sled is flushed, its data file is
+//! fdatasync'ed, and only then does any request of the group get its answer. If the commit fails
+//! (disk full, I/O error), every write of the group is rolled back in memory and every request of
+//! the group gets `Unavailable`: nobody hears "accepted" for something that is not on disk, and
+//! nothing half-written stays.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::keys;
+use super::record::{self, EarlyReceipt};
+use super::{
+    Applied, Claimed, InboundNew, Recovery, StoreError, StoreStats, Submitted, Update, stat_add,
+};
+use crate::message::{
+    InboundMessage, Message, MessageId, Millis, NewMessage, PartState, ReceiptOutcome, Status,
+    Transition, now_millis,
+};
+
+pub type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// A write request for the writer thread.
+pub enum Op {
+    Submit {
+        new: NewMessage,
+        idempotency: Option<(String, String)>,
+        reply: Reply<Submitted>,
+    },
+    Cancel {
+        id: MessageId,
+        reply: Reply<Message>,
+    },
+    Claim {
+        ids: Vec<MessageId>,
+        channel: String,
+        reply: Reply<Vec<Claimed>>,
+    },
+    Apply {
+        updates: Vec<Update>,
+        reply: Reply<Vec<Applied>>,
+    },
+    Sweep {
+        finished_before: Millis,
+        max: usize,
+        reply: Reply<usize>,
+    },
+    Close {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// Sends an op's answer once its group's fate is known.
+type Finish = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+
+fn finish<T: Send + 'static>(reply: Reply<T>, result: Result<T, StoreError>) -> Finish {
+    Box::new(move |commit_error| {
+        let result = match commit_error {
+            Some(e) => Err(StoreError::Unavailable(e.to_string())),
+            None => result,
+        };
+        // The caller may have gone away (HTTP client hung up); the write stands regardless.
+        let _ = reply.send(result);
+    })
+}
+
+/// Owns the database handle for writing, the undo log of the open group, and the id generator.
+pub struct Committer {
+    db: sled::Db,
+    db_file: std::fs::File,
+    blobs_dir: PathBuf,
+    blobs_seen: Option<std::time::SystemTime>,
+    undo: Vec<(Vec<u8>, Option<sled::IVec>)>,
+    ids: ulid::Generator,
+}
+
+/// One key to write (Some) or delete (None).
+type Entry = (Vec<u8>, Option<Vec<u8>>);
+
+impl Committer {
+    pub fn new(db: sled::Db, db_file: std::fs::File, path: PathBuf) -> Self {
+        Committer {
+            db,
+            db_file,
+            blobs_dir: path.join("blobs"),
+            blobs_seen: None,
+            undo: Vec::new(),
+            ids: ulid::Generator::new(),
+        }
+    }
+
+    fn next_id(&mut self) -> MessageId {
+        // Monotonic within the process, so ids (and listings) follow commit order.
+        MessageId(self.ids.generate().unwrap_or_else(|_| ulid::Ulid::new()))
+    }
+
+    fn get_message(&self, id: MessageId) -> Result<Option<Message>, StoreError> {
+        let key = keys::message(id);
+        match self.db.get(&key)? {
+            Some(v) => record::decode_message(&key, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Applies entries as one atomic batch, remembering the old values for a rollback.
+    fn write(&mut self, entries: Vec<Entry>) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut undo = Vec::with_capacity(entries.len());
+        for (key, value) in entries {
+            undo.push((key.clone(), self.db.get(&key)?));
+            match value {
+                Some(v) => batch.insert(key, v),
+                None => batch.remove(key),
+            }
+        }
+        self.db.apply_batch(batch)?;
+        self.undo.extend(undo);
+        Ok(())
+    }
+
+    /// Makes everything written since the last commit durable.
+    fn commit(&mut self) -> Result<(), StoreError> {
+        let result = self.flush_and_sync();
+        if result.is_err() {
+            self.rollback();
+        }
+        self.undo.clear();
+        result
+    }
+
+    fn flush_and_sync(&mut self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        let io = |e: std::io::Error| StoreError::Unavailable(format!("fdatasync: {e}"));
+        self.db_file.sync_data().map_err(io)?;
+        // Values too large for a log segment go to files under blobs/, written without a sync.
+        // Our records are far below that size, but if one ever lands there, sync the filesystem.
+        let blobs_now = std::fs::metadata(&self.blobs_dir)
+            .and_then(|m| m.modified())
+            .ok();
+        if blobs_now != self.blobs_seen {
+            if self.blobs_seen.is_some() {
+                let dir = std::fs::File::open(&self.blobs_dir).map_err(io)?;
+                // SAFETY: syncfs only reads the descriptor, which `dir` keeps open for the call.
+                if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)) } != 0 {
+                    return Err(io(std::io::Error::last_os_error()));
+                }
+            }
+            self.blobs_seen = blobs_now;
+        }
+        Ok(())
+    }
+
+    fn rollback(&mut self) {
+        for (key, old) in self.undo.drain(..).rev() {
+            // Best effort: if sled refuses even this, the store is broken and every later request
+            // fails with Unavailable anyway.
+            let _ = match old {
+                Some(v) => self.db.insert(key, v).map(|_| ()),
+                None => self.db.remove(key).map(|_| ()),
+            };
+        }
+    }
+
+    /// Writes a message and moves its index entries from what `old` had to what it now needs.
+    fn put_message(
+        &mut self,
+        old: Option<&Message>,
+        new: &Message,
+        mut extra: Vec<Entry>,
+    ) -> Result<(), StoreError> {
+        let before = old.map(index_keys).unwrap_or_default();
+        let after = index_keys(new);
+        for gone in before.difference(&after) {
+            extra.push((gone.clone(), None));
+        }
+        for added in after.difference(&before) {
+            extra.push((added.clone(), Some(Vec::new())));
+        }
+        extra.push((keys::message(new.id), Some(record::encode(new))));
+        self.write(extra)
+    }
+}
+
+/// The index keys a message needs in its current state.
+fn index_keys(m: &Message) -> BTreeSet<Vec<u8>> {
+    let mut set = BTreeSet::new();
+    set.insert(keys::status(m.status, m.id));
+    set.insert(keys::recipient(&m.to, m.id));
+    if m.status == Status::Queued {
+        set.insert(keys::due(m.due_at, m.id));
+    }
+    if m.status.is_final() {
+        set.insert(keys::finished(m.status_since(), m.id));
+    }
+    set
+}
+
+pub fn read_counter(db: &sled::Db, name: &[u8]) -> Result<u64, StoreError> {
+    Ok(db
+        .get(keys::counter(name))?
+        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+        .map_or(0, u64::from_be_bytes))
+}
+
+/// Puts messages a crash left "sending" back in the queue, marked and counted as possible
+/// duplicates: the channel may have sent them before the crash.
+pub fn recover(db: &sled::Db, c: &mut Committer) -> Result<Recovery, StoreError> {
+    let now = now_millis();
+    let mut stuck = Vec::new();
+    for key in db.scan_prefix(keys::status_prefix(Status::Sending)).keys() {
+        if let Some(id) = keys::id_suffix(&key?) {
+            stuck.push(id);
+        }
+    }
+    let mut requeued = 0;
+    for id in stuck {
+        let Some(old) = c.get_message(id)? else {
+            continue;
+        };
+        let mut m = old.clone();
+        m.possible_duplicate = true;
+        m.due_at = now;
+        for part in &mut m.parts {
+            if part.status == Status::Sending {
+                part.status = Status::Queued;
+            }
+        }
+        m.transition(
+            Status::Queued,
+            now,
+            Some("requeued after restart: it may already have been sent".into()),
+        );
+        c.put_message(Some(&old), &m, Vec::new())?;
+        requeued += 1;
+    }
+    if requeued > 0 {
+        let total = read_counter(db, keys::POSSIBLE_DUPLICATES)? + requeued;
+        c.write(vec![(
+            keys::counter(keys::POSSIBLE_DUPLICATES),
+            Some(total.to_be_bytes().to_vec()),
+        )])?;
+    }
+    c.commit()?;
+    Ok(Recovery {
+        requeued_possible_duplicates: requeued,
+    })
+}
+
+/// The writer thread's loop.
+pub fn run(mut c: Committer, mut rx: mpsc::Receiver<Op>, stats: Arc<StoreStats>, max_group: usize) {
+    let mut finishers: Vec<Finish> = Vec::with_capacity(max_group);
+    while let Some(first) = rx.blocking_recv() {
+        let mut next = Some(first);
+        let mut close = None;
+        while let Some(op) = next.take() {
+            match op {
+                Op::Close { reply } => {
+                    close = Some(reply);
+                    break;
+                }
+                op => finishers.push(process(&mut c, op)),
+            }
+            if finishers.len() >= max_group {
+                break;
+            }
+            next = rx.try_recv().ok();
+        }
+        let writes = finishers.len() as u64;
+        let result = if writes > 0 || close.is_some() {
+            c.commit()
+        } else {
+            Ok(())
+        };
+        if let Err(e) = &result {
+            tracing::error!(error = %e, requests = writes, "store commit failed; group rolled back");
+        } else {
+            stat_add(&stats.syncs, 1);
+            stat_add(&stats.writes, writes);
+        }
+        for f in finishers.drain(..) {
+            f(result.as_ref().err());
+        }
+        if let Some(reply) = close {
+            let _ = reply.send(());
+            return;
+        }
+    }
+    // Every handle is gone without a Close: still leave everything on disk.
+    let _ = c.commit();
+}
+
+fn process(c: &mut Committer, op: Op) -> Finish {
+    match op {
+        Op::Submit {
+            new,
+            idempotency,
+            reply,
+        } => finish(reply, submit(c, new, idempotency)),
+        Op::Cancel { id, reply } => finish(reply, cancel(c, id)),
+        Op::Claim {
+            ids,
+            channel,
+            reply,
+        } => finish(reply, claim(c, ids, &channel)),
+        Op::Apply { updates, reply } => {
+            let result = updates
+                .into_iter()
+                .map(|u| apply(c, u))
+                .collect::<Result<Vec<_>, _>>();
+            finish(reply, result)
+        }
+        Op::Sweep {
+            finished_before,
+            max,
+            reply,
+        } => finish(reply, sweep(c, finished_before, max)),
+        Op::Close { reply } => Box::new(move |_| {
+            let _ = reply.send(());
+        }),
+    }
+}
+
+/// The validity a message was given, as a duration, to compare repeated requests.
+fn validity_of(m: &Message) -> Millis {
+    m.expires_at - m.send_at.unwrap_or(m.created_at).max(m.created_at)
+}
+
+fn same_request(existing: &Message, new: &NewMessage) -> bool {
+    existing.to == new.to
+        && existing.from == new.from
+        && existing.text == new.text
+        && existing.kind == new.kind
+        && existing.reference == new.reference
+        && existing.send_at == new.send_at
+        && validity_of(existing) == new.validity_ms
+}
+
+fn submit(
+    c: &mut Committer,
+    new: NewMessage,
+    idempotency: Option<(String, String)>,
+) -> Result<Submitted, StoreError> {
+    let idem_key = idempotency.map(|(scope, key)| keys::idempotency(&scope, &key));
+    if let Some(k) = &idem_key {
+        if let Some(v) = c.db.get(k)? {
+            let id = <[u8; 16]>::try_from(v.as_ref())
+                .map(MessageId::from_bytes)
+                .map_err(|_| StoreError::Corrupt {
+                    key: String::from_utf8_lossy(k).into_owned(),
+                    reason: "idempotency entry is not an id".into(),
+                })?;
+            if let Some(existing) = c.get_message(id)? {
+                return if same_request(&existing, &new) {
+                    Ok(Submitted::Existing(existing))
+                } else {
+                    Err(StoreError::IdempotencyConflict(id))
+                };
+            }
+            // The message was swept after its retention: the key is free again.
+        }
+    }
+    let now = now_millis();
+    let id = c.next_id();
+    let start = new.send_at.unwrap_or(now).max(now);
+    let m = Message {
+        id,
+        to: new.to,
+        from: new.from,
+        text: new.text,
+        kind: new.kind,
+        reference: new.reference,
+        encoding: new.encoding,
+        created_at: now,
+        send_at: new.send_at,
+        expires_at: start.saturating_add(new.validity_ms),
+        status: Status::Queued,
+        due_at: start,
+        attempts: 0,
+        channel: None,
+        possible_duplicate: false,
+        parts: (0..new.parts.max(1))
+            .map(|_| PartState {
+                status: Status::Queued,
+                remote_id: None,
+            })
+            .collect(),
+        history: vec![Transition {
+            status: Status::Queued,
+            at: now,
+            reason: None,
+        }],
+        idempotency_key: idem_key.clone(),
+    };
+    let extra = match idem_key {
+        Some(k) => vec![(k, Some(id.to_bytes().to_vec()))],
+        None => Vec::new(),
+    };
+    c.put_message(None, &m, extra)?;
+    Ok(Submitted::Created(m))
+}
+
+fn cancel(c: &mut Committer, id: MessageId) -> Result<Message, StoreError> {
+    let old = c.get_message(id)?.ok_or(StoreError::NotFound(id))?;
+    if old.status != Status::Queued {
+        return Err(StoreError::WrongStatus {
+            id,
+            status: old.status,
+        });
+    }
+    let mut m = old.clone();
+    let now = now_millis();
+    for part in &mut m.parts {
+        if part.status == Status::Queued {
+            part.status = Status::Canceled;
+        }
+    }
+    m.transition(Status::Canceled, now, Some("canceled by request".into()));
+    c.put_message(Some(&old), &m, Vec::new())?;
+    Ok(m)
+}
+
+fn claim(
+    c: &mut Committer,
+    ids: Vec<MessageId>,
+    channel: &str,
+) -> Result<Vec<Claimed>, StoreError> {
+    let now = now_millis();
+    let mut claimed = Vec::with_capacity(ids.len());
+    for id in ids {
+        let Some(old) = c.get_message(id)? else {
+            continue;
+        };
+        if old.status != Status::Queued || old.due_at > now {
+            continue;
+        }
+        let mut m = old.clone();
+        if now >= m.expires_at {
+            expire_unsent_parts(&mut m);
+            m.transition(
+                Status::Expired,
+                now,
+                Some("validity ended before it could be sent".into()),
+            );
+            c.put_message(Some(&old), &m, Vec::new())?;
+            continue;
+        }
+        m.attempts += 1;
+        m.channel = Some(channel.to_string());
+        let mut parts_to_send = Vec::new();
+        for (i, part) in m.parts.iter_mut().enumerate() {
+            if part.status == Status::Queued {
+                part.status = Status::Sending;
+                parts_to_send.push(u8::try_from(i).unwrap_or(u8::MAX));
+            }
+        }
+        m.transition(
+            Status::Sending,
+            now,
+            Some(format!("attempt {} on {channel}", m.attempts)),
+        );
+        c.put_message(Some(&old), &m, Vec::new())?;
+        claimed.push(Claimed {
+            message: m,
+            parts_to_send,
+        });
+    }
+    Ok(claimed)
+}
+
+fn expire_unsent_parts(m: &mut Message) {
+    for part in &mut m.parts {
+        if matches!(part.status, Status::Queued | Status::Sending) {
+            part.status = Status::Expired;
+        }
+    }
+}
+
+fn receipt_status(outcome: ReceiptOutcome) -> Status {
+    match outcome {
+        ReceiptOutcome::Delivered => Status::Delivered,
+        ReceiptOutcome::Failed => Status::Failed,
+        ReceiptOutcome::Expired => Status::Expired,
+    }
+}
+
+/// Derives the message status from its parts after a part changed.
+fn aggregate(m: &mut Message, at: Millis, reason: Option<String>) {
+    if m.status.is_final() {
+        return;
+    }
+    let all_accepted = m
+        .parts
+        .iter()
+        .all(|p| !matches!(p.status, Status::Queued | Status::Sending));
+    if m.status == Status::Sending && all_accepted {
+        let channel = m.channel.clone().unwrap_or_default();
+        m.transition(Status::Sent, at, Some(format!("accepted by {channel}")));
+    }
+    let failed = m.parts.iter().any(|p| p.status == Status::Failed);
+    let all_final = m.parts.iter().all(|p| p.status.is_final());
+    if failed {
+        m.transition(Status::Failed, at, reason);
+    } else if all_final && m.status == Status::Sent {
+        if m.parts.iter().all(|p| p.status == Status::Delivered) {
+            m.transition(Status::Delivered, at, reason);
+        } else {
+            m.transition(Status::Expired, at, reason);
+        }
+    }
+}
+
+fn apply(c: &mut Committer, update: Update) -> Result<Applied, StoreError> {
+    match update {
+        Update::PartAccepted {
+            id,
+            part,
+            channel,
+            remote_id,
+            at,
+        } => part_accepted(c, id, part, &channel, remote_id, at),
+        Update::SendFailed {
+            id,
+            reason,
+            retry_at,
+            at,
+        } => send_failed(c, id, reason, retry_at, at),
+        Update::Receipt {
+            channel,
+            remote_id,
+            outcome,
+            reason,
+            at,
+        } => receipt(c, &channel, &remote_id, outcome, reason, at),
+        Update::Inbound(new) => inbound(c, new),
+    }
+}
+
+fn part_accepted(
+    c: &mut Committer,
+    id: MessageId,
+    part: u8,
+    channel: &str,
+    remote_id: Option<String>,
+    at: Millis,
+) -> Result<Applied, StoreError> {
+    let Some(old) = c.get_message(id)? else {
+        return Ok(Applied::Ignored(format!(
+            "acceptance for unknown message {id}"
+        )));
+    };
+    let mut m = old.clone();
+    let Some(state) = m.parts.get_mut(usize::from(part)) else {
+        return Ok(Applied::Ignored(format!("message {id} has no part {part}")));
+    };
+    if state.status != Status::Sending {
+        return Ok(Applied::Ignored(format!(
+            "part {part} of {id} is {}, not sending",
+            state.status
+        )));
+    }
+    state.status = Status::Sent;
+    state.remote_id = remote_id.clone();
+    let mut extra = Vec::new();
+    let mut early = None;
+    if let Some(remote) = &remote_id {
+        let mut value = id.to_bytes().to_vec();
+        value.push(part);
+        extra.push((keys::remote(channel, remote), Some(value)));
+        let early_key = keys::early_receipt(channel, remote);
+        if let Some(v) = c.db.get(&early_key)? {
+            early = Some(record::decode_early_receipt(&early_key, &v)?);
+            extra.push((early_key, None));
+        }
+    }
+    aggregate(&mut m, at, None);
+    if let Some(r) = early {
+        if let Some(state) = m.parts.get_mut(usize::from(part)) {
+            state.status = receipt_status(r.outcome);
+        }
+        aggregate(&mut m, r.at, r.reason);
+    }
+    c.put_message(Some(&old), &m, extra)?;
+    Ok(Applied::Message {
+        id,
+        status: m.status,
+    })
+}
+
+fn send_failed(
+    c: &mut Committer,
+    id: MessageId,
+    reason: String,
+    retry_at: Option<Millis>,
+    at: Millis,
+) -> Result<Applied, StoreError> {
+    let Some(old) = c.get_message(id)? else {
+        return Ok(Applied::Ignored(format!(
+            "failure for unknown message {id}"
+        )));
+    };
+    if old.status != Status::Sending {
+        return Ok(Applied::Ignored(format!(
+            "failure for {id}, which is {}",
+            old.status
+        )));
+    }
+    let mut m = old.clone();
+    match retry_at {
+        Some(due) if due < m.expires_at => {
+            for part in &mut m.parts {
+                if part.status == Status::Sending {
+                    part.status = Status::Queued;
+                }
+            }
+            m.due_at = due;
+            m.transition(
+                Status::Queued,
+                at,
+                Some(format!(
+                    "{reason}; retry at {}",
+                    crate::message::format_millis(due)
+                )),
+            );
+        }
+        Some(_) => {
+            expire_unsent_parts(&mut m);
+            m.transition(
+                Status::Expired,
+                at,
+                Some(format!("{reason}; validity ends before the next retry")),
+            );
+        }
+        None => {
+            for part in &mut m.parts {
+                if matches!(part.status, Status::Queued | Status::Sending) {
+                    part.status = Status::Failed;
+                }
+            }
+            m.transition(Status::Failed, at, Some(reason));
+        }
+    }
+    c.put_message(Some(&old), &m, Vec::new())?;
+    Ok(Applied::Message {
+        id,
+        status: m.status,
+    })
+}
+
+fn receipt(
+    c: &mut Committer,
+    channel: &str,
+    remote_id: &str,
+    outcome: ReceiptOutcome,
+    reason: Option<String>,
+    at: Millis,
+) -> Result<Applied, StoreError> {
+    let remote_key = keys::remote(channel, remote_id);
+    let Some(v) = c.db.get(&remote_key)? else {
+        let early = EarlyReceipt {
+            outcome,
+            reason,
+            at,
+        };
+        c.write(vec![(
+            keys::early_receipt(channel, remote_id),
+            Some(record::encode(&early)),
+        )])?;
+        return Ok(Applied::ReceiptKept);
+    };
+    let (Some(id_bytes), Some(&part)) = (v.get(..16), v.get(16)) else {
+        return Err(StoreError::Corrupt {
+            key: String::from_utf8_lossy(&remote_key).into_owned(),
+            reason: "remote-id entry too short".into(),
+        });
+    };
+    let id = MessageId::from_bytes(id_bytes.try_into().unwrap_or([0; 16]));
+    let Some(old) = c.get_message(id)? else {
+        return Ok(Applied::Ignored(format!("receipt for swept message {id}")));
+    };
+    let mut m = old.clone();
+    if m.status.is_final() {
+        return Ok(Applied::Ignored(format!(
+            "receipt for {id}, which is already {}",
+            m.status
+        )));
+    }
+    if let Some(state) = m.parts.get_mut(usize::from(part)) {
+        state.status = receipt_status(outcome);
+    }
+    aggregate(&mut m, at, reason);
+    c.put_message(Some(&old), &m, Vec::new())?;
+    Ok(Applied::Message {
+        id,
+        status: m.status,
+    })
+}
+
+fn inbound(c: &mut Committer, new: InboundNew) -> Result<Applied, StoreError> {
+    let id = c.next_id();
+    let record = InboundMessage {
+        id,
+        channel: new.channel,
+        from: new.from,
+        to: new.to,
+        text: new.text,
+        received_at: new.received_at,
+        in_reply_to: new.in_reply_to,
+    };
+    c.write(vec![(keys::inbound(id), Some(record::encode(&record)))])?;
+    Ok(Applied::Inbound(id))
+}
+
+fn sweep(c: &mut Committer, finished_before: Millis, max: usize) -> Result<usize, StoreError> {
+    let mut finished = Vec::new();
+    for key in
+        c.db.range(vec![keys::FINISHED]..keys::finished_upper_bound(finished_before))
+            .keys()
+            .take(max)
+    {
+        let key = key?;
+        if let Some(id) = keys::id_suffix(&key) {
+            finished.push((key.to_vec(), id));
+        }
+    }
+    let mut deleted = 0;
+    for (finished_key, id) in finished {
+        let mut entries: Vec<Entry> = vec![(finished_key, None)];
+        if let Some(m) = c.get_message(id)? {
+            entries.extend(index_keys(&m).into_iter().map(|k| (k, None)));
+            if let Some(channel) = &m.channel {
+                for part in &m.parts {
+                    if let Some(remote) = &part.remote_id {
+                        entries.push((keys::remote(channel, remote), None));
+                    }
+                }
+            }
+            if let Some(k) = &m.idempotency_key {
+                entries.push((k.clone(), None));
+            }
+            entries.push((keys::message(id), None));
+            deleted += 1;
+        }
+        entries.sort();
+        entries.dedup_by(|a, b| a.0 == b.0);
+        c.write(entries)?;
+    }
+    // Inbound messages and receipts that never found their message age out on the same clock.
+    let remaining = max.saturating_sub(deleted);
+    let mut old_inbound = Vec::new();
+    let cutoff = ulid::Ulid::from_parts(u64::try_from(finished_before).unwrap_or(0), 0);
+    for key in
+        c.db.range(vec![keys::INBOUND]..keys::inbound(MessageId(cutoff)))
+            .keys()
+            .take(remaining)
+    {
+        old_inbound.push((key?.to_vec(), None));
+    }
+    let mut stale_receipts = Vec::new();
+    for item in c.db.scan_prefix([keys::EARLY_RECEIPT]).take(remaining) {
+        let (k, v) = item?;
+        let stale = record::decode_early_receipt(&k, &v).map_or(true, |r| r.at < finished_before);
+        if stale {
+            stale_receipts.push((k.to_vec(), None));
+        }
+    }
+    deleted += old_inbound.len() + stale_receipts.len();
+    if !old_inbound.is_empty() {
+        c.write(old_inbound)?;
+    }
+    if !stale_receipts.is_empty() {
+        c.write(stale_receipts)?;
+    }
+    Ok(deleted)
+}
