@@ -50,6 +50,7 @@ pub struct RunningDaemon {
     pub http_addr: SocketAddr,
     pub store: Store,
     shutdown: CancellationToken,
+    channel_shutdown: CancellationToken,
     tasks: JoinSet<()>,
     channel_tasks: JoinSet<()>,
     correlator: tokio::task::JoinHandle<()>,
@@ -75,6 +76,8 @@ pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
     }
 
     let shutdown = CancellationToken::new();
+    // Channels stop only after the dispatcher has, so no claimed message is left between them.
+    let channel_shutdown = CancellationToken::new();
     let wake = Arc::new(Notify::new());
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
 
@@ -98,7 +101,7 @@ pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
         let ctx = ChannelContext {
             jobs: jobs_rx,
             events: EventSink::new(name.clone(), events_tx.clone()),
-            shutdown: shutdown.clone(),
+            shutdown: channel_shutdown.clone(),
         };
         let task = channel.run(ctx);
         channel_tasks.spawn(async move {
@@ -109,6 +112,12 @@ pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
     }
     // Only channels hold event senders now: the correlator ends when the last channel has.
     drop(events_tx);
+
+    // libphonenumber compiles its metadata on first use (a second or more): pay that now, not
+    // in the first customer's request.
+    tokio::task::spawn_blocking(crate::phone::warm_up)
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
 
     let region = crate::phone::region(settings.defaults.region.as_deref());
     let correlator = Correlator::new(store.clone(), RetryPolicy::from(&settings.retry), region);
@@ -155,6 +164,7 @@ pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
         http_addr,
         store,
         shutdown,
+        channel_shutdown,
         tasks,
         channel_tasks,
         correlator,
@@ -174,6 +184,7 @@ impl RunningDaemon {
         tracing::info!("shutting down: no new requests; handing back unfinished work");
         let http_result = (&mut self.http).await;
         while self.tasks.join_next().await.is_some() {}
+        self.channel_shutdown.cancel();
         let channels = async { while self.channel_tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(CHANNEL_STOP_TIMEOUT, channels)
             .await

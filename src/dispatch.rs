@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::channel::SendJob;
 use crate::config::RetrySettings;
 use crate::message::{Millis, now_millis};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, Update};
 
 /// When to try a transiently failed message again.
 #[derive(Debug, Clone)]
@@ -140,11 +140,11 @@ impl Dispatcher {
                 }
             };
             let mut permit = Some(permit);
-            for c in claimed {
-                let job = SendJob {
-                    message: Arc::new(c.message),
-                    parts_to_send: c.parts_to_send,
-                };
+            let mut jobs = claimed.into_iter().map(|c| SendJob {
+                message: Arc::new(c.message),
+                parts_to_send: c.parts_to_send,
+            });
+            while let Some(job) = jobs.next() {
                 tracing::debug!(id = %job.message.id, channel = %channel.name, "handing over");
                 // The first job uses the permit; the rest fit in the room we saw, and if the
                 // channel shrank meanwhile this waits (backpressure), it never drops.
@@ -153,14 +153,32 @@ impl Dispatcher {
                         p.send(job);
                         Ok(())
                     }
-                    None => channel.jobs.send(job).await.map_err(|_| ()),
+                    None => channel.jobs.send(job).await.map_err(|e| e.0),
                 };
-                if sent.is_err() {
-                    // The channel stopped: its message stays "sending" and is requeued at the
-                    // next start, counted as a possible duplicate (the documented window).
+                if let Err(job) = sent {
+                    // The channel stopped between our claim and the hand-over: put these
+                    // messages straight back in the queue rather than leave them "sending".
+                    self.requeue(std::iter::once(job).chain(jobs), &channel.name)
+                        .await;
                     return Ok(());
                 }
             }
+        }
+    }
+
+    async fn requeue(&self, jobs: impl Iterator<Item = SendJob>, channel: &str) {
+        let now = now_millis();
+        let updates: Vec<Update> = jobs
+            .map(|job| Update::SendFailed {
+                id: job.message.id,
+                reason: format!("channel {channel} stopped before taking it"),
+                retry_at: Some(now),
+                at: now,
+            })
+            .collect();
+        let count = updates.len();
+        if let Err(e) = self.store.apply(updates).await {
+            tracing::warn!(count, error = %e, "could not requeue; they will be at the next start");
         }
     }
 

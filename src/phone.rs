@@ -28,6 +28,12 @@ pub fn region(code: Option<&str>) -> Option<Region> {
     code.and_then(|c| Region::from_str(&c.to_ascii_uppercase()).ok())
 }
 
+/// Loads the number metadata and compiles its patterns, which the library does lazily.
+pub fn warm_up() {
+    let _ = normalize("+393471234567", None);
+    let _ = normalize("3471234567", region(Some("IT")));
+}
+
 /// Longest input worth parsing; anything longer is not a phone number.
 const MAX_NUMBER_INPUT: usize = 40;
 

@@ -8,7 +8,7 @@
 //! | `d`    | due millis (BE) + id                  | empty: the queue, while queued |
 //! | `s`    | status code + id                      | empty: listing by status       |
 //! | `t`    | recipient + 0x00 + id                 | empty: listing by recipient    |
-//! | `f`    | finished millis (BE) + id             | empty: the retention sweep     |
+//! | `f`    | settled millis (BE) + id              | empty: the retention sweep     |
 //! | `k`    | scope + 0x00 + idempotency key        | id                             |
 //! | `r`    | channel + 0x00 + normalized remote id | id + part index                |
 //! | `p`    | channel + 0x00 + normalized remote id | encoded early receipt          |

@@ -293,8 +293,9 @@ impl Store {
             .await
     }
 
-    /// Deletes up to `max` messages that reached a final status before `finished_before`, with
-    /// their index entries. Returns how many were deleted.
+    /// Deletes up to `max` messages that settled (reached a final status, or "sent" with no
+    /// receipt since) before `finished_before`, with their index entries; also inbound messages
+    /// and unmatched receipts older than that. Returns how many records were deleted.
     pub async fn sweep(&self, finished_before: Millis, max: usize) -> Result<usize, StoreError> {
         self.call(|reply| writer::Op::Sweep {
             finished_before,

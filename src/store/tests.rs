@@ -493,3 +493,32 @@ fn interrupted_compaction_is_finished_at_open() {
         store.close().await;
     });
 }
+
+#[tokio::test]
+async fn sent_messages_without_receipt_age_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let id = store
+        .submit(new_message("+393471234567", 1), None)
+        .await
+        .unwrap()
+        .message()
+        .id;
+    let claimed = store.claim(vec![id], "sim".into()).await.unwrap();
+    accept_all(&store, &claimed[0], "sim").await;
+    assert_eq!(store.get(id).unwrap().unwrap().status, Status::Sent);
+    assert_eq!(
+        store.sweep(now_millis() - 60_000, 10).await.unwrap(),
+        0,
+        "not yet"
+    );
+    assert_eq!(store.sweep(now_millis() + 1, 10).await.unwrap(), 1);
+    assert!(store.get(id).unwrap().is_none());
+    // Its remote id went with it: a very late receipt is kept as unmatched, not misapplied.
+    let late = receipt("sim", &format!("R{id}-0"), ReceiptOutcome::Delivered);
+    assert_eq!(
+        store.apply(vec![late]).await.unwrap(),
+        vec![Applied::ReceiptKept]
+    );
+    store.close().await;
+}

@@ -193,7 +193,9 @@ fn index_keys(m: &Message) -> BTreeSet<Vec<u8>> {
     if m.status == Status::Queued {
         set.insert(keys::due(m.due_at, m.id));
     }
-    if m.status.is_final() {
+    // "sent" ages out too: a receipt may never come (not every network sends one), and such
+    // messages must not stay forever. A late receipt moves the entry to its own time.
+    if m.status.is_final() || m.status == Status::Sent {
         set.insert(keys::finished(m.status_since(), m.id));
     }
     set

@@ -1,0 +1,411 @@
+//! The HTTP API over real loopback TCP against a real sled store: what integrators see, and that
+//! bad input gets its documented error and leaves the store unchanged.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{Client, InProcess};
+
+/// A daemon with no channel: messages stay queued, so the store only changes through the API.
+fn quiet_daemon() -> InProcess {
+    InProcess::start(|s| {
+        s.defaults.region = Some("IT".into());
+        s.defaults.max_parts = 3;
+    })
+}
+
+fn message_count(client: &Client) -> usize {
+    client.all_messages().len()
+}
+
+#[test]
+fn submit_get_list_and_cancel() {
+    let d = quiet_daemon();
+    let c = &d.client;
+    let a = c.post(
+        "/v1/messages",
+        &json!({"to": "347 123 4567", "text": "Your order 1234 ships tomorrow", "from": "MyShop",
+                "reference": "order-1234", "kind": "marketing"}),
+    );
+    assert_eq!(a.status, 202, "{:?}", a.body);
+    assert_eq!(a.body["status"], "queued");
+    assert_eq!(
+        a.body["to"], "+393471234567",
+        "national number normalized with the region"
+    );
+    assert_eq!(a.body["parts"], 1);
+    assert_eq!(a.body["encoding"], "gsm7");
+    assert_eq!(a.body["kind"], "marketing");
+    let id = a.body["id"].as_str().unwrap().to_string();
+
+    let ucs2 = c.post(
+        "/v1/messages",
+        &json!({"to": "+393471234568", "text": "Grazie! 🎉 Il tuo ordine è in consegna"}),
+    );
+    assert_eq!(ucs2.status, 202);
+    assert_eq!(ucs2.body["encoding"], "ucs2");
+
+    let got = c.get(&format!("/v1/messages/{id}"));
+    assert_eq!(got.status, 200);
+    assert_eq!(got.body["reference"], "order-1234");
+    assert_eq!(got.body["history"][0]["status"], "queued");
+
+    let page = c.get("/v1/messages?limit=1");
+    assert_eq!(page.body["items"].as_array().unwrap().len(), 1);
+    assert_eq!(page.body["items"][0]["id"], ucs2.body["id"], "newest first");
+    let cursor = page.body["next_cursor"].as_str().unwrap();
+    let page2 = c.get(&format!("/v1/messages?limit=1&cursor={cursor}"));
+    assert_eq!(page2.body["items"][0]["id"], id.as_str());
+    let by_to = c.get("/v1/messages?to=%2B393471234567&status=queued");
+    assert_eq!(by_to.body["items"].as_array().unwrap().len(), 1);
+
+    let canceled = c.delete(&format!("/v1/messages/{id}"));
+    assert_eq!(canceled.status, 200, "{:?}", canceled.body);
+    assert_eq!(canceled.body["status"], "canceled");
+    let again = c.delete(&format!("/v1/messages/{id}"));
+    assert_eq!(again.status, 409);
+    assert_eq!(again.code(), "not_cancelable");
+    let canceled_list = c.get("/v1/messages?status=canceled");
+    assert_eq!(canceled_list.body["items"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn idempotency_key_replays_or_conflicts() {
+    let d = quiet_daemon();
+    let c = &d.client;
+    let body = json!({"to": "+393471234567", "text": "code 123456"});
+    let send = |b: &Value, key: &str| {
+        c.request(
+            "POST",
+            "/v1/messages",
+            Some(b.to_string().as_bytes()),
+            &[("Idempotency-Key", key)],
+        )
+        .unwrap()
+    };
+    let first = send(&body, "order-1234-sms");
+    let second = send(&body, "order-1234-sms");
+    assert_eq!(first.status, 202);
+    assert_eq!(second.status, 202);
+    assert_eq!(first.body["id"], second.body["id"]);
+    assert_eq!(second.header("idempotent-replayed"), Some("true"));
+    let different = send(
+        &json!({"to": "+393471234567", "text": "code 999999"}),
+        "order-1234-sms",
+    );
+    assert_eq!(different.status, 409);
+    assert_eq!(different.code(), "idempotency_conflict");
+    assert_eq!(message_count(c), 1);
+}
+
+/// What is sent, the body, and the expected status, error code and field.
+type BadCase = (
+    &'static str,
+    Vec<u8>,
+    u16,
+    &'static str,
+    Option<&'static str>,
+);
+
+/// Each bad request gets its status and code, and the store is unchanged afterwards.
+#[test]
+fn bad_input_is_refused_and_changes_nothing() {
+    let d = quiet_daemon();
+    let c = &d.client;
+    assert_eq!(
+        c.post(
+            "/v1/messages",
+            &json!({"to": "+393471234567", "text": "ok"})
+        )
+        .status,
+        202
+    );
+    let before = c.all_messages();
+    let long_text = "x".repeat(153 * 3 + 1);
+    let cases: Vec<BadCase> = vec![
+        (
+            "malformed JSON",
+            b"{\"to\": ".to_vec(),
+            400,
+            "malformed_json",
+            None,
+        ),
+        (
+            "not JSON",
+            b"to=123&text=hi".to_vec(),
+            400,
+            "malformed_json",
+            None,
+        ),
+        (
+            "unknown field",
+            br#"{"to":"+393471234567","text":"hi","priority":9}"#.to_vec(),
+            400,
+            "invalid_request",
+            None,
+        ),
+        (
+            "wrong type",
+            br#"{"to":393471234567,"text":"hi"}"#.to_vec(),
+            400,
+            "invalid_request",
+            Some("to"),
+        ),
+        (
+            "missing text",
+            br#"{"to":"+393471234567"}"#.to_vec(),
+            400,
+            "invalid_request",
+            None,
+        ),
+        (
+            "unknown kind",
+            br#"{"to":"+393471234567","text":"hi","kind":"spam"}"#.to_vec(),
+            400,
+            "invalid_request",
+            Some("kind"),
+        ),
+        (
+            "invalid number",
+            br#"{"to":"+39 12","text":"hi"}"#.to_vec(),
+            422,
+            "invalid_number",
+            Some("to"),
+        ),
+        (
+            "letters as number",
+            br#"{"to":"call me","text":"hi"}"#.to_vec(),
+            422,
+            "invalid_number",
+            Some("to"),
+        ),
+        (
+            "empty text",
+            br#"{"to":"+393471234567","text":"  "}"#.to_vec(),
+            422,
+            "empty_text",
+            Some("text"),
+        ),
+        (
+            "too many parts",
+            json!({"to":"+393471234567","text": long_text})
+                .to_string()
+                .into_bytes(),
+            422,
+            "too_many_parts",
+            Some("text"),
+        ),
+        (
+            "bad sender",
+            br#"{"to":"+393471234567","text":"hi","from":"ThisIsTooLongASender"}"#.to_vec(),
+            422,
+            "invalid_sender",
+            Some("from"),
+        ),
+        (
+            "bad send_at",
+            br#"{"to":"+393471234567","text":"hi","send_at":"tomorrow"}"#.to_vec(),
+            422,
+            "invalid_send_at",
+            Some("send_at"),
+        ),
+        (
+            "bad validity",
+            br#"{"to":"+393471234567","text":"hi","validity_s":5}"#.to_vec(),
+            422,
+            "invalid_validity",
+            Some("validity_s"),
+        ),
+    ];
+    for (what, body, status, code, field) in cases {
+        let a = c.request("POST", "/v1/messages", Some(&body), &[]).unwrap();
+        assert_eq!(a.status, status, "{what}: {:?}", a.body);
+        assert_eq!(a.code(), code, "{what}: {:?}", a.body);
+        assert!(
+            a.body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{what}"
+        );
+        if let Some(f) = field {
+            assert_eq!(a.body["error"]["field"], f, "{what}: {:?}", a.body);
+        }
+    }
+    let bad_key = c
+        .request(
+            "POST",
+            "/v1/messages",
+            Some(br#"{"to":"+393471234567","text":"hi"}"#),
+            &[("Idempotency-Key", "has spaces in it")],
+        )
+        .unwrap();
+    assert_eq!(
+        (bad_key.status, bad_key.code()),
+        (400, "invalid_idempotency_key")
+    );
+    for (path, status, code) in [
+        ("/v1/messages/not-an-id", 404, "not_found"),
+        ("/v1/messages/01J0000000000000000000000Z", 404, "not_found"),
+        ("/v1/nothing", 404, "not_found"),
+        ("/v1/messages?limit=0", 400, "invalid_query"),
+        ("/v1/messages?status=lost", 400, "invalid_query"),
+        ("/v1/messages?cursor=zzz", 400, "invalid_query"),
+        ("/v1/messages?bogus=1", 400, "invalid_query"),
+    ] {
+        let a = c.get(path);
+        assert_eq!((a.status, a.code()), (status, code), "{path}: {:?}", a.body);
+    }
+    let put = c.request("PUT", "/v1/messages", Some(b"{}"), &[]).unwrap();
+    assert_eq!((put.status, put.code()), (405, "method_not_allowed"));
+    assert_eq!(c.all_messages(), before, "the store is unchanged");
+}
+
+/// A 2 MB body is refused with 413 from its Content-Length, before it is read.
+#[test]
+fn oversized_body_is_refused() {
+    let d = quiet_daemon();
+    let addr = d.client.base.trim_start_matches("http://").to_string();
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let size = 2 * 1024 * 1024;
+    write!(
+        stream,
+        "POST /v1/messages HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {size}\r\n\r\n"
+    )
+    .unwrap();
+    // Send part of the body; the server must answer without waiting for the rest.
+    let _ = stream.write_all(&vec![b' '; 256 * 1024]);
+    let mut response = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = stream.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        response.extend_from_slice(&buf[..n]);
+        if response.windows(4).any(|w| w == b"\r\n\r\n") && response.ends_with(b"}}") {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(text.contains("payload_too_large"), "{text}");
+    assert!(d.client.all_messages().is_empty());
+
+    // Also the chunked way, where the size is only known while reading.
+    let big = json!({"to": "+393471234567", "text": "y".repeat(size)}).to_string();
+    let a = d
+        .client
+        .request("POST", "/v1/messages", Some(big.as_bytes()), &[]);
+    if let Ok(a) = a {
+        assert_eq!((a.status, a.code()), (413, "payload_too_large"));
+    }
+    assert!(d.client.all_messages().is_empty());
+}
+
+#[test]
+fn tokens_are_required_when_configured() {
+    let token = "s3cret-token-0123456789";
+    let d = InProcess::start(|s| s.http.tokens = vec![token.into()]);
+    let body = json!({"to": "+393471234567", "text": "hi"});
+    let none = d.client.post("/v1/messages", &body);
+    assert_eq!((none.status, none.code()), (401, "unauthorized"));
+    assert_eq!(none.header("www-authenticate"), Some("Bearer"));
+    let wrong = d
+        .client
+        .clone()
+        .with_token("s3cret-token-0123456780")
+        .post("/v1/messages", &body);
+    assert_eq!((wrong.status, wrong.code()), (401, "unauthorized"));
+    let authed = d.client.clone().with_token(token);
+    assert!(
+        authed.all_messages().is_empty(),
+        "refused requests stored nothing"
+    );
+    assert_eq!(authed.post("/v1/messages", &body).status, 202);
+    assert_eq!(authed.all_messages().len(), 1);
+    // Health checks need no token.
+    assert_eq!(d.client.get("/healthz").status, 200);
+}
+
+#[test]
+fn sim_channel_delivers_and_customers_reply() {
+    let d = InProcess::start(|s| {
+        s.sim.enabled = true;
+        s.sim.accept_delay = Duration::from_millis(5);
+        s.sim.delivery_delay = Duration::from_millis(50);
+        s.sim.failure_share = 0.0;
+        s.sim.reply_share = 1.0;
+    });
+    let c = &d.client;
+    // 200 GSM 7-bit characters (è is in the alphabet): two parts.
+    let text = "Il tuo ordine è partito! ".repeat(8);
+    let a = c.post(
+        "/v1/messages",
+        &json!({"to": "+393471234567", "text": text, "from": "MyShop"}),
+    );
+    assert_eq!(a.status, 202);
+    assert_eq!(a.body["parts"], 2);
+    let id = a.body["id"].as_str().unwrap();
+    let done = c.wait_for(id, Duration::from_secs(20), |m| m["status"] == "delivered");
+    let statuses: Vec<&str> = done["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["queued", "sending", "sent", "delivered"]);
+    assert!(
+        done["part_states"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["remote_id"].is_string())
+    );
+    let start = std::time::Instant::now();
+    loop {
+        let inbound = c.get("/v1/inbound");
+        if let Some(reply) = inbound.body["items"].as_array().and_then(|i| i.first()) {
+            assert_eq!(reply["from"], "+393471234567");
+            assert_eq!(reply["to"], "MyShop");
+            assert_eq!(reply["in_reply_to"], id);
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "no reply came");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn scheduled_message_waits_for_send_at() {
+    let d = InProcess::start(|s| {
+        s.sim.enabled = true;
+        s.sim.accept_delay = Duration::from_millis(1);
+        s.sim.delivery_delay = Duration::from_millis(10);
+        s.sim.failure_share = 0.0;
+    });
+    let later = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(3600);
+    let a = d.client.post(
+        "/v1/messages",
+        &json!({"to": "+393471234567", "text": "tomorrow's deal", "send_at": later.to_string()}),
+    );
+    assert_eq!(a.status, 202, "{:?}", a.body);
+    let now = d.client.post(
+        "/v1/messages",
+        &json!({"to": "+393471234567", "text": "now"}),
+    );
+    d.client.wait_for(
+        now.body["id"].as_str().unwrap(),
+        Duration::from_secs(20),
+        |m| m["status"] == "delivered",
+    );
+    let held = d
+        .client
+        .get(&format!("/v1/messages/{}", a.body["id"].as_str().unwrap()));
+    assert_eq!(held.body["status"], "queued", "not sent before send_at");
+}

@@ -1,0 +1,326 @@
+//! Shared helpers for the integration tests: a daemon in this process (fast, for API tests) and
+//! the real `parla` binary (for end-to-end tests), both on real loopback TCP with a real sled
+//! directory, and a small JSON HTTP client.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A JSON answer.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Answer {
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A small HTTP client bound to one base URL.
+#[derive(Clone)]
+pub struct Client {
+    pub base: String,
+    agent: ureq::Agent,
+    token: Option<String>,
+}
+
+impl Client {
+    pub fn new(addr: SocketAddr) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        Client {
+            base: format!("http://{addr}"),
+            agent,
+            token: None,
+        }
+    }
+
+    pub fn with_token(mut self, token: &str) -> Self {
+        self.token = Some(token.to_string());
+        self
+    }
+
+    /// Sends a request; `body` is sent as is (it need not be valid JSON).
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        headers: &[(&str, &str)],
+    ) -> Result<Answer, ureq::Error> {
+        let url = format!("{}{}", self.base, path);
+        let mut builder = ureq::http::Request::builder().method(method).uri(&url);
+        if let Some(t) = &self.token {
+            builder = builder.header("Authorization", format!("Bearer {t}"));
+        }
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        let mut response = match body {
+            Some(b) => self.agent.run(
+                builder
+                    .header("Content-Type", "application/json")
+                    .body(b.to_vec())
+                    .unwrap(),
+            )?,
+            None => self.agent.run(builder.body(()).unwrap())?,
+        };
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect();
+        let text = response.body_mut().read_to_string()?;
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Ok(Answer {
+            status,
+            body,
+            headers,
+        })
+    }
+
+    pub fn post(&self, path: &str, body: &Value) -> Answer {
+        self.request("POST", path, Some(body.to_string().as_bytes()), &[])
+            .unwrap()
+    }
+
+    pub fn get(&self, path: &str) -> Answer {
+        self.request("GET", path, None, &[]).unwrap()
+    }
+
+    pub fn delete(&self, path: &str) -> Answer {
+        self.request("DELETE", path, None, &[]).unwrap()
+    }
+
+    /// Every message in the store, via the API's pages.
+    pub fn all_messages(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(c) => format!("/v1/messages?limit=500&cursor={c}"),
+                None => "/v1/messages?limit=500".to_string(),
+            };
+            let page = self.get(&path);
+            assert_eq!(page.status, 200, "{:?}", page.body);
+            out.extend(page.body["items"].as_array().unwrap().iter().cloned());
+            match page.body["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => return out,
+            }
+        }
+    }
+
+    /// Polls a message until `done` says so, or panics after `timeout`.
+    pub fn wait_for(&self, id: &str, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            let a = self.get(&format!("/v1/messages/{id}"));
+            assert_eq!(a.status, 200, "{:?}", a.body);
+            if done(&a.body) {
+                return a.body;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "message {id} did not get there in {timeout:?}: {}",
+                a.body
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// The daemon running inside the test process, on its own runtime.
+pub struct InProcess {
+    pub client: Client,
+    pub store: parla::store::Store,
+    runtime: Option<tokio::runtime::Runtime>,
+    shutdown: tokio_util::sync::CancellationToken,
+    wait: Option<tokio::task::JoinHandle<Result<(), parla::daemon::DaemonError>>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl InProcess {
+    /// Starts with `adjust` applied to settings that use a fresh temp store and port 0.
+    pub fn start(adjust: impl FnOnce(&mut parla::config::Settings)) -> InProcess {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = parla::config::Settings::default();
+        settings.http.listen = "127.0.0.1:0".parse().unwrap();
+        settings.store.path = Some(dir.path().join("store"));
+        adjust(&mut settings);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let daemon = runtime
+            .block_on(parla::daemon::start(settings))
+            .expect("daemon starts");
+        let client = Client::new(daemon.http_addr);
+        let store = daemon.store.clone();
+        let shutdown = daemon.shutdown_token();
+        let wait = runtime.spawn(daemon.wait());
+        InProcess {
+            client,
+            store,
+            runtime: Some(runtime),
+            shutdown,
+            wait: Some(wait),
+            _dir: Some(dir),
+        }
+    }
+
+    /// Graceful shutdown; returns what the daemon returned.
+    pub fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let (Some(rt), Some(wait)) = (self.runtime.as_ref(), self.wait.take()) {
+            rt.block_on(wait).unwrap().unwrap();
+        }
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let (Some(rt), Some(wait)) = (self.runtime.as_ref(), self.wait.take()) {
+            let _ = rt.block_on(wait);
+        }
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(Duration::from_secs(5));
+        }
+    }
+}
+
+/// Path of the real binary under test.
+pub fn parla_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_parla"))
+}
+
+/// The real `parla serve` process.
+pub struct Binary {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub client: Client,
+    /// Everything it logged so far.
+    pub log: Arc<Mutex<String>>,
+}
+
+impl Binary {
+    /// Starts `parla serve` in `dir` (its working directory), with `--config` when given, and
+    /// extra environment. It listens on a free port (PARLA_HTTP__LISTEN=127.0.0.1:0 unless the
+    /// caller sets it) and is ready when it logs so.
+    pub fn start(dir: &Path, config: Option<&Path>, env: &[(&str, &str)]) -> Binary {
+        let mut cmd = Command::new(parla_bin());
+        cmd.arg("serve").current_dir(dir);
+        if let Some(c) = config {
+            cmd.arg("--config").arg(c);
+        }
+        cmd.env_remove("STATE_DIRECTORY")
+            .env("RUST_LOG", "info")
+            .env("PARLA_HTTP__LISTEN", "127.0.0.1:0");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("parla starts");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let log_writer = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = line
+                    .contains("parla is ready")
+                    .then(|| line.split("api=").nth(1))
+                    .flatten()
+                {
+                    let _ = ready_tx.send(addr.trim().to_string());
+                }
+                let mut l = log_writer.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let addr = match ready_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(a) => a.parse().expect("address in the ready line"),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("parla did not get ready; its log:\n{}", log.lock().unwrap());
+            }
+        };
+        Binary {
+            child,
+            addr,
+            client: Client::new(addr),
+            log,
+        }
+    }
+
+    /// kill -9: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then waits for the exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
+        // SAFETY: sending a signal to our own child process.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "parla did not stop after SIGTERM; log:\n{}",
+                self.log.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes a config file into `dir`.
+pub fn write_config(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("parla.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
