@@ -73,6 +73,9 @@ pub struct StoreSettings {
     pub retention: Duration,
     /// Most write requests committed by one flush.
     pub max_group: usize,
+    /// Free disk space (MiB) kept in reserve: below it, writes are refused with 503 instead of
+    /// running the disk full (which would need a restart to recover from).
+    pub min_free_mb: u64,
 }
 
 impl Default for StoreSettings {
@@ -82,6 +85,7 @@ impl Default for StoreSettings {
             cache_capacity_mb: 32,
             retention: Duration::from_secs(7 * 24 * 3600),
             max_group: 4096,
+            min_free_mb: 64,
         }
     }
 }
@@ -515,6 +519,7 @@ mod tests {
             "store.cache_capacity_mb",
             "store.retention",
             "store.max_group",
+            "store.min_free_mb",
             "defaults.region",
             "defaults.kind",
             "defaults.validity",

@@ -4,7 +4,10 @@
 //! stored. Events are applied in batches, so a burst of receipts costs one disk flush.
 //! (Conversation threads, opt-outs and webhooks build on this in later work.)
 
+use std::time::Duration;
+
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::channel::{ChannelEvent, EventEnvelope, Failure};
 use crate::dispatch::RetryPolicy;
@@ -104,29 +107,44 @@ impl Correlator {
         }
     }
 
-    /// Runs until every channel has dropped its event sink.
-    pub async fn run(self, mut events: mpsc::Receiver<EventEnvelope>) {
+    /// Runs until every channel has dropped its event sink. A batch the store refuses (disk
+    /// full) is retried until it is stored: events are never dropped, and channels wait
+    /// meanwhile (the event queue is bounded). Only at shutdown does it give up on a batch;
+    /// start-up recovery then requeues what it concerned.
+    pub async fn run(self, mut events: mpsc::Receiver<EventEnvelope>, shutdown: CancellationToken) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while events.recv_many(&mut batch, MAX_BATCH).await > 0 {
-            let updates = batch.iter().map(|e| self.update_for(e)).collect();
-            let result = self.store.apply(updates).await;
-            let ok = result.is_ok();
-            match result {
-                Ok(applied) => {
-                    for (envelope, applied) in batch.iter().zip(&applied) {
-                        log_applied(envelope, applied);
+            let updates: Vec<Update> = batch.iter().map(|e| self.update_for(e)).collect();
+            let mut backoff = RETRY_START;
+            let ok = loop {
+                match self.store.apply(updates.clone()).await {
+                    Ok(applied) => {
+                        for (envelope, applied) in batch.iter().zip(&applied) {
+                            log_applied(envelope, applied);
+                        }
+                        break true;
+                    }
+                    Err(StoreError::Closed) => {
+                        tracing::error!(
+                            events = batch.len(),
+                            "store closed before channel events were applied"
+                        );
+                        break false;
+                    }
+                    Err(e) if shutdown.is_cancelled() => {
+                        tracing::error!(error = %e, events = batch.len(), "shutting down with channel events not stored; recovery requeues their messages");
+                        break false;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, events = batch.len(), retry_in = ?backoff, "cannot store channel events yet");
+                        tokio::select! {
+                            _ = tokio::time::sleep(backoff) => {}
+                            _ = shutdown.cancelled() => {}
+                        }
+                        backoff = (backoff * 2).min(RETRY_MAX);
                     }
                 }
-                Err(StoreError::Closed) => {
-                    tracing::error!(
-                        events = batch.len(),
-                        "store closed before channel events were applied"
-                    );
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, events = batch.len(), "applying channel events failed");
-                }
-            }
+            };
             for envelope in batch.drain(..) {
                 if let Some(done) = envelope.committed {
                     let _ = done.send(ok);
@@ -135,6 +153,10 @@ impl Correlator {
         }
     }
 }
+
+/// Backoff while the store refuses writes.
+const RETRY_START: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
 
 fn log_applied(envelope: &EventEnvelope, applied: &Applied) {
     let channel = &*envelope.channel;

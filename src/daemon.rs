@@ -63,6 +63,7 @@ pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
     let mut options = StoreOptions::new(&store_path);
     options.cache_capacity_bytes = settings.store.cache_capacity_mb.saturating_mul(1024 * 1024);
     options.max_group = settings.store.max_group;
+    options.min_free_bytes = settings.store.min_free_mb.saturating_mul(1024 * 1024);
     let (store, recovery) = tokio::task::spawn_blocking(move || Store::open(&options))
         .await
         .map_err(|e| StoreError::Unavailable(e.to_string()))??;
@@ -121,7 +122,7 @@ pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
 
     let region = crate::phone::region(settings.defaults.region.as_deref());
     let correlator = Correlator::new(store.clone(), RetryPolicy::from(&settings.retry), region);
-    let correlator = tokio::spawn(correlator.run(events_rx));
+    let correlator = tokio::spawn(correlator.run(events_rx, shutdown.clone()));
 
     let mut tasks = JoinSet::new();
     let dispatcher = Dispatcher::new(store.clone(), handles, wake.clone());

@@ -62,6 +62,8 @@ pub struct StoreOptions {
     pub cache_capacity_bytes: u64,
     /// The most write requests one group commit takes.
     pub max_group: usize,
+    /// Writes are refused (503) while the disk has less free space than this.
+    pub min_free_bytes: u64,
 }
 
 impl StoreOptions {
@@ -70,6 +72,7 @@ impl StoreOptions {
             path: path.into(),
             cache_capacity_bytes: 32 * 1024 * 1024,
             max_group: 4096,
+            min_free_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -177,6 +180,10 @@ pub struct StoreStats {
     pub syncs: AtomicU64,
     /// Write requests committed.
     pub writes: AtomicU64,
+    /// Set while the last commit failed (disk full, I/O error): health reports it.
+    pub failing: std::sync::atomic::AtomicBool,
+    /// Set when a failed commit could not be rolled back: reads are refused until a restart.
+    pub broken: std::sync::atomic::AtomicBool,
 }
 
 struct Inner {
@@ -205,7 +212,12 @@ impl Store {
                 reason: e.to_string(),
             })?;
         let stats = Arc::new(StoreStats::default());
-        let mut committer = writer::Committer::new(db.clone(), db_file, options.path.clone());
+        let mut committer = writer::Committer::new(
+            db.clone(),
+            db_file,
+            options.path.clone(),
+            options.min_free_bytes,
+        );
         let recovery = writer::recover(&db, &mut committer)?;
         let (tx, rx) = mpsc::channel(options.max_group.max(1) * 2);
         let thread_stats = stats.clone();
@@ -305,8 +317,20 @@ impl Store {
         .await
     }
 
+    /// Refuses reads once memory may differ from the disk (see [`StoreStats::broken`]).
+    fn readable(&self) -> Result<(), StoreError> {
+        if self.inner.stats.broken.load(Ordering::Relaxed) {
+            Err(StoreError::Unavailable(
+                "the store failed to write and must be restarted".into(),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
     /// Reads one message.
     pub fn get(&self, id: MessageId) -> Result<Option<Message>, StoreError> {
+        self.readable()?;
         let key = keys::message(id);
         match self.inner.tree.get(&key)? {
             Some(bytes) => record::decode_message(&key, &bytes).map(Some),
@@ -321,6 +345,7 @@ impl Store {
         before: Option<MessageId>,
         limit: usize,
     ) -> Result<Vec<Message>, StoreError> {
+        self.readable()?;
         let prefix = match (&filter.to, filter.status) {
             (Some(to), _) => keys::recipient_prefix(to),
             (None, Some(status)) => keys::status_prefix(status),
@@ -358,6 +383,7 @@ impl Store {
 
     /// Ids of queued messages due at or before `now`, earliest first.
     pub fn due(&self, now: Millis, limit: usize) -> Result<Vec<MessageId>, StoreError> {
+        self.readable()?;
         let mut ids = Vec::new();
         for item in self
             .inner
@@ -413,6 +439,7 @@ impl Store {
         before: Option<MessageId>,
         limit: usize,
     ) -> Result<Vec<InboundMessage>, StoreError> {
+        self.readable()?;
         let start = vec![keys::INBOUND];
         let end = match before {
             Some(id) => keys::inbound(id),
@@ -426,10 +453,14 @@ impl Store {
         Ok(out)
     }
 
-    /// Ok while the writer is running.
+    /// Ok while the writer runs and its last commit succeeded.
     pub fn health(&self) -> Result<(), StoreError> {
         if self.ops.is_closed() {
             Err(StoreError::Closed)
+        } else if self.inner.stats.failing.load(Ordering::Relaxed) {
+            Err(StoreError::Unavailable(
+                "the last write to disk failed (disk full or I/O error)".into(),
+            ))
         } else {
             Ok(())
         }

@@ -9,6 +9,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -71,6 +72,10 @@ fn finish<T: Send + 'static>(reply: Reply<T>, result: Result<T, StoreError>) -> 
 /// Owns the database handle for writing, the undo log of the open group, and the id generator.
 pub struct Committer {
     db: sled::Db,
+    path: PathBuf,
+    min_free_bytes: u64,
+    /// A rollback failed: memory may hold writes that are not on disk.
+    broken: bool,
     db_file: std::fs::File,
     blobs_dir: PathBuf,
     blobs_seen: Option<std::time::SystemTime>,
@@ -82,11 +87,14 @@ pub struct Committer {
 type Entry = (Vec<u8>, Option<Vec<u8>>);
 
 impl Committer {
-    pub fn new(db: sled::Db, db_file: std::fs::File, path: PathBuf) -> Self {
+    pub fn new(db: sled::Db, db_file: std::fs::File, path: PathBuf, min_free_bytes: u64) -> Self {
         Committer {
             db,
+            min_free_bytes,
+            broken: false,
             db_file,
             blobs_dir: path.join("blobs"),
+            path,
             blobs_seen: None,
             undo: Vec::new(),
             ids: ulid::Generator::new(),
@@ -156,13 +164,37 @@ impl Committer {
 
     fn rollback(&mut self) {
         for (key, old) in self.undo.drain(..).rev() {
-            // Best effort: if sled refuses even this, the store is broken and every later request
-            // fails with Unavailable anyway.
-            let _ = match old {
+            let undone = match old {
                 Some(v) => self.db.insert(key, v).map(|_| ()),
                 None => self.db.remove(key).map(|_| ()),
             };
+            if undone.is_err() {
+                // sled refuses writes after an I/O error. Memory may now hold writes nobody was
+                // told are accepted: from here on reads are refused too, until a restart
+                // reloads what is really on disk.
+                self.broken = true;
+            }
         }
+        if self.broken {
+            tracing::error!("store rolled back only partly; refusing all requests until restarted");
+        }
+    }
+
+    /// Why the next group must not be written, when the disk is below the reserve.
+    fn space_refusal(&self) -> Option<String> {
+        if self.broken {
+            return Some("the store failed to write and must be restarted".into());
+        }
+        let stat = rustix::fs::statvfs(&self.path).ok()?;
+        let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+        (free < self.min_free_bytes).then(|| {
+            format!(
+                "disk almost full: {} MiB free at {}, below store.min_free_mb ({} MiB)",
+                free / (1024 * 1024),
+                self.path.display(),
+                self.min_free_bytes / (1024 * 1024)
+            )
+        })
     }
 
     /// Writes a message and moves its index entries from what `old` had to what it now needs.
@@ -254,34 +286,51 @@ pub fn recover(db: &sled::Db, c: &mut Committer) -> Result<Recovery, StoreError>
 
 /// The writer thread's loop.
 pub fn run(mut c: Committer, mut rx: mpsc::Receiver<Op>, stats: Arc<StoreStats>, max_group: usize) {
+    let mut group: Vec<Op> = Vec::with_capacity(max_group);
     let mut finishers: Vec<Finish> = Vec::with_capacity(max_group);
     while let Some(first) = rx.blocking_recv() {
-        let mut next = Some(first);
+        group.push(first);
+        while group.len() < max_group {
+            match rx.try_recv() {
+                Ok(op) => group.push(op),
+                Err(_) => break,
+            }
+        }
         let mut close = None;
-        while let Some(op) = next.take() {
+        // Refuse the whole group before touching the database when the disk is nearly full:
+        // sled poisons itself on ENOSPC, while a refusal here changes nothing and ends by itself
+        // when space comes back.
+        let refusal = c.space_refusal();
+        for op in group.drain(..) {
             match op {
-                Op::Close { reply } => {
-                    close = Some(reply);
-                    break;
-                }
-                op => finishers.push(process(&mut c, op)),
+                Op::Close { reply } => close = Some(reply),
+                op => match &refusal {
+                    None => finishers.push(process(&mut c, op)),
+                    Some(reason) => finishers.push(refuse(op, reason)),
+                },
             }
-            if finishers.len() >= max_group {
-                break;
-            }
-            next = rx.try_recv().ok();
         }
         let writes = finishers.len() as u64;
-        let result = if writes > 0 || close.is_some() {
-            c.commit()
-        } else {
-            Ok(())
+        let result = match &refusal {
+            Some(reason) => Err(StoreError::Unavailable(reason.clone())),
+            None if writes > 0 || close.is_some() => c.commit(),
+            None => Ok(()),
         };
-        if let Err(e) = &result {
-            tracing::error!(error = %e, requests = writes, "store commit failed; group rolled back");
-        } else {
-            stat_add(&stats.syncs, 1);
-            stat_add(&stats.writes, writes);
+        match &result {
+            Err(e) => {
+                if refusal.is_none() {
+                    tracing::error!(error = %e, requests = writes, "store commit failed; group rolled back");
+                }
+                stats.failing.store(true, Ordering::Relaxed);
+                if c.broken {
+                    stats.broken.store(true, Ordering::Relaxed);
+                }
+            }
+            Ok(()) => {
+                stat_add(&stats.syncs, 1);
+                stat_add(&stats.writes, writes);
+                stats.failing.store(false, Ordering::Relaxed);
+            }
         }
         for f in finishers.drain(..) {
             f(result.as_ref().err());
@@ -293,6 +342,21 @@ pub fn run(mut c: Committer, mut rx: mpsc::Receiver<Op>, stats: Arc<StoreStats>,
     }
     // Every handle is gone without a Close: still leave everything on disk.
     let _ = c.commit();
+}
+
+/// Answers an op that was not applied.
+fn refuse(op: Op, reason: &str) -> Finish {
+    let error = || StoreError::Unavailable(reason.to_string());
+    match op {
+        Op::Submit { reply, .. } => finish(reply, Err(error())),
+        Op::Cancel { reply, .. } => finish(reply, Err(error())),
+        Op::Claim { reply, .. } => finish(reply, Err(error())),
+        Op::Apply { reply, .. } => finish(reply, Err(error())),
+        Op::Sweep { reply, .. } => finish(reply, Err(error())),
+        Op::Close { reply } => Box::new(move |_| {
+            let _ = reply.send(());
+        }),
+    }
 }
 
 fn process(c: &mut Committer, op: Op) -> Finish {
