@@ -16,6 +16,16 @@ fn new_message(to: &str, parts: u8) -> NewMessage {
     }
 }
 
+/// Queues a one-part message and returns its id.
+async fn submit(store: &Store, to: &str) -> MessageId {
+    store
+        .submit(new_message(to, 1), None)
+        .await
+        .unwrap()
+        .message()
+        .id
+}
+
 fn open(dir: &Path) -> Store {
     Store::open(&StoreOptions::new(dir)).unwrap().0
 }
@@ -143,24 +153,9 @@ async fn receipt_before_acceptance_is_kept_and_applied() {
 async fn transient_failure_requeues_and_permanent_fails() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    let a = store
-        .submit(new_message("+393471234567", 1), None)
-        .await
-        .unwrap()
-        .message()
-        .id;
-    let b = store
-        .submit(new_message("+393471234568", 1), None)
-        .await
-        .unwrap()
-        .message()
-        .id;
-    let c = store
-        .submit(new_message("+393471234569", 1), None)
-        .await
-        .unwrap()
-        .message()
-        .id;
+    let a = submit(&store, "+393471234567").await;
+    let b = submit(&store, "+393471234568").await;
+    let c = submit(&store, "+393471234569").await;
     store.claim(vec![a, b, c], "sim".into()).await.unwrap();
     let now = now_millis();
     store
@@ -204,18 +199,8 @@ async fn transient_failure_requeues_and_permanent_fails() {
 async fn cancel_only_while_queued() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    let a = store
-        .submit(new_message("+393471234567", 1), None)
-        .await
-        .unwrap()
-        .message()
-        .id;
-    let b = store
-        .submit(new_message("+393471234567", 1), None)
-        .await
-        .unwrap()
-        .message()
-        .id;
+    let a = submit(&store, "+393471234567").await;
+    let b = submit(&store, "+393471234567").await;
     store.claim(vec![b], "sim".into()).await.unwrap();
     assert_eq!(store.cancel(a).await.unwrap().status, Status::Canceled);
     assert!(store.due(now_millis(), 10).unwrap().is_empty());
@@ -272,12 +257,7 @@ async fn sending_messages_are_requeued_after_a_crash_and_counted() {
     let id;
     {
         let store = open(dir.path());
-        id = store
-            .submit(new_message("+393471234567", 1), None)
-            .await
-            .unwrap()
-            .message()
-            .id;
+        id = submit(&store, "+393471234567").await;
         store.claim(vec![id], "sim".into()).await.unwrap();
         // No close: the writer's commit already made it durable, as after a kill.
         store.close().await;
@@ -303,14 +283,7 @@ async fn list_pages_newest_first_with_filters() {
         } else {
             "+393471234568"
         };
-        ids.push(
-            store
-                .submit(new_message(to, 1), None)
-                .await
-                .unwrap()
-                .message()
-                .id,
-        );
+        ids.push(submit(&store, to).await);
     }
     store.cancel(ids[6]).await.unwrap();
     let page1 = store.list(&ListFilter::default(), None, 3).unwrap();
@@ -362,12 +335,7 @@ async fn sweep_deletes_finished_messages_and_their_index_entries() {
         .unwrap()
         .message()
         .id;
-    let live = store
-        .submit(new_message("+393471234567", 1), None)
-        .await
-        .unwrap()
-        .message()
-        .id;
+    let live = submit(&store, "+393471234567").await;
     store.cancel(done).await.unwrap();
     // Not yet past retention.
     assert_eq!(store.sweep(now_millis() - 60_000, 100).await.unwrap(), 0);
@@ -435,12 +403,7 @@ async fn compaction_keeps_live_data_and_shrinks() {
         let store = open(&path);
         let mut gone = Vec::new();
         for i in 0..2000 {
-            let id = store
-                .submit(new_message(&format!("+3934712{:05}", i), 1), None)
-                .await
-                .unwrap()
-                .message()
-                .id;
+            let id = submit(&store, &format!("+3934712{:05}", i)).await;
             if i % 100 == 0 {
                 keep.push(id)
             } else {
@@ -471,12 +434,7 @@ fn interrupted_compaction_is_finished_at_open() {
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
             let store = open(&path);
-            let id = store
-                .submit(new_message("+393471234567", 1), None)
-                .await
-                .unwrap()
-                .message()
-                .id;
+            let id = submit(&store, "+393471234567").await;
             store.close().await;
             id
         })
@@ -498,12 +456,7 @@ fn interrupted_compaction_is_finished_at_open() {
 async fn sent_messages_without_receipt_age_out() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    let id = store
-        .submit(new_message("+393471234567", 1), None)
-        .await
-        .unwrap()
-        .message()
-        .id;
+    let id = submit(&store, "+393471234567").await;
     let claimed = store.claim(vec![id], "sim".into()).await.unwrap();
     accept_all(&store, &claimed[0], "sim").await;
     assert_eq!(store.get(id).unwrap().unwrap().status, Status::Sent);
