@@ -384,3 +384,55 @@ fn full_disk_answers_503_and_stores_nothing_half_written() {
     listed.reverse();
     assert_eq!(listed, accepted);
 }
+
+/// `parla store compact` refuses while the daemon runs (sled's lock), and afterwards keeps every
+/// live message.
+#[test]
+fn store_compact_keeps_live_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "[store]\npath = \"store\"\n");
+    let mut d = Binary::start(dir.path(), Some(&config), &[]);
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let a = d.client.post(
+            "/v1/messages",
+            &json!({"to": format!("+39347123{:04}", i), "text": "hello"}),
+        );
+        ids.push(a.body["id"].as_str().unwrap().to_string());
+    }
+    for id in &ids[..20] {
+        assert_eq!(d.client.delete(&format!("/v1/messages/{id}")).status, 200);
+    }
+    let compact = || {
+        Command::new(parla_bin())
+            .args(["store", "compact", "--config"])
+            .arg(&config)
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let busy = compact();
+    assert!(
+        !busy.status.success(),
+        "compaction must not run beside the daemon"
+    );
+    assert!(
+        String::from_utf8_lossy(&busy.stderr).contains("another parla process"),
+        "{}",
+        String::from_utf8_lossy(&busy.stderr)
+    );
+    assert!(d.terminate().success());
+    let done = compact();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert!(String::from_utf8_lossy(&done.stdout).contains("compacted"));
+    let d = Binary::start(dir.path(), Some(&config), &[]);
+    for (i, id) in ids.iter().enumerate() {
+        let m = d.client.get(&format!("/v1/messages/{id}"));
+        let expected = if i < 20 { "canceled" } else { "queued" };
+        assert_eq!(m.body["status"], expected, "{id}");
+    }
+}
