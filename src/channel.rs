@@ -24,6 +24,7 @@ use crate::message::{Message, MessageId, Millis, ReceiptOutcome, now_millis};
 /// One message handed to a channel.
 #[derive(Debug, Clone)]
 pub struct SendJob {
+    /// The message as claimed (its `attempts` counts this attempt).
     pub message: Arc<Message>,
     /// Parts (0-based) to send; earlier attempts may have sent the others.
     pub parts_to_send: Vec<u8>,
@@ -43,29 +44,44 @@ pub enum Failure {
 pub enum ChannelEvent {
     /// The network took one part; `remote_id` is what its receipts will name.
     Accepted {
+        /// The message.
         id: MessageId,
+        /// Which part (0-based).
         part: u8,
+        /// The network's id for it (SMPP message_id, modem reference).
         remote_id: Option<String>,
     },
     /// The job failed. `retry_after` lets a channel ask for a minimum wait (e.g. throttling).
     SendFailed {
+        /// The message.
         id: MessageId,
+        /// The job's attempt number (the message's `attempts` when claimed).
         attempt: u32,
+        /// Whether trying again may help.
         failure: Failure,
+        /// What went wrong, for the message's history.
         reason: String,
+        /// The least time to wait before the next attempt, when the peer said so.
         retry_after: Option<Duration>,
     },
     /// A delivery receipt.
     Receipt {
+        /// The id the network gave the part when it accepted it.
         remote_id: String,
+        /// What happened to the part.
         outcome: ReceiptOutcome,
+        /// The network's error, when it gave one.
         reason: Option<String>,
     },
     /// A message from a customer.
     Inbound {
+        /// The customer's number as the network gave it.
         from: String,
+        /// The number or sender id the customer wrote to.
         to: String,
+        /// The decoded text.
         text: String,
+        /// The message this answers, when the channel knows.
         in_reply_to: Option<MessageId>,
     },
 }
@@ -73,8 +89,11 @@ pub enum ChannelEvent {
 /// An event with where and when it happened, and optionally who waits for it to be committed.
 #[derive(Debug)]
 pub struct EventEnvelope {
+    /// The channel that reported it.
     pub channel: Arc<str>,
+    /// When it was reported.
     pub at: Millis,
+    /// What happened.
     pub event: ChannelEvent,
     /// Answered once the event is durably applied (or failed to be).
     pub committed: Option<oneshot::Sender<bool>>,
@@ -93,6 +112,7 @@ pub struct EventSink {
 }
 
 impl EventSink {
+    /// A sink that labels events with `channel`.
     pub fn new(channel: Arc<str>, tx: mpsc::Sender<EventEnvelope>) -> Self {
         EventSink { channel, tx }
     }
@@ -130,16 +150,26 @@ impl EventSink {
 
 /// What a channel task gets to work with.
 pub struct ChannelContext {
+    /// Messages to send; the queue's size is the channel's window.
     pub jobs: mpsc::Receiver<SendJob>,
+    /// Where to report what happened.
     pub events: EventSink,
+    /// Cancelled when the channel must hand back its work and stop.
     pub shutdown: CancellationToken,
 }
 
 /// Errors that end a channel task.
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelError {
+    /// The channel cannot go on (its configuration or device is unusable).
     #[error("channel {channel}: {reason}")]
-    Fatal { channel: String, reason: String },
+    Fatal {
+        /// The channel's name.
+        channel: String,
+        /// What is wrong, for the log.
+        reason: String,
+    },
+    /// The gateway is shutting down.
     #[error(transparent)]
     Closed(#[from] Closed),
 }

@@ -26,10 +26,15 @@ pub enum ConfigSource {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
+    /// `[http]`: the API.
     pub http: HttpSettings,
+    /// `[store]`: the durable store.
     pub store: StoreSettings,
+    /// `[defaults]`: what a message gets when it does not say.
     pub defaults: Defaults,
+    /// `[retry]`: backoff of transient failures.
     pub retry: RetrySettings,
+    /// `[sim]`: the simulated channel.
     pub sim: SimSettings,
 }
 
@@ -135,8 +140,10 @@ impl Default for Defaults {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetrySettings {
+    /// Wait before the second attempt.
     #[serde(with = "humantime_serde")]
     pub initial_backoff: Duration,
+    /// Longest wait between attempts.
     #[serde(with = "humantime_serde")]
     pub max_backoff: Duration,
     /// Factor between consecutive backoffs (>= 1).
@@ -200,6 +207,7 @@ impl Default for SimSettings {
 pub struct ConfigProblem {
     /// Dotted key path (`http.listen`), or the file for problems of the whole file.
     pub key: String,
+    /// What is wrong and what would be right.
     pub message: String,
 }
 

@@ -25,6 +25,8 @@ pub struct Correlator {
 }
 
 impl Correlator {
+    /// A correlator over `store`, deciding retries with `policy` and reading customer numbers
+    /// in `region`.
     pub fn new(
         store: Store,
         policy: RetryPolicy,

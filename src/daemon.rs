@@ -24,13 +24,18 @@ use crate::store::{Store, StoreError, StoreOptions};
 /// Errors that stop the daemon from starting or running.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
+    /// The store could not be opened or failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The API's address is taken or not allowed.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
+        /// The configured address.
         addr: SocketAddr,
+        /// Why binding failed.
         source: std::io::Error,
     },
+    /// The HTTP server stopped with an error.
     #[error("HTTP server failed: {0}")]
     Http(std::io::Error),
 }
@@ -48,6 +53,7 @@ const CHANNEL_STOP_TIMEOUT: Duration = Duration::from_secs(20);
 pub struct RunningDaemon {
     /// Where the HTTP API listens (useful when the config asked for port 0).
     pub http_addr: SocketAddr,
+    /// The store, for tests and tools that look inside.
     pub store: Store,
     shutdown: CancellationToken,
     channel_shutdown: CancellationToken,

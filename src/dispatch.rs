@@ -16,10 +16,15 @@ use crate::store::{Store, StoreError, Update};
 /// When to try a transiently failed message again.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
+    /// Backoff after the first attempt.
     pub initial: Duration,
+    /// Cap on the backoff.
     pub max: Duration,
+    /// Growth factor per attempt.
     pub multiplier: f64,
+    /// Share of the backoff randomized either way (0 to 1).
     pub jitter: f64,
+    /// Attempts before giving up.
     pub max_attempts: u32,
 }
 
@@ -69,7 +74,9 @@ impl RetryPolicy {
 /// A channel as the dispatcher sees it: a name and the sending side of its job queue.
 #[derive(Clone)]
 pub struct ChannelHandle {
+    /// The channel's name.
     pub name: String,
+    /// Its job queue (bounded: its window).
     pub jobs: mpsc::Sender<SendJob>,
 }
 

@@ -26,6 +26,8 @@
 //! and hands it to a channel; channels only report events; the correlator is the one place that
 //! turns events into message state.
 
+#![warn(missing_docs)]
+
 pub mod channel;
 pub mod codec;
 pub mod config;

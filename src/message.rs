@@ -75,12 +75,19 @@ impl FromStr for MessageId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[repr(u8)]
 pub enum Status {
+    /// Waiting in the queue until due.
     Queued = 0,
+    /// Handed to a channel; its answer is awaited.
     Sending = 1,
+    /// The network accepted every part; the delivery receipt is awaited.
     Sent = 2,
+    /// The receipts say every part reached the phone.
     Delivered = 3,
+    /// Refused for good (by the network, or after the retries ran out).
     Failed = 4,
+    /// Its validity ended before it could be sent or delivered.
     Expired = 5,
+    /// Canceled through the API before it was sent.
     Canceled = 6,
 }
 
@@ -145,8 +152,10 @@ impl FromStr for Status {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
+    /// Order updates, shipping notices, one-time codes: what the customer expects.
     #[default]
     Transactional,
+    /// Promotions and reminders: subject to opt-outs and quiet hours.
     Marketing,
 }
 
@@ -163,14 +172,18 @@ impl Kind {
 /// One stored state change, kept forever with the message so users can see why it ended as it did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Transition {
+    /// The status entered.
     pub status: Status,
+    /// When.
     pub at: Millis,
+    /// Why, in words a person can act on (the channel's error, the retry time).
     pub reason: Option<String>,
 }
 
 /// The state of one part of a (possibly multipart) message on its channel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartState {
+    /// This part's own status; the message's status is derived from all parts.
     pub status: Status,
     /// The id the channel gave this part (SMPP message_id, modem reference), for receipts.
     pub remote_id: Option<String>,
@@ -179,8 +192,11 @@ pub struct PartState {
 /// Outcome of a delivery receipt for one part, as channels report it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReceiptOutcome {
+    /// The part reached the phone.
     Delivered,
+    /// The network gave up on it (undeliverable, rejected).
     Failed,
+    /// The network's validity period ended first.
     Expired,
 }
 
@@ -191,11 +207,17 @@ pub struct NewMessage {
     pub to: String,
     /// Sender: E.164 number, short code or alphanumeric id; None = the channel's default.
     pub from: Option<String>,
+    /// The text as the shop wrote it.
     pub text: String,
+    /// Transactional or marketing.
     pub kind: Kind,
+    /// The shop's own reference (an order id).
     pub reference: Option<String>,
+    /// The alphabet chosen for the text.
     pub encoding: Encoding,
+    /// How many SMS parts the text needs.
     pub parts: u8,
+    /// Not to be sent before this time.
     pub send_at: Option<Millis>,
     /// How long after `send_at` (or acceptance) the message may still be sent.
     pub validity_ms: Millis,
@@ -204,16 +226,27 @@ pub struct NewMessage {
 /// A stored message with its whole history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
+    /// Its id, given when it was stored.
     pub id: MessageId,
+    /// Recipient in E.164.
     pub to: String,
+    /// Sender, or None for the channel's default.
     pub from: Option<String>,
+    /// The text.
     pub text: String,
+    /// Transactional or marketing.
     pub kind: Kind,
+    /// The shop's own reference.
     pub reference: Option<String>,
+    /// The alphabet the text is sent in.
     pub encoding: Encoding,
+    /// When it was accepted.
     pub created_at: Millis,
+    /// Not to be sent before this time.
     pub send_at: Option<Millis>,
+    /// After this time it is no longer sent: it expires instead.
     pub expires_at: Millis,
+    /// Its current status (also the last entry of `history`).
     pub status: Status,
     /// When the message is next due for sending while queued (the due-index key).
     pub due_at: Millis,
@@ -223,7 +256,9 @@ pub struct Message {
     pub channel: Option<String>,
     /// True when a crash may have sent this message once already (see the durability contract).
     pub possible_duplicate: bool,
+    /// Each SMS part's own state and remote id.
     pub parts: Vec<PartState>,
+    /// Every status change, oldest first.
     pub history: Vec<Transition>,
     /// The idempotency-index key that points at this message, deleted with it.
     pub idempotency_key: Option<Vec<u8>>,
@@ -245,6 +280,7 @@ impl Message {
 /// A message received from a customer (stored; threads come with the conversations issue).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InboundMessage {
+    /// Its id, given when it was stored.
     pub id: MessageId,
     /// Channel it arrived on.
     pub channel: String,
@@ -252,7 +288,9 @@ pub struct InboundMessage {
     pub from: String,
     /// The shop number or sender id the customer wrote to.
     pub to: String,
+    /// The text, decoded.
     pub text: String,
+    /// When the gateway received it.
     pub received_at: Millis,
     /// The outgoing message this answers, when the channel or correlation could tell.
     pub in_reply_to: Option<MessageId>,

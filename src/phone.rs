@@ -10,12 +10,16 @@ use phonenumber::country::Id as Region;
 /// Why a number or sender was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PhoneError {
+    /// Not something a phone number is written as.
     #[error("{0:?} is not a phone number")]
     Unparsable(String),
+    /// Parsed, but no such number can exist in its country.
     #[error("{0:?} is not a valid number for its country")]
     Invalid(String),
+    /// A national number, and no region is configured to read it in.
     #[error("{0:?} has no +country code and no defaults.region is configured")]
     NeedsRegion(String),
+    /// Not a number, short code or alphanumeric sender id.
     #[error(
         "{0:?} is not a valid sender: use an international number, a short code of 3 to 8 \
          digits, or up to 11 letters, digits and spaces with at least one letter"

@@ -10,9 +10,13 @@ use crate::store::StoreError;
 /// An error answer of the API.
 #[derive(Debug, Clone)]
 pub struct ApiError {
+    /// The HTTP status.
     pub status: StatusCode,
+    /// Stable machine-readable code (`invalid_number`, ...).
     pub code: &'static str,
+    /// What was wrong, for a person.
     pub message: String,
+    /// The request field at fault, when there is one.
     pub field: Option<String>,
 }
 
@@ -30,6 +34,7 @@ struct Inner<'a> {
 }
 
 impl ApiError {
+    /// An error with a status, code and message.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
@@ -50,10 +55,12 @@ impl ApiError {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message).field(field)
     }
 
+    /// 400 with a code and message.
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, code, message)
     }
 
+    /// 404.
     pub fn not_found(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
     }

@@ -23,10 +23,13 @@ use crate::store::Store;
 
 /// What the handlers share.
 pub struct ApiState {
+    /// Where messages go.
     pub store: Store,
     /// Wakes the dispatcher when a message is queued.
     pub wake: Arc<Notify>,
+    /// Defaults applied to submitted messages.
     pub defaults: Defaults,
+    /// Region for national numbers.
     pub region: Option<phonenumber::country::Id>,
     tokens: Vec<String>,
     /// Bounds requests in progress: past it, requests wait (backpressure, bounded memory).
@@ -34,6 +37,7 @@ pub struct ApiState {
 }
 
 impl ApiState {
+    /// The state for a router over `store`.
     pub fn new(store: Store, wake: Arc<Notify>, http: &HttpSettings, defaults: Defaults) -> Self {
         let region = crate::phone::region(defaults.region.as_deref());
         ApiState {

@@ -34,6 +34,7 @@ pub struct SimChannel {
 }
 
 impl SimChannel {
+    /// A simulator with these settings.
     pub fn new(settings: SimSettings) -> Self {
         SimChannel { settings }
     }

@@ -32,20 +32,37 @@ pub enum StoreError {
     Unavailable(String),
     /// A stored record could not be decoded (corruption or a record from a newer version).
     #[error("stored record {key} is unreadable: {reason}")]
-    Corrupt { key: String, reason: String },
+    Corrupt {
+        /// The record's key, for the log.
+        key: String,
+        /// What did not decode.
+        reason: String,
+    },
+    /// No message has this id (never existed, or swept after its retention).
     #[error("message {0} not found")]
     NotFound(MessageId),
     /// The operation does not apply in the message's current status.
     #[error("message {id} is {status}")]
-    WrongStatus { id: MessageId, status: Status },
+    WrongStatus {
+        /// The message.
+        id: MessageId,
+        /// Its status now.
+        status: Status,
+    },
     /// The idempotency key was used before with a different request.
     #[error("idempotency key already used for message {0} with a different request")]
     IdempotencyConflict(MessageId),
     /// The writer thread has stopped (shutdown in progress, or it failed).
     #[error("store is closed")]
     Closed,
+    /// The database could not be opened (locked by another process, unreadable, no space).
     #[error("could not open the store at {path}: {reason}")]
-    Open { path: PathBuf, reason: String },
+    Open {
+        /// The store's directory.
+        path: PathBuf,
+        /// Why, with a hint where there is one.
+        reason: String,
+    },
 }
 
 impl From<sled::Error> for StoreError {
@@ -57,6 +74,7 @@ impl From<sled::Error> for StoreError {
 /// How to open the store.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
+    /// The database directory.
     pub path: PathBuf,
     /// sled's page cache limit; the main lever on the daemon's memory.
     pub cache_capacity_bytes: u64,
@@ -67,6 +85,7 @@ pub struct StoreOptions {
 }
 
 impl StoreOptions {
+    /// Defaults for a store at `path`.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         StoreOptions {
             path: path.into(),
@@ -81,11 +100,14 @@ impl StoreOptions {
 /// idempotency key created.
 #[derive(Debug, Clone)]
 pub enum Submitted {
+    /// Stored now.
     Created(Message),
+    /// Stored by an earlier request with the same idempotency key.
     Existing(Message),
 }
 
 impl Submitted {
+    /// The message either way.
     pub fn message(&self) -> &Message {
         match self {
             Submitted::Created(m) | Submitted::Existing(m) => m,
@@ -96,6 +118,7 @@ impl Submitted {
 /// A message claimed for sending: it is now "sending" on `channel`, durably.
 #[derive(Debug, Clone)]
 pub struct Claimed {
+    /// The message as it is now.
     pub message: Message,
     /// Which parts (0-based) still need sending; parts accepted on an earlier attempt are skipped.
     pub parts_to_send: Vec<u8>,
@@ -106,27 +129,41 @@ pub struct Claimed {
 pub enum Update {
     /// The channel took one part and (usually) gave it an id for receipts.
     PartAccepted {
+        /// The message.
         id: MessageId,
+        /// The part (0-based).
         part: u8,
+        /// The channel that took it: remote ids are unique per channel only.
         channel: String,
+        /// The network's id for the part, indexed for receipts.
         remote_id: Option<String>,
+        /// When.
         at: Millis,
     },
     /// Sending failed: `retry_at` None means permanently; otherwise the message is queued again
     /// for that time, or expires if that is past its validity.
     SendFailed {
+        /// The message.
         id: MessageId,
+        /// Why, for its history.
         reason: String,
+        /// When to try again; None: never.
         retry_at: Option<Millis>,
+        /// When it failed.
         at: Millis,
     },
     /// A delivery receipt for the part that carries `remote_id` on `channel`. When it comes before
     /// the channel's acceptance (some SMSCs do that), it is kept and applied on acceptance.
     Receipt {
+        /// The channel it came on.
         channel: String,
+        /// The network's id of the part.
         remote_id: String,
+        /// What happened to the part.
         outcome: ReceiptOutcome,
+        /// The network's error, if any.
         reason: Option<String>,
+        /// When it came.
         at: Millis,
     },
     /// A message from a customer.
@@ -136,11 +173,17 @@ pub enum Update {
 /// An inbound message as a channel reports it.
 #[derive(Debug, Clone)]
 pub struct InboundNew {
+    /// The channel it came on.
     pub channel: String,
+    /// The customer's number (E.164 when it could be normalized).
     pub from: String,
+    /// The number or sender id the customer wrote to.
     pub to: String,
+    /// The decoded text.
     pub text: String,
+    /// When it arrived.
     pub received_at: Millis,
+    /// The message it answers, when known.
     pub in_reply_to: Option<MessageId>,
 }
 
@@ -149,20 +192,25 @@ pub struct InboundNew {
 pub enum Applied {
     /// The message changed; its new status.
     Message {
+        /// The message.
         id: MessageId,
+        /// Its status after the update.
         status: Status,
     },
     /// The update did not change anything (already final, unknown id, duplicate).
     Ignored(String),
     /// A receipt was kept until its acceptance arrives.
     ReceiptKept,
+    /// An inbound message was stored under this id.
     Inbound(MessageId),
 }
 
 /// Filters for listing messages.
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {
+    /// Only messages in this status.
     pub status: Option<Status>,
+    /// Only messages to this E.164 number.
     pub to: Option<String>,
 }
 
@@ -510,8 +558,11 @@ fn open_db(path: &Path, cache_capacity_bytes: u64) -> Result<sled::Db, StoreErro
 /// What `parla store compact` did.
 #[derive(Debug, Clone)]
 pub struct CompactReport {
+    /// Keys copied.
     pub keys: u64,
+    /// Size of the store directory before.
     pub bytes_before: u64,
+    /// And after.
     pub bytes_after: u64,
 }
 
