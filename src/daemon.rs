@@ -28,7 +28,7 @@ pub enum DaemonError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The API's address is taken or not allowed.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The configured address.
         addr: SocketAddr,
@@ -65,6 +65,14 @@ pub struct RunningDaemon {
 
 /// Starts everything; returns once the API listens and channels run.
 pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
+    // Bind first: a taken port fails the start before anything else has begun.
+    let listener = TcpListener::bind(settings.http.listen)
+        .await
+        .map_err(|source| DaemonError::Bind {
+            addr: settings.http.listen,
+            source,
+        })?;
+    let http_addr = listener.local_addr().map_err(DaemonError::Http)?;
     let store_path = settings.store.resolved_path();
     let mut options = StoreOptions::new(&store_path);
     options.cache_capacity_bytes = settings.store.cache_capacity_mb.saturating_mul(1024 * 1024);
@@ -144,13 +152,6 @@ pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
         shutdown.clone(),
     ));
 
-    let listener = TcpListener::bind(settings.http.listen)
-        .await
-        .map_err(|source| DaemonError::Bind {
-            addr: settings.http.listen,
-            source,
-        })?;
-    let http_addr = listener.local_addr().map_err(DaemonError::Http)?;
     let state = Arc::new(ApiState::new(
         store.clone(),
         wake,
