@@ -1,12 +1,16 @@
-//! The single writer: applies write requests in arrival order, one sled batch per request (so a
-//! record and its indexes change together), and commits them in groups. A group ends when the
-//! queue is empty or `max_group` requests were taken; then sled is flushed, its data file is
-//! fdatasync'ed, and only then does any request of the group get its answer. If the commit fails
-//! (disk full, I/O error), every write of the group is rolled back in memory and every request of
-//! the group gets `Unavailable`: nobody hears "accepted" for something that is not on disk, and
-//! nothing half-written stays.
+//! The single writer: applies write requests in arrival order and commits them in groups. A
+//! group ends when the queue is empty or `max_group` requests were taken. Each request's writes
+//! are staged in an in-memory overlay (later requests of the group read through it), then the
+//! whole group goes to sled as one atomic batch, sled is flushed, its data file is fdatasync'ed,
+//! and only then does any request of the group get its answer. Staging means no read-before-write
+//! for an undo log, and other threads never see a write before it is committed.
+//!
+//! Failure: when the disk is below its free-space reserve, a group is refused before anything is
+//! staged (503, nothing changed, and writes resume by themselves once space returns). If sled
+//! itself then fails to apply or flush a batch (an I/O error), memory and disk may differ: the
+//! store marks itself broken and refuses everything until a restart reloads what is on disk.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -69,17 +73,18 @@ fn finish<T: Send + 'static>(reply: Reply<T>, result: Result<T, StoreError>) -> 
     })
 }
 
-/// Owns the database handle for writing, the undo log of the open group, and the id generator.
+/// Owns the database handle for writing, the overlay of the open group, and the id generator.
 pub struct Committer {
     db: sled::Db,
     path: PathBuf,
     min_free_bytes: u64,
-    /// A rollback failed: memory may hold writes that are not on disk.
+    /// sled failed to apply or flush: memory may differ from the disk.
     broken: bool,
     db_file: std::fs::File,
     blobs_dir: PathBuf,
     blobs_seen: Option<std::time::SystemTime>,
-    undo: Vec<(Vec<u8>, Option<sled::IVec>)>,
+    /// Writes of the open group: Some = put, None = delete; later writes of a key win.
+    overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
     ids: ulid::Generator,
 }
 
@@ -87,6 +92,7 @@ pub struct Committer {
 type Entry = (Vec<u8>, Option<Vec<u8>>);
 
 impl Committer {
+    /// A committer writing to `db`, syncing `db_file`, keeping `min_free_bytes` free at `path`.
     pub fn new(db: sled::Db, db_file: std::fs::File, path: PathBuf, min_free_bytes: u64) -> Self {
         Committer {
             db,
@@ -96,7 +102,7 @@ impl Committer {
             blobs_dir: path.join("blobs"),
             path,
             blobs_seen: None,
-            undo: Vec::new(),
+            overlay: HashMap::new(),
             ids: ulid::Generator::new(),
         }
     }
@@ -106,37 +112,50 @@ impl Committer {
         MessageId(self.ids.generate().unwrap_or_else(|_| ulid::Ulid::new()))
     }
 
+    /// Reads a key as the open group sees it.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.overlay.get(key) {
+            Some(staged) => Ok(staged.clone()),
+            None => Ok(self.db.get(key)?.map(|v| v.to_vec())),
+        }
+    }
+
     fn get_message(&self, id: MessageId) -> Result<Option<Message>, StoreError> {
         let key = keys::message(id);
-        match self.db.get(&key)? {
+        match self.get(&key)? {
             Some(v) => record::decode_message(&key, &v).map(Some),
             None => Ok(None),
         }
     }
 
-    /// Applies entries as one atomic batch, remembering the old values for a rollback.
-    fn write(&mut self, entries: Vec<Entry>) -> Result<(), StoreError> {
+    /// Stages one request's writes.
+    fn write(&mut self, entries: Vec<Entry>) {
+        self.overlay.extend(entries);
+    }
+
+    /// Makes everything staged since the last commit durable, as one atomic batch.
+    fn commit(&mut self) -> Result<(), StoreError> {
+        if self.overlay.is_empty() {
+            return Ok(());
+        }
         let mut batch = sled::Batch::default();
-        let mut undo = Vec::with_capacity(entries.len());
-        for (key, value) in entries {
-            undo.push((key.clone(), self.db.get(&key)?));
+        for (key, value) in self.overlay.drain() {
             match value {
                 Some(v) => batch.insert(key, v),
                 None => batch.remove(key),
             }
         }
-        self.db.apply_batch(batch)?;
-        self.undo.extend(undo);
-        Ok(())
-    }
-
-    /// Makes everything written since the last commit durable.
-    fn commit(&mut self) -> Result<(), StoreError> {
-        let result = self.flush_and_sync();
+        let result = self
+            .db
+            .apply_batch(batch)
+            .map_err(StoreError::from)
+            .and_then(|()| self.flush_and_sync());
         if result.is_err() {
-            self.rollback();
+            self.broken = true;
+            tracing::error!(
+                "the store could not write to disk; refusing all requests until restarted"
+            );
         }
-        self.undo.clear();
         result
     }
 
@@ -152,32 +171,11 @@ impl Committer {
         if blobs_now != self.blobs_seen {
             if self.blobs_seen.is_some() {
                 let dir = std::fs::File::open(&self.blobs_dir).map_err(io)?;
-                // SAFETY: syncfs only reads the descriptor, which `dir` keeps open for the call.
-                if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)) } != 0 {
-                    return Err(io(std::io::Error::last_os_error()));
-                }
+                rustix::fs::syncfs(&dir).map_err(|e| io(e.into()))?;
             }
             self.blobs_seen = blobs_now;
         }
         Ok(())
-    }
-
-    fn rollback(&mut self) {
-        for (key, old) in self.undo.drain(..).rev() {
-            let undone = match old {
-                Some(v) => self.db.insert(key, v).map(|_| ()),
-                None => self.db.remove(key).map(|_| ()),
-            };
-            if undone.is_err() {
-                // sled refuses writes after an I/O error. Memory may now hold writes nobody was
-                // told are accepted: from here on reads are refused too, until a restart
-                // reloads what is really on disk.
-                self.broken = true;
-            }
-        }
-        if self.broken {
-            tracing::error!("store rolled back only partly; refusing all requests until restarted");
-        }
     }
 
     /// Why the next group must not be written, when the disk is below the reserve.
@@ -213,7 +211,8 @@ impl Committer {
             extra.push((added.clone(), Some(Vec::new())));
         }
         extra.push((keys::message(new.id), Some(record::encode(new))));
-        self.write(extra)
+        self.write(extra);
+        Ok(())
     }
 }
 
@@ -276,7 +275,7 @@ pub fn recover(db: &sled::Db, c: &mut Committer) -> Result<Recovery, StoreError>
         c.write(vec![(
             keys::counter(keys::POSSIBLE_DUPLICATES),
             Some(total.to_be_bytes().to_vec()),
-        )])?;
+        )]);
     }
     c.commit()?;
     Ok(Recovery {
@@ -319,7 +318,7 @@ pub fn run(mut c: Committer, mut rx: mpsc::Receiver<Op>, stats: Arc<StoreStats>,
         match &result {
             Err(e) => {
                 if refusal.is_none() {
-                    tracing::error!(error = %e, requests = writes, "store commit failed; group rolled back");
+                    tracing::error!(error = %e, requests = writes, "store commit failed");
                 }
                 stats.failing.store(true, Ordering::Relaxed);
                 if c.broken {
@@ -412,7 +411,7 @@ fn submit(
 ) -> Result<Submitted, StoreError> {
     let idem_key = idempotency.map(|(scope, key)| keys::idempotency(&scope, &key));
     if let Some(k) = &idem_key {
-        if let Some(v) = c.db.get(k)? {
+        if let Some(v) = c.get(k)? {
             let id = <[u8; 16]>::try_from(v.as_ref())
                 .map(MessageId::from_bytes)
                 .map_err(|_| StoreError::Corrupt {
@@ -637,7 +636,7 @@ fn part_accepted(
         value.push(part);
         extra.push((keys::remote(channel, remote), Some(value)));
         let early_key = keys::early_receipt(channel, remote);
-        if let Some(v) = c.db.get(&early_key)? {
+        if let Some(v) = c.get(&early_key)? {
             early = Some(record::decode_early_receipt(&early_key, &v)?);
             extra.push((early_key, None));
         }
@@ -725,7 +724,7 @@ fn receipt(
     at: Millis,
 ) -> Result<Applied, StoreError> {
     let remote_key = keys::remote(channel, remote_id);
-    let Some(v) = c.db.get(&remote_key)? else {
+    let Some(v) = c.get(&remote_key)? else {
         let early = EarlyReceipt {
             outcome,
             reason,
@@ -734,7 +733,7 @@ fn receipt(
         c.write(vec![(
             keys::early_receipt(channel, remote_id),
             Some(record::encode(&early)),
-        )])?;
+        )]);
         return Ok(Applied::ReceiptKept);
     };
     let (Some(id_bytes), Some(&part)) = (v.get(..16), v.get(16)) else {
@@ -776,7 +775,7 @@ fn inbound(c: &mut Committer, new: InboundNew) -> Result<Applied, StoreError> {
         received_at: new.received_at,
         in_reply_to: new.in_reply_to,
     };
-    c.write(vec![(keys::inbound(id), Some(record::encode(&record)))])?;
+    c.write(vec![(keys::inbound(id), Some(record::encode(&record)))]);
     Ok(Applied::Inbound(id))
 }
 
@@ -795,7 +794,13 @@ fn sweep(c: &mut Committer, finished_before: Millis, max: usize) -> Result<usize
     let mut deleted = 0;
     for (finished_key, id) in finished {
         let mut entries: Vec<Entry> = vec![(finished_key, None)];
-        if let Some(m) = c.get_message(id)? {
+        let message = c.get_message(id)?;
+        // The scan reads committed keys; the open group may have moved this message on (a late
+        // receipt): then only the stale entry goes.
+        let due_for_deletion = |m: &Message| {
+            (m.status.is_final() || m.status == Status::Sent) && m.status_since() < finished_before
+        };
+        if let Some(m) = message.filter(due_for_deletion) {
             entries.extend(index_keys(&m).into_iter().map(|k| (k, None)));
             if let Some(channel) = &m.channel {
                 for part in &m.parts {
@@ -812,7 +817,7 @@ fn sweep(c: &mut Committer, finished_before: Millis, max: usize) -> Result<usize
         }
         entries.sort();
         entries.dedup_by(|a, b| a.0 == b.0);
-        c.write(entries)?;
+        c.write(entries);
     }
     // Inbound messages and receipts that never found their message age out on the same clock.
     let remaining = max.saturating_sub(deleted);
@@ -835,10 +840,10 @@ fn sweep(c: &mut Committer, finished_before: Millis, max: usize) -> Result<usize
     }
     deleted += old_inbound.len() + stale_receipts.len();
     if !old_inbound.is_empty() {
-        c.write(old_inbound)?;
+        c.write(old_inbound);
     }
     if !stale_receipts.is_empty() {
-        c.write(stale_receipts)?;
+        c.write(stale_receipts);
     }
     Ok(deleted)
 }
