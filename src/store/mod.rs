@@ -262,17 +262,18 @@ impl Store {
         let stats = Arc::new(StoreStats::default());
         let mut committer = writer::Committer::new(
             db.clone(),
-            db_file,
             options.path.clone(),
             options.min_free_bytes,
+            stats.clone(),
         );
-        let recovery = writer::recover(&db, &mut committer)?;
+        let mut durability = writer::Durability::new(db.clone(), db_file, &options.path);
+        let recovery = writer::recover(&db, &mut committer, &mut durability)?;
         let (tx, rx) = mpsc::channel(options.max_group.max(1) * 2);
         let thread_stats = stats.clone();
         let max_group = options.max_group.max(1);
         let thread = std::thread::Builder::new()
             .name("parla-store".into())
-            .spawn(move || writer::run(committer, rx, thread_stats, max_group))
+            .spawn(move || writer::run(committer, durability, rx, thread_stats, max_group))
             .map_err(|e| StoreError::Open {
                 path: options.path.clone(),
                 reason: e.to_string(),

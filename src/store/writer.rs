@@ -73,16 +73,52 @@ fn finish<T: Send + 'static>(reply: Reply<T>, result: Result<T, StoreError>) -> 
     })
 }
 
+/// Makes what sled has applied durable: sled's flush, then fdatasync of its data file.
+pub struct Durability {
+    db: sled::Db,
+    db_file: std::fs::File,
+    blobs_dir: PathBuf,
+    blobs_seen: Option<std::time::SystemTime>,
+}
+
+impl Durability {
+    /// Syncs `db`, whose data file `db_file` is in `path`.
+    pub fn new(db: sled::Db, db_file: std::fs::File, path: &std::path::Path) -> Self {
+        Durability {
+            db,
+            db_file,
+            blobs_dir: path.join("blobs"),
+            blobs_seen: None,
+        }
+    }
+
+    fn flush_and_sync(&mut self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        let io = |e: std::io::Error| StoreError::Unavailable(format!("fdatasync: {e}"));
+        self.db_file.sync_data().map_err(io)?;
+        // Values too large for a log segment go to files under blobs/, written without a sync.
+        // Our records are far below that size, but if one ever lands there, sync the filesystem.
+        let blobs_now = std::fs::metadata(&self.blobs_dir)
+            .and_then(|m| m.modified())
+            .ok();
+        if blobs_now != self.blobs_seen {
+            if self.blobs_seen.is_some() {
+                let dir = std::fs::File::open(&self.blobs_dir).map_err(io)?;
+                rustix::fs::syncfs(&dir).map_err(|e| io(e.into()))?;
+            }
+            self.blobs_seen = blobs_now;
+        }
+        Ok(())
+    }
+}
+
 /// Owns the database handle for writing, the overlay of the open group, and the id generator.
 pub struct Committer {
     db: sled::Db,
     path: PathBuf,
     min_free_bytes: u64,
-    /// sled failed to apply or flush: memory may differ from the disk.
-    broken: bool,
-    db_file: std::fs::File,
-    blobs_dir: PathBuf,
-    blobs_seen: Option<std::time::SystemTime>,
+    /// Shared counters and flags; `broken` says memory may differ from the disk.
+    stats: Arc<StoreStats>,
     /// Writes of the open group: Some = put, None = delete; later writes of a key win.
     overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
     ids: ulid::Generator,
@@ -92,16 +128,13 @@ pub struct Committer {
 type Entry = (Vec<u8>, Option<Vec<u8>>);
 
 impl Committer {
-    /// A committer writing to `db`, syncing `db_file`, keeping `min_free_bytes` free at `path`.
-    pub fn new(db: sled::Db, db_file: std::fs::File, path: PathBuf, min_free_bytes: u64) -> Self {
+    /// A committer writing to `db`, keeping `min_free_bytes` free at `path`.
+    pub fn new(db: sled::Db, path: PathBuf, min_free_bytes: u64, stats: Arc<StoreStats>) -> Self {
         Committer {
             db,
             min_free_bytes,
-            broken: false,
-            db_file,
-            blobs_dir: path.join("blobs"),
+            stats,
             path,
-            blobs_seen: None,
             overlay: HashMap::new(),
             ids: ulid::Generator::new(),
         }
@@ -133,8 +166,8 @@ impl Committer {
         self.overlay.extend(entries);
     }
 
-    /// Makes everything staged since the last commit durable, as one atomic batch.
-    fn commit(&mut self) -> Result<(), StoreError> {
+    /// Applies everything staged to sled as one atomic batch (in memory; not yet durable).
+    fn apply_staged(&mut self) -> Result<(), StoreError> {
         if self.overlay.is_empty() {
             return Ok(());
         }
@@ -145,42 +178,23 @@ impl Committer {
                 None => batch.remove(key),
             }
         }
-        let result = self
-            .db
-            .apply_batch(batch)
-            .map_err(StoreError::from)
-            .and_then(|()| self.flush_and_sync());
-        if result.is_err() {
-            self.broken = true;
+        self.db.apply_batch(batch).map_err(|e| {
+            self.mark_broken();
+            StoreError::from(e)
+        })
+    }
+
+    fn mark_broken(&self) {
+        if !self.stats.broken.swap(true, Ordering::Relaxed) {
             tracing::error!(
                 "the store could not write to disk; refusing all requests until restarted"
             );
         }
-        result
-    }
-
-    fn flush_and_sync(&mut self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        let io = |e: std::io::Error| StoreError::Unavailable(format!("fdatasync: {e}"));
-        self.db_file.sync_data().map_err(io)?;
-        // Values too large for a log segment go to files under blobs/, written without a sync.
-        // Our records are far below that size, but if one ever lands there, sync the filesystem.
-        let blobs_now = std::fs::metadata(&self.blobs_dir)
-            .and_then(|m| m.modified())
-            .ok();
-        if blobs_now != self.blobs_seen {
-            if self.blobs_seen.is_some() {
-                let dir = std::fs::File::open(&self.blobs_dir).map_err(io)?;
-                rustix::fs::syncfs(&dir).map_err(|e| io(e.into()))?;
-            }
-            self.blobs_seen = blobs_now;
-        }
-        Ok(())
     }
 
     /// Why the next group must not be written, when the disk is below the reserve.
     fn space_refusal(&self) -> Option<String> {
-        if self.broken {
+        if self.stats.broken.load(Ordering::Relaxed) {
             return Some("the store failed to write and must be restarted".into());
         }
         let stat = rustix::fs::statvfs(&self.path).ok()?;
@@ -241,7 +255,11 @@ pub fn read_counter(db: &sled::Db, name: &[u8]) -> Result<u64, StoreError> {
 
 /// Puts messages a crash left "sending" back in the queue, marked and counted as possible
 /// duplicates: the channel may have sent them before the crash.
-pub fn recover(db: &sled::Db, c: &mut Committer) -> Result<Recovery, StoreError> {
+pub fn recover(
+    db: &sled::Db,
+    c: &mut Committer,
+    durability: &mut Durability,
+) -> Result<Recovery, StoreError> {
     let now = now_millis();
     let mut stuck = Vec::new();
     for key in db.scan_prefix(keys::status_prefix(Status::Sending)).keys() {
@@ -277,16 +295,45 @@ pub fn recover(db: &sled::Db, c: &mut Committer) -> Result<Recovery, StoreError>
             Some(total.to_be_bytes().to_vec()),
         )]);
     }
-    c.commit()?;
+    c.apply_staged()?;
+    durability.flush_and_sync()?;
     Ok(Recovery {
         requeued_possible_duplicates: requeued,
     })
 }
 
-/// The writer thread's loop.
-pub fn run(mut c: Committer, mut rx: mpsc::Receiver<Op>, stats: Arc<StoreStats>, max_group: usize) {
+/// A group applied by the writer, waiting for the syncer to make it durable.
+struct AppliedGroup {
+    finishers: Vec<Finish>,
+    close: Option<oneshot::Sender<()>>,
+}
+
+/// Groups waiting for the syncer; the writer waits when this many are pending.
+const PENDING_GROUPS: usize = 16;
+
+/// The writer thread's loop. It stages and applies group after group while the syncer thread
+/// makes them durable and answers them, so the CPU work of one group overlaps the disk wait of
+/// the previous ones (and one flush often covers several groups).
+pub fn run(
+    mut c: Committer,
+    durability: Durability,
+    mut rx: mpsc::Receiver<Op>,
+    stats: Arc<StoreStats>,
+    max_group: usize,
+) {
+    let (to_syncer, syncer_rx) = std::sync::mpsc::sync_channel::<AppliedGroup>(PENDING_GROUPS);
+    let syncer_stats = stats.clone();
+    let syncer = std::thread::Builder::new()
+        .name("parla-sync".into())
+        .spawn(move || sync_loop(durability, syncer_rx, syncer_stats));
+    let syncer = match syncer {
+        Ok(handle) => handle,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the store's sync thread");
+            return;
+        }
+    };
     let mut group: Vec<Op> = Vec::with_capacity(max_group);
-    let mut finishers: Vec<Finish> = Vec::with_capacity(max_group);
     while let Some(first) = rx.blocking_recv() {
         group.push(first);
         while group.len() < max_group {
@@ -296,6 +343,7 @@ pub fn run(mut c: Committer, mut rx: mpsc::Receiver<Op>, stats: Arc<StoreStats>,
             }
         }
         let mut close = None;
+        let mut finishers: Vec<Finish> = Vec::with_capacity(group.len());
         // Refuse the whole group before touching the database when the disk is nearly full:
         // sled poisons itself on ENOSPC, while a refusal here changes nothing and ends by itself
         // when space comes back.
@@ -309,38 +357,89 @@ pub fn run(mut c: Committer, mut rx: mpsc::Receiver<Op>, stats: Arc<StoreStats>,
                 },
             }
         }
-        let writes = finishers.len() as u64;
-        let result = match &refusal {
-            Some(reason) => Err(StoreError::Unavailable(reason.clone())),
-            None if writes > 0 || close.is_some() => c.commit(),
-            None => Ok(()),
-        };
-        match &result {
-            Err(e) => {
-                if refusal.is_none() {
-                    tracing::error!(error = %e, requests = writes, "store commit failed");
-                }
-                stats.failing.store(true, Ordering::Relaxed);
-                if c.broken {
-                    stats.broken.store(true, Ordering::Relaxed);
-                }
+        if let Some(reason) = refusal {
+            stats.failing.store(true, Ordering::Relaxed);
+            let error = StoreError::Unavailable(reason);
+            for f in finishers {
+                f(Some(&error));
             }
+            if let Some(reply) = close {
+                let _ = to_syncer.send(AppliedGroup {
+                    finishers: Vec::new(),
+                    close: Some(reply),
+                });
+                break;
+            }
+            continue;
+        }
+        if let Err(e) = c.apply_staged() {
+            stats.failing.store(true, Ordering::Relaxed);
+            tracing::error!(error = %e, requests = finishers.len(), "store commit failed");
+            for f in finishers {
+                f(Some(&e));
+            }
+            if close.is_none() {
+                continue;
+            }
+            finishers = Vec::new();
+        }
+        let closing = close.is_some();
+        if to_syncer.send(AppliedGroup { finishers, close }).is_err() || closing {
+            break;
+        }
+    }
+    // Every handle is gone, or Close was sent: the syncer answers what is pending, then stops.
+    drop(to_syncer);
+    let _ = syncer.join();
+}
+
+/// The syncer thread: waits for applied groups, makes everything applied durable with one flush
+/// and fdatasync, and answers every group that was applied before that flush began.
+fn sync_loop(
+    mut durability: Durability,
+    rx: std::sync::mpsc::Receiver<AppliedGroup>,
+    stats: Arc<StoreStats>,
+) {
+    let mut pending: Vec<AppliedGroup> = Vec::new();
+    while let Ok(first) = rx.recv() {
+        pending.push(first);
+        while let Ok(more) = rx.try_recv() {
+            pending.push(more);
+        }
+        let writes: usize = pending.iter().map(|g| g.finishers.len()).sum();
+        let result = durability.flush_and_sync();
+        match &result {
             Ok(()) => {
                 stat_add(&stats.syncs, 1);
-                stat_add(&stats.writes, writes);
+                stat_add(&stats.writes, writes as u64);
                 stats.failing.store(false, Ordering::Relaxed);
             }
+            Err(e) => {
+                tracing::error!(error = %e, requests = writes, "store flush failed");
+                stats.failing.store(true, Ordering::Relaxed);
+                if !stats.broken.swap(true, Ordering::Relaxed) {
+                    tracing::error!(
+                        "the store could not write to disk; refusing all requests until restarted"
+                    );
+                }
+            }
         }
-        for f in finishers.drain(..) {
-            f(result.as_ref().err());
+        let mut close = None;
+        for group in pending.drain(..) {
+            for f in group.finishers {
+                f(result.as_ref().err());
+            }
+            if group.close.is_some() {
+                close = group.close;
+            }
         }
         if let Some(reply) = close {
             let _ = reply.send(());
             return;
         }
     }
-    // Every handle is gone without a Close: still leave everything on disk.
-    let _ = c.commit();
+    // The writer is gone: one last flush for anything it applied.
+    let _ = durability.flush_and_sync();
 }
 
 /// Answers an op that was not applied.
