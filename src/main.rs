@@ -8,10 +8,11 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use parla::config::{self, ConfigSource, Settings};
 
-// mimalloc: the writer and the HTTP tasks allocate many small buffers; glibc's malloc spent a
-// fifth of the writer's time and fragments across threads (higher RSS).
+// jemalloc: the writer and the HTTP tasks allocate many small buffers. Measured at 256 clients:
+// glibc 5.8k msg/s (malloc was a fifth of the writer's time), mimalloc 12k msg/s but 170+ MB
+// peak RSS, jemalloc 11.3k msg/s at 87 MB.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[derive(Parser)]
 #[command(name = "parla", version, about = "Self-hosted two-way SMS gateway")]
