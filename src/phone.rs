@@ -62,13 +62,47 @@ pub fn normalize(input: &str, region: Option<Region>) -> Result<String, PhoneErr
         Some(rest) if region.is_none() => format!("+{rest}"),
         _ => trimmed.to_string(),
     };
-    let number = phonenumber::parse(region, &spelled)
-        .map_err(|_| PhoneError::Unparsable(input.to_string()))?;
-    if !phonenumber::is_valid(&number) {
+    let e164 = parse_valid(&spelled, region).ok_or_else(|| {
+        if phonenumber::parse(parse_region(&spelled, region), &spelled).is_err() {
+            PhoneError::Unparsable(input.to_string())
+        } else {
+            PhoneError::Invalid(input.to_string())
+        }
+    })?;
+    // The E.164 form must read back as itself: the metadata is not always consistent between
+    // a national reading and an international one (found by fuzzing), and the same customer
+    // must never end up under two numbers.
+    if parse_valid(&e164, None).as_deref() != Some(e164.as_str()) {
         return Err(PhoneError::Invalid(input.to_string()));
     }
-    Ok(number.format().mode(phonenumber::Mode::E164).to_string())
+    Ok(e164)
 }
+
+/// For a number with its +country code the default region must not matter, but the
+/// `phonenumber` crate, given no region, strips a national prefix after the country code
+/// ("+7 812 ..." loses its 8, found by fuzzing). One fixed region for every "+" number keeps the
+/// result the same whatever defaults.region says.
+fn parse_region(spelled: &str, region: Option<Region>) -> Option<Region> {
+    if spelled.starts_with('+') {
+        Some(Region::US)
+    } else {
+        region
+    }
+}
+
+/// Parses, validates and formats as E.164, or None.
+fn parse_valid(spelled: &str, region: Option<Region>) -> Option<String> {
+    let number = phonenumber::parse(parse_region(spelled, region), spelled).ok()?;
+    if !phonenumber::is_valid(&number) {
+        return None;
+    }
+    let e164 = number.format().mode(phonenumber::Mode::E164).to_string();
+    // E.164 allows at most 15 digits; the metadata accepts some longer ones.
+    (e164.len() <= MAX_E164_DIGITS + 1).then_some(e164)
+}
+
+/// Most digits of an E.164 number (ITU-T E.164 §6).
+const MAX_E164_DIGITS: usize = 15;
 
 /// Checks and normalizes a sender: an E.164 number, a short code, or an alphanumeric id.
 pub fn normalize_sender(input: &str, region: Option<Region>) -> Result<String, PhoneError> {
@@ -107,6 +141,41 @@ mod tests {
         ] {
             assert_eq!(normalize(input, None).unwrap(), "+393471234567", "{input}");
         }
+    }
+
+    #[test]
+    fn international_numbers_do_not_depend_on_the_region() {
+        // Found by fuzzing: without a region the parser dropped the national prefix.
+        for (input, expected) in [
+            ("+7 812 312-34-56", "+78123123456"),
+            ("+7 800 555-35-35", "+78005553535"),
+            ("+78(650) 825-650)", "+78650825650"),
+            ("+393471234567", "+393471234567"),
+        ] {
+            for region in [
+                None,
+                region(Some("IT")),
+                region(Some("DE")),
+                region(Some("US")),
+            ] {
+                let got = normalize(input, region);
+                assert_eq!(got.as_deref(), Ok(expected), "{input} in {region:?}");
+                // Idempotent: the output reads back as itself.
+                assert_eq!(normalize(expected, None).as_deref(), Ok(expected));
+            }
+        }
+    }
+
+    #[test]
+    fn numbers_whose_e164_form_does_not_read_back_are_refused() {
+        // Valid in a national reading, invalid as +39...: accepting it would make one customer
+        // two numbers (found by fuzzing).
+        assert!(normalize("144234547", region(Some("IT"))).is_err());
+    }
+
+    #[test]
+    fn more_than_fifteen_digits_is_refused() {
+        assert!(normalize("+49-2330-1 1267145677", None).is_err());
     }
 
     #[test]
