@@ -65,6 +65,7 @@ type Finish = Box<dyn FnOnce(Option<&StoreError>) + Send>;
 fn finish<T: Send + 'static>(reply: Reply<T>, result: Result<T, StoreError>) -> Finish {
     Box::new(move |commit_error| {
         let result = match commit_error {
+            Some(StoreError::Unavailable(reason)) => Err(StoreError::Unavailable(reason.clone())),
             Some(e) => Err(StoreError::Unavailable(e.to_string())),
             None => result,
         };
