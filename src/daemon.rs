@@ -66,12 +66,10 @@ pub struct RunningDaemon {
 /// Starts everything; returns once the API listens and channels run.
 pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
     // Bind first: a taken port fails the start before anything else has begun.
-    let listener = TcpListener::bind(settings.http.listen)
-        .await
-        .map_err(|source| DaemonError::Bind {
-            addr: settings.http.listen,
-            source,
-        })?;
+    let listener = bind(settings.http.listen).map_err(|source| DaemonError::Bind {
+        addr: settings.http.listen,
+        source,
+    })?;
     let http_addr = listener.local_addr().map_err(DaemonError::Http)?;
     let store_path = settings.store.resolved_path();
     let mut options = StoreOptions::new(&store_path);
@@ -212,6 +210,21 @@ impl RunningDaemon {
             Err(e) => Err(DaemonError::Http(std::io::Error::other(e))),
         }
     }
+}
+
+/// Pending connections the kernel queues for the API. tokio's default (128) overflows when a few
+/// hundred clients connect at once, and each dropped connection attempt waits a second to retry.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Deletes finished messages past their retention, in small batches.
