@@ -12,7 +12,7 @@
 //! src/store/           sled behind typed functions: durable queue, indexes, group commit
 //!   keys.rs            the key layout of the one tree
 //!   record.rs          versioned compact encoding of stored values
-//!   writer.rs          the single writer thread: batches, group commit + fdatasync, rollback
+//!   writer.rs          writer + syncer threads: staged groups, pipelined group commit, fdatasync
 //! src/channel.rs       the Channel abstraction: send jobs in, events out
 //! src/dispatch.rs      due messages -> channel; retry policy with backoff and jitter; expiry
 //! src/conversation.rs  the correlator: channel events -> message state (acks, receipts, replies)
