@@ -230,7 +230,7 @@ pub struct StoreStats {
     pub writes: AtomicU64,
     /// Set while the last commit failed (disk full, I/O error): health reports it.
     pub failing: std::sync::atomic::AtomicBool,
-    /// Set when a failed commit could not be rolled back: reads are refused until a restart.
+    /// Set when sled failed to apply or flush a group: reads are refused until a restart.
     pub broken: std::sync::atomic::AtomicBool,
 }
 
