@@ -1,9 +1,11 @@
 //! The single writer: applies write requests in arrival order and commits them in groups. A
 //! group ends when the queue is empty or `max_group` requests were taken. Each request's writes
 //! are staged in an in-memory overlay (later requests of the group read through it), then the
-//! whole group goes to sled as one atomic batch, sled is flushed, its data file is fdatasync'ed,
-//! and only then does any request of the group get its answer. Staging means no read-before-write
-//! for an undo log, and other threads never see a write before it is committed.
+//! whole group goes to sled as one atomic batch and is handed to the syncer thread, which flushes
+//! sled, fdatasyncs its data file, and only then answers the group's requests; meanwhile the
+//! writer stages the next group. Staging needs no read-before-write for an undo log, and other
+//! threads see a group only whole, once applied (possibly just before its sync returns: a read may
+//! show a message whose 202 is on its way, never one that will be refused).
 //!
 //! Failure: when the disk is below its free-space reserve, a group is refused before anything is
 //! staged (503, nothing changed, and writes resume by themselves once space returns). If sled
