@@ -5,7 +5,8 @@
 //! sled, fdatasyncs its data file, and only then answers the group's requests; meanwhile the
 //! writer stages the next group. Staging needs no read-before-write for an undo log, and other
 //! threads see a group only whole, once applied (possibly just before its sync returns: a read may
-//! show a message whose 202 is on its way, never one that will be refused).
+//! show a message whose 202 is on its way; if that sync then fails, the store turns broken and
+//! refuses every read from then on).
 //!
 //! Failure: when the disk is below its free-space reserve, a group is refused before anything is
 //! staged (503, nothing changed, and writes resume by themselves once space returns). If sled
