@@ -136,6 +136,11 @@ impl Default for Defaults {
     }
 }
 
+/// Shortest validity a message may have (config default or API `validity_s`).
+pub const MIN_VALIDITY: Duration = Duration::from_secs(60);
+/// Longest validity a message may have.
+pub const MAX_VALIDITY: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// Retries of transient channel failures: exponential backoff with jitter.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -399,8 +404,13 @@ fn validate(s: &Settings) -> Vec<ConfigProblem> {
             ));
         }
     }
-    if s.defaults.validity < Duration::from_secs(60) {
-        out.push(problem("defaults.validity", "must be at least 1m"));
+    if !(MIN_VALIDITY..=MAX_VALIDITY).contains(&s.defaults.validity) {
+        // The API applies the same bounds to validity_s: a default outside them would make every
+        // request without validity_s fail.
+        out.push(problem(
+            "defaults.validity",
+            "must be between 1m and 30days",
+        ));
     }
     if s.defaults.max_parts == 0 {
         out.push(problem("defaults.max_parts", "must be at least 1"));
@@ -666,13 +676,20 @@ mod tests {
 
     #[test]
     fn semantic_checks() {
-        let err =
-            load_text("[defaults]\nregion = \"XX\"\nmax_parts = 0\n[http]\ntokens = [\"short\"]\n")
-                .unwrap_err();
+        let err = load_text(
+            "[defaults]\nregion = \"XX\"\nmax_parts = 0\nvalidity = \"60days\"\n\
+             [http]\ntokens = [\"short\"]\n",
+        )
+        .unwrap_err();
         let keys: Vec<&str> = err.0.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(
             keys,
-            ["http.tokens.0", "defaults.region", "defaults.max_parts"]
+            [
+                "http.tokens.0",
+                "defaults.region",
+                "defaults.validity",
+                "defaults.max_parts"
+            ]
         );
     }
 }

@@ -139,11 +139,7 @@ pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
     let mut tasks = JoinSet::new();
     let dispatcher = Dispatcher::new(store.clone(), handles, wake.clone());
     let token = shutdown.clone();
-    tasks.spawn(async move {
-        if let Err(e) = dispatcher.run(token).await {
-            tracing::error!(error = %e, "dispatcher stopped");
-        }
-    });
+    tasks.spawn(dispatcher.run(token));
     tasks.spawn(sweep_loop(
         store.clone(),
         settings.store.retention,

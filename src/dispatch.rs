@@ -102,24 +102,24 @@ impl Dispatcher {
         }
     }
 
-    /// Runs until `shutdown`; returns the store error that stopped it, if any.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), StoreError> {
+    /// Runs until `shutdown` (or until its channel stops). Store errors are logged and retried.
+    pub async fn run(self, shutdown: CancellationToken) {
         let Some(channel) = self.channels.first().cloned() else {
             tracing::warn!("no channel is configured: messages stay queued until one is");
             shutdown.cancelled().await;
-            return Ok(());
+            return;
         };
         loop {
             if shutdown.is_cancelled() {
-                return Ok(());
+                return;
             }
             // Wait for room in the channel's window before claiming anything, so claimed
             // messages never pile up in memory.
             let permit = tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
+                _ = shutdown.cancelled() => return,
                 permit = channel.jobs.reserve() => match permit {
                     Ok(p) => p,
-                    Err(_) => return Ok(()),
+                    Err(_) => return,
                 },
             };
             let room = channel.jobs.capacity() + 1;
@@ -138,7 +138,7 @@ impl Dispatcher {
             }
             let claimed = match self.store.claim(due, channel.name.clone()).await {
                 Ok(c) => c,
-                Err(StoreError::Closed) => return Ok(()),
+                Err(StoreError::Closed) => return,
                 Err(e) => {
                     tracing::error!(error = %e, "claiming due messages failed; retrying");
                     drop(permit);
@@ -167,7 +167,7 @@ impl Dispatcher {
                     // messages straight back in the queue rather than leave them "sending".
                     self.requeue(std::iter::once(job).chain(jobs), &channel.name)
                         .await;
-                    return Ok(());
+                    return;
                 }
             }
         }

@@ -40,8 +40,8 @@ struct SendRequest {
 
 const MAX_REFERENCE_CHARS: usize = 128;
 const MAX_IDEMPOTENCY_KEY: usize = 255;
-const MIN_VALIDITY_S: u64 = 60;
-const MAX_VALIDITY_S: u64 = 30 * 24 * 3600;
+const MIN_VALIDITY_S: u64 = crate::config::MIN_VALIDITY.as_secs();
+const MAX_VALIDITY_S: u64 = crate::config::MAX_VALIDITY.as_secs();
 /// Furthest ahead a message can be scheduled.
 const MAX_SCHEDULE_AHEAD_MS: Millis = 365 * 24 * 3600 * 1000;
 
