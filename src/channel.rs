@@ -16,10 +16,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::message::{Message, MessageId, Millis, ReceiptOutcome, now_millis};
+use crate::message::{Message, MessageId, Millis, ReceiptOutcome, format_millis, now_millis};
 
 /// One message handed to a channel.
 #[derive(Debug, Clone)]
@@ -83,7 +84,21 @@ pub enum ChannelEvent {
         text: String,
         /// The message this answers, when the channel knows.
         in_reply_to: Option<MessageId>,
+        /// Set when this is one part of a concatenated message: the store keeps parts until
+        /// the message is whole (or too old), then stores it as one inbound message.
+        part: Option<InboundPart>,
     },
+}
+
+/// Where one received SMS belongs in a concatenated message (UDH or SAR).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct InboundPart {
+    /// The sender's reference for the whole message (8 or 16 bits).
+    pub reference: u16,
+    /// How many parts the whole message has.
+    pub total: u8,
+    /// This part's number, from 1.
+    pub seq: u8,
 }
 
 /// An event with where and when it happened, and optionally who waits for it to be committed.
@@ -154,8 +169,186 @@ pub struct ChannelContext {
     pub jobs: mpsc::Receiver<SendJob>,
     /// Where to report what happened.
     pub events: EventSink,
+    /// Where to say whether the channel can send, and what it knows about its device or link.
+    pub status: StatusHandle,
     /// Cancelled when the channel must hand back its work and stop.
     pub shutdown: CancellationToken,
+}
+
+/// Whether a channel can take messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkState {
+    /// Opening its device or link for the first time.
+    Starting,
+    /// Sending: the dispatcher hands it messages.
+    Up,
+    /// Cannot send (device gone, link down, SIM problem); it is trying to recover.
+    Down,
+    /// Working but not taking messages for now (a daily cap reached, throttled).
+    Paused,
+}
+
+/// What a modem reported last (the modem channel fills it in).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ModemInfo {
+    /// The serial port.
+    pub port: String,
+    /// `AT+CGMI`.
+    pub manufacturer: Option<String>,
+    /// `AT+CGMM`.
+    pub model: Option<String>,
+    /// `AT+CGMR`.
+    pub revision: Option<String>,
+    /// `AT+CGSN`.
+    pub imei: Option<String>,
+    /// `AT+CPIN?`: "READY", "SIM PIN", ...
+    pub sim: Option<String>,
+    /// `AT+CSQ` RSSI, 0-31 (99 unknown).
+    pub signal_rssi: Option<u8>,
+    /// The same in dBm, when known.
+    pub signal_dbm: Option<i32>,
+    /// `AT+CREG?`: home, roaming, searching, denied, not_registered, unknown.
+    pub registration: Option<String>,
+    /// `AT+COPS?`: the network's name.
+    pub operator: Option<String>,
+    /// How new messages are noticed: "indications" (+CNMI) or "polling".
+    pub new_message_mode: Option<String>,
+    /// Message storage in use and its fill, e.g. "SM 3/50".
+    pub storage: Option<String>,
+}
+
+/// A channel's state as `GET /v1/channels` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChannelStatus {
+    /// The channel's name.
+    pub name: String,
+    /// "sim", "modem" or "smpp".
+    pub kind: &'static str,
+    /// Whether it can send.
+    pub state: LinkState,
+    /// Why it is down or paused, in words.
+    pub detail: Option<String>,
+    /// When the state last changed (RFC 3339).
+    pub since: String,
+    /// Parts the network accepted.
+    pub sent: u64,
+    /// Messages received from customers.
+    pub received: u64,
+    /// Messages that failed permanently on this channel.
+    pub failed: u64,
+    /// Modem details, for modem channels.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub modem: Option<ModemInfo>,
+}
+
+/// A channel's side of its status: it reports state changes and device details here; the
+/// dispatcher only hands messages to channels that are up, and the API shows it.
+#[derive(Debug, Clone)]
+pub struct StatusHandle {
+    tx: Arc<watch::Sender<ChannelStatus>>,
+}
+
+impl StatusHandle {
+    /// A handle for a channel that is starting.
+    pub fn new(name: &str, kind: &'static str) -> Self {
+        let status = ChannelStatus {
+            name: name.to_string(),
+            kind,
+            state: LinkState::Starting,
+            detail: None,
+            since: format_millis(now_millis()),
+            sent: 0,
+            received: 0,
+            failed: 0,
+            modem: None,
+        };
+        StatusHandle {
+            tx: Arc::new(watch::Sender::new(status)),
+        }
+    }
+
+    /// Sets the state (and why); a no-op when nothing changes, so calling it often is cheap.
+    pub fn set_state(&self, state: LinkState, detail: Option<String>) {
+        self.tx.send_if_modified(|s| {
+            if s.state == state && s.detail == detail {
+                return false;
+            }
+            if s.state != state {
+                s.since = format_millis(now_millis());
+            }
+            s.state = state;
+            s.detail = detail;
+            true
+        });
+    }
+
+    /// Changes details without waking those who wait for a state change.
+    pub fn update(&self, change: impl FnOnce(&mut ChannelStatus)) {
+        self.tx.send_if_modified(|s| {
+            let state = s.state;
+            change(s);
+            s.state = state;
+            false
+        });
+    }
+
+    /// The current status.
+    pub fn get(&self) -> ChannelStatus {
+        self.tx.borrow().clone()
+    }
+
+    /// The current state.
+    pub fn state(&self) -> LinkState {
+        self.tx.borrow().state
+    }
+
+    /// Waits until the channel is up; returns false when the channel's status is gone.
+    pub async fn wait_up(&self) -> bool {
+        let mut rx = self.tx.subscribe();
+        rx.wait_for(|s| s.state == LinkState::Up).await.is_ok()
+    }
+}
+
+/// Every channel's status, by name: what `GET /v1/channels` lists.
+#[derive(Debug, Clone, Default)]
+pub struct ChannelRegistry {
+    channels: Arc<Vec<StatusHandle>>,
+}
+
+impl ChannelRegistry {
+    /// A registry of these channels, in configuration order.
+    pub fn new(channels: Vec<StatusHandle>) -> Self {
+        ChannelRegistry {
+            channels: Arc::new(channels),
+        }
+    }
+
+    /// Each channel's status.
+    pub fn statuses(&self) -> Vec<ChannelStatus> {
+        self.channels.iter().map(StatusHandle::get).collect()
+    }
+
+    /// The handle of the channel called `name`.
+    pub fn get(&self, name: &str) -> Option<&StatusHandle> {
+        self.channels.iter().find(|h| h.tx.borrow().name == name)
+    }
+
+    /// Counts an event in its channel's counters.
+    pub fn count(&self, channel: &str, event: &ChannelEvent) {
+        let Some(handle) = self.get(channel) else {
+            return;
+        };
+        handle.update(|s| match event {
+            ChannelEvent::Accepted { .. } => s.sent += 1,
+            ChannelEvent::Inbound { .. } => s.received += 1,
+            ChannelEvent::SendFailed {
+                failure: Failure::Permanent,
+                ..
+            } => s.failed += 1,
+            _ => {}
+        });
+    }
 }
 
 /// Errors that end a channel task.
@@ -181,6 +374,8 @@ pub type ChannelTask = Pin<Box<dyn Future<Output = Result<(), ChannelError>> + S
 pub trait Channel: Send + 'static {
     /// Unique name, used in message records and the remote-id index.
     fn name(&self) -> &str;
+    /// "sim", "modem" or "smpp", for status listings.
+    fn kind(&self) -> &'static str;
     /// Jobs the channel can hold at once (the size of its job queue).
     fn window(&self) -> usize;
     /// The channel's task; it returns after `ctx.shutdown` is cancelled and its jobs are settled.

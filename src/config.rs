@@ -81,6 +81,10 @@ pub struct StoreSettings {
     /// Free disk space (MiB) kept in reserve: below it, writes are refused with 503 instead of
     /// running the disk full (which would need a restart to recover from).
     pub min_free_mb: u64,
+    /// How long the parts of a concatenated inbound message are waited for; after it, what
+    /// arrived is stored as an incomplete message (with its missing parts named).
+    #[serde(with = "humantime_serde")]
+    pub reassembly_timeout: Duration,
 }
 
 impl Default for StoreSettings {
@@ -91,6 +95,7 @@ impl Default for StoreSettings {
             retention: Duration::from_secs(7 * 24 * 3600),
             max_group: 4096,
             min_free_mb: 64,
+            reassembly_timeout: Duration::from_secs(3600),
         }
     }
 }
@@ -538,6 +543,7 @@ mod tests {
             "store.retention",
             "store.max_group",
             "store.min_free_mb",
+            "store.reassembly_timeout",
             "defaults.region",
             "defaults.kind",
             "defaults.validity",

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::channel::{ChannelEvent, EventEnvelope, Failure};
+use crate::channel::{ChannelEvent, ChannelRegistry, EventEnvelope, Failure};
 use crate::dispatch::RetryPolicy;
 use crate::phone;
 use crate::store::{Applied, InboundNew, Store, StoreError, Update};
@@ -22,20 +22,24 @@ pub struct Correlator {
     store: Store,
     policy: RetryPolicy,
     region: Option<phonenumber::country::Id>,
+    channels: ChannelRegistry,
 }
 
 impl Correlator {
     /// A correlator over `store`, deciding retries with `policy` and reading customer numbers
     /// in `region`.
+    /// Counts each applied event in its channel's status in `channels`.
     pub fn new(
         store: Store,
         policy: RetryPolicy,
         region: Option<phonenumber::country::Id>,
+        channels: ChannelRegistry,
     ) -> Self {
         Correlator {
             store,
             policy,
             region,
+            channels,
         }
     }
 
@@ -98,6 +102,7 @@ impl Correlator {
                 to,
                 text,
                 in_reply_to,
+                part,
             } => Update::Inbound(InboundNew {
                 channel,
                 from: phone::normalize(from, self.region).unwrap_or_else(|_| from.clone()),
@@ -105,6 +110,7 @@ impl Correlator {
                 text: text.clone(),
                 received_at: at,
                 in_reply_to: *in_reply_to,
+                part: *part,
             }),
         }
     }
@@ -123,6 +129,7 @@ impl Correlator {
                     Ok(applied) => {
                         for (envelope, applied) in batch.iter().zip(&applied) {
                             log_applied(envelope, applied);
+                            self.channels.count(&envelope.channel, &envelope.event);
                         }
                         break true;
                     }
@@ -178,6 +185,12 @@ fn log_applied(envelope: &EventEnvelope, applied: &Applied) {
                     None => tracing::info!(%id, from, channel, "inbound message received"),
                 }
             }
+        }
+        Applied::PartKept => {
+            tracing::debug!(
+                channel,
+                "part of a concatenated message kept until the rest comes"
+            );
         }
         Applied::ReceiptKept => {
             tracing::debug!(channel, "receipt kept until its message is accepted");

@@ -12,7 +12,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::channel::{Channel, ChannelContext, EventSink};
+use crate::channel::{Channel, ChannelContext, ChannelRegistry, EventSink, StatusHandle};
 use crate::config::Settings;
 use crate::conversation::Correlator;
 use crate::dispatch::{ChannelHandle, Dispatcher, RetryPolicy};
@@ -103,17 +103,22 @@ pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
         channels.push(Box::new(SimChannel::new(settings.sim.clone())));
     }
     let mut handles = Vec::new();
+    let mut statuses = Vec::new();
     let mut channel_tasks = JoinSet::new();
     for channel in channels {
         let name: Arc<str> = Arc::from(channel.name());
         let (jobs_tx, jobs_rx) = mpsc::channel(channel.window().max(1));
+        let status = StatusHandle::new(&name, channel.kind());
+        statuses.push(status.clone());
         handles.push(ChannelHandle {
             name: name.to_string(),
             jobs: jobs_tx,
+            status: status.clone(),
         });
         let ctx = ChannelContext {
             jobs: jobs_rx,
             events: EventSink::new(name.clone(), events_tx.clone()),
+            status,
             shutdown: channel_shutdown.clone(),
         };
         let task = channel.run(ctx);
@@ -123,6 +128,7 @@ pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
             }
         });
     }
+    let registry = ChannelRegistry::new(statuses);
     // Only channels hold event senders now: the correlator ends when the last channel has.
     drop(events_tx);
 
@@ -133,7 +139,12 @@ pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
         .map_err(|e| StoreError::Unavailable(e.to_string()))?;
 
     let region = crate::phone::region(settings.defaults.region.as_deref());
-    let correlator = Correlator::new(store.clone(), RetryPolicy::from(&settings.retry), region);
+    let correlator = Correlator::new(
+        store.clone(),
+        RetryPolicy::from(&settings.retry),
+        region,
+        registry.clone(),
+    );
     let correlator = tokio::spawn(correlator.run(events_rx, shutdown.clone()));
 
     let mut tasks = JoinSet::new();
@@ -143,6 +154,7 @@ pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
     tasks.spawn(sweep_loop(
         store.clone(),
         settings.store.retention,
+        settings.store.reassembly_timeout,
         shutdown.clone(),
     ));
 
@@ -151,6 +163,7 @@ pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
         wake,
         &settings.http,
         settings.defaults.clone(),
+        registry,
     ));
     let app = router(state, settings.http.max_body_bytes)
         .into_make_service_with_connect_info::<SocketAddr>();
@@ -223,13 +236,24 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// Deletes finished messages past their retention, in small batches.
-async fn sweep_loop(store: Store, retention: Duration, shutdown: CancellationToken) {
+/// Deletes finished messages past their retention, in small batches; stores concatenated
+/// inbound messages whose missing parts are overdue.
+async fn sweep_loop(
+    store: Store,
+    retention: Duration,
+    reassembly_timeout: Duration,
+    shutdown: CancellationToken,
+) {
     let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    let reassembly_ms = i64::try_from(reassembly_timeout.as_millis()).unwrap_or(i64::MAX);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(SWEEP_EVERY) => {}
+        }
+        let started_before = now_millis().saturating_sub(reassembly_ms);
+        if let Err(e) = store.expire_assemblies(started_before, SWEEP_BATCH).await {
+            tracing::warn!(error = %e, "storing overdue incomplete messages failed; will try again");
         }
         loop {
             if shutdown.is_cancelled() {

@@ -5,10 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Mutex, Notify, mpsc, watch};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::channel::SendJob;
+use crate::channel::{LinkState, SendJob, StatusHandle};
 use crate::config::RetrySettings;
 use crate::message::{Millis, now_millis};
 use crate::store::{Store, StoreError, Update};
@@ -71,25 +72,47 @@ impl RetryPolicy {
     }
 }
 
-/// A channel as the dispatcher sees it: a name and the sending side of its job queue.
+/// A channel as the dispatcher sees it: a name, the sending side of its job queue, and its status
+/// (it is only handed messages while it is up).
 #[derive(Clone)]
 pub struct ChannelHandle {
     /// The channel's name.
     pub name: String,
     /// Its job queue (bounded: its window).
     pub jobs: mpsc::Sender<SendJob>,
+    /// Whether it can send.
+    pub status: StatusHandle,
 }
 
 /// Longest the dispatcher sleeps without looking at the queue (it is also woken by intake).
 const IDLE_POLL: Duration = Duration::from_secs(1);
 /// Most messages claimed in one store request.
 const CLAIM_BATCH: usize = 512;
+/// Pause after a claim found nothing left: another channel's claim of the same messages is
+/// being committed.
+const CLAIM_RACE_PAUSE: Duration = Duration::from_millis(5);
 
-/// Moves due messages from the store to channels.
+/// Moves due messages from the store to channels: one feeding loop per channel, each taking
+/// as many messages as its channel has room for, while that channel is up.
 pub struct Dispatcher {
     store: Store,
     channels: Vec<ChannelHandle>,
     wake: Arc<Notify>,
+}
+
+/// What the feeding loops share.
+struct Shared {
+    store: Store,
+    /// Bumped when new work may be due; every idle loop looks.
+    poke: watch::Sender<u64>,
+    /// One claim at a time, so two channels never read the same due messages and race for them.
+    claim_lock: Mutex<()>,
+}
+
+impl Shared {
+    fn poke(&self) {
+        self.poke.send_modify(|v| *v = v.wrapping_add(1));
+    }
 }
 
 impl Dispatcher {
@@ -102,107 +125,156 @@ impl Dispatcher {
         }
     }
 
-    /// Runs until `shutdown` (or until its channel stops). Store errors are logged and retried.
+    /// Runs until `shutdown`. Store errors are logged and retried.
     pub async fn run(self, shutdown: CancellationToken) {
-        let Some(channel) = self.channels.first().cloned() else {
+        if self.channels.is_empty() {
             tracing::warn!("no channel is configured: messages stay queued until one is");
             shutdown.cancelled().await;
             return;
-        };
-        loop {
-            if shutdown.is_cancelled() {
-                return;
-            }
-            // Wait for room in the channel's window before claiming anything, so claimed
-            // messages never pile up in memory.
-            let permit = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                permit = channel.jobs.reserve() => match permit {
-                    Ok(p) => p,
-                    Err(_) => return,
-                },
-            };
-            let room = channel.jobs.capacity() + 1;
-            let now = now_millis();
-            let due = match self.store.due(now, room.min(CLAIM_BATCH)) {
-                Ok(ids) => ids,
-                Err(e) => {
-                    tracing::error!(error = %e, "reading the queue failed");
-                    Vec::new()
-                }
-            };
-            if due.is_empty() {
-                drop(permit);
-                self.idle(&shutdown).await;
-                continue;
-            }
-            let claimed = match self.store.claim(due, channel.name.clone()).await {
-                Ok(c) => c,
-                Err(StoreError::Closed) => return,
-                Err(e) => {
-                    tracing::error!(error = %e, "claiming due messages failed; retrying");
-                    drop(permit);
-                    self.idle(&shutdown).await;
-                    continue;
-                }
-            };
-            let mut permit = Some(permit);
-            let mut jobs = claimed.into_iter().map(|c| SendJob {
-                message: Arc::new(c.message),
-                parts_to_send: c.parts_to_send,
-            });
-            while let Some(job) = jobs.next() {
-                tracing::debug!(id = %job.message.id, channel = %channel.name, "handing over");
-                // The first job uses the permit; the rest fit in the room we saw, and if the
-                // channel shrank meanwhile this waits (backpressure), it never drops.
-                let sent = match permit.take() {
-                    Some(p) => {
-                        p.send(job);
-                        Ok(())
-                    }
-                    None => channel.jobs.send(job).await.map_err(|e| e.0),
-                };
-                if let Err(job) = sent {
-                    // The channel stopped between our claim and the hand-over: put these
-                    // messages straight back in the queue rather than leave them "sending".
-                    self.requeue(std::iter::once(job).chain(jobs), &channel.name)
-                        .await;
-                    return;
-                }
-            }
         }
-    }
-
-    async fn requeue(&self, jobs: impl Iterator<Item = SendJob>, channel: &str) {
-        let now = now_millis();
-        let updates: Vec<Update> = jobs
-            .map(|job| Update::SendFailed {
-                id: job.message.id,
-                reason: format!("channel {channel} stopped before taking it"),
-                retry_at: Some(now),
-                at: now,
-            })
-            .collect();
-        let count = updates.len();
-        if let Err(e) = self.store.apply(updates).await {
-            tracing::warn!(count, error = %e, "could not requeue; they will be at the next start");
+        let shared = Arc::new(Shared {
+            store: self.store,
+            poke: watch::Sender::new(0),
+            claim_lock: Mutex::new(()),
+        });
+        let mut loops = JoinSet::new();
+        for channel in self.channels {
+            loops.spawn(feed(shared.clone(), channel, shutdown.clone()));
         }
-    }
-
-    /// Sleeps until the next message is due, intake wakes us, or a second passes.
-    async fn idle(&self, shutdown: &CancellationToken) {
-        let sleep_for = match self.store.next_due() {
-            Ok(Some(at)) => {
-                let ms = u64::try_from(at.saturating_sub(now_millis())).unwrap_or(0);
-                Duration::from_millis(ms.max(1)).min(IDLE_POLL)
+        // Intake's wake-ups reach every loop, not just one.
+        let fan_out = async {
+            loop {
+                self.wake.notified().await;
+                shared.poke();
             }
-            _ => IDLE_POLL,
         };
         tokio::select! {
-            _ = shutdown.cancelled() => {}
-            _ = self.wake.notified() => {}
-            _ = tokio::time::sleep(sleep_for) => {}
+            _ = fan_out => {}
+            _ = async { while loops.join_next().await.is_some() {} } => {}
         }
+    }
+}
+
+/// Feeds one channel until shutdown or until the channel stops.
+async fn feed(shared: Arc<Shared>, channel: ChannelHandle, shutdown: CancellationToken) {
+    let mut poked = shared.poke.subscribe();
+    loop {
+        if shutdown.is_cancelled() {
+            return;
+        }
+        if channel.status.state() != LinkState::Up {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                up = channel.status.wait_up() => if !up { return },
+            }
+            continue;
+        }
+        // Wait for room in the channel's window before claiming anything, so claimed
+        // messages never pile up in memory.
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            permit = channel.jobs.reserve() => match permit {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        let room = (channel.jobs.capacity() + 1).min(CLAIM_BATCH);
+        let guard = shared.claim_lock.lock().await;
+        let due = match shared.store.due(now_millis(), room) {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::error!(error = %e, "reading the queue failed");
+                Vec::new()
+            }
+        };
+        if due.is_empty() {
+            drop(guard);
+            drop(permit);
+            idle(&shared.store, &mut poked, &shutdown).await;
+            continue;
+        }
+        let more_waiting = due.len() == room;
+        let claimed = match shared.store.claim(due, channel.name.clone()).await {
+            Ok(c) => c,
+            Err(StoreError::Closed) => return,
+            Err(e) => {
+                tracing::error!(error = %e, "claiming due messages failed; retrying");
+                drop(guard);
+                drop(permit);
+                idle(&shared.store, &mut poked, &shutdown).await;
+                continue;
+            }
+        };
+        drop(guard);
+        if claimed.is_empty() {
+            drop(permit);
+            tokio::time::sleep(CLAIM_RACE_PAUSE).await;
+            continue;
+        }
+        if more_waiting {
+            // Other channels may be idle while more is due.
+            shared.poke();
+        }
+        let mut permit = Some(permit);
+        let mut jobs = claimed.into_iter().map(|c| SendJob {
+            message: Arc::new(c.message),
+            parts_to_send: c.parts_to_send,
+        });
+        while let Some(job) = jobs.next() {
+            tracing::debug!(id = %job.message.id, channel = %channel.name, "handing over");
+            // The first job uses the permit; the rest fit in the room we saw, and if the
+            // channel shrank meanwhile this waits (backpressure), it never drops.
+            let sent = match permit.take() {
+                Some(p) => {
+                    p.send(job);
+                    Ok(())
+                }
+                None => channel.jobs.send(job).await.map_err(|e| e.0),
+            };
+            if let Err(job) = sent {
+                // The channel stopped between our claim and the hand-over: put these
+                // messages straight back in the queue rather than leave them "sending".
+                requeue(
+                    &shared.store,
+                    std::iter::once(job).chain(jobs),
+                    &channel.name,
+                )
+                .await;
+                return;
+            }
+        }
+    }
+}
+
+async fn requeue(store: &Store, jobs: impl Iterator<Item = SendJob>, channel: &str) {
+    let now = now_millis();
+    let updates: Vec<Update> = jobs
+        .map(|job| Update::SendFailed {
+            id: job.message.id,
+            reason: format!("channel {channel} stopped before taking it"),
+            retry_at: Some(now),
+            at: now,
+        })
+        .collect();
+    let count = updates.len();
+    if let Err(e) = store.apply(updates).await {
+        tracing::warn!(count, error = %e, "could not requeue; they will be at the next start");
+    }
+}
+
+/// Sleeps until the next message is due, something is poked, or a second passes.
+async fn idle(store: &Store, poked: &mut watch::Receiver<u64>, shutdown: &CancellationToken) {
+    let sleep_for = match store.next_due() {
+        Ok(Some(at)) => {
+            let ms = u64::try_from(at.saturating_sub(now_millis())).unwrap_or(0);
+            Duration::from_millis(ms.max(1)).min(IDLE_POLL)
+        }
+        _ => IDLE_POLL,
+    };
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = poked.changed() => {}
+        _ = tokio::time::sleep(sleep_for) => {}
     }
 }
 

@@ -294,4 +294,9 @@ pub struct InboundMessage {
     pub received_at: Millis,
     /// The outgoing message this answers, when the channel or correlation could tell.
     pub in_reply_to: Option<MessageId>,
+    /// How many SMS it arrived as (1 unless it was concatenated).
+    pub parts: u8,
+    /// Parts (numbered from 1) that never arrived: the message was stored incomplete after
+    /// waiting for them too long. Empty when whole.
+    pub missing_parts: Vec<u8>,
 }

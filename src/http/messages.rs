@@ -408,6 +408,8 @@ pub struct InboundView {
     text: String,
     received_at: String,
     in_reply_to: Option<String>,
+    parts: u8,
+    missing_parts: Vec<u8>,
 }
 
 impl From<&InboundMessage> for InboundView {
@@ -420,6 +422,8 @@ impl From<&InboundMessage> for InboundView {
             text: m.text.clone(),
             received_at: format_millis(m.received_at),
             in_reply_to: m.in_reply_to.map(|id| id.to_string()),
+            parts: m.parts,
+            missing_parts: m.missing_parts.clone(),
         }
     }
 }

@@ -18,6 +18,7 @@ use tokio::sync::{Notify, Semaphore};
 
 pub use error::ApiError;
 
+use crate::channel::ChannelRegistry;
 use crate::config::{Defaults, HttpSettings};
 use crate::store::Store;
 
@@ -31,6 +32,8 @@ pub struct ApiState {
     pub defaults: Defaults,
     /// Region for national numbers.
     pub region: Option<phonenumber::country::Id>,
+    /// The channels' status, for `GET /v1/channels`.
+    pub channels: ChannelRegistry,
     tokens: Vec<String>,
     /// Bounds requests in progress: past it, requests wait (backpressure, bounded memory).
     slots: Semaphore,
@@ -38,13 +41,20 @@ pub struct ApiState {
 
 impl ApiState {
     /// The state for a router over `store`.
-    pub fn new(store: Store, wake: Arc<Notify>, http: &HttpSettings, defaults: Defaults) -> Self {
+    pub fn new(
+        store: Store,
+        wake: Arc<Notify>,
+        http: &HttpSettings,
+        defaults: Defaults,
+        channels: ChannelRegistry,
+    ) -> Self {
         let region = crate::phone::region(defaults.region.as_deref());
         ApiState {
             store,
             wake,
             defaults,
             region,
+            channels,
             tokens: http.tokens.clone(),
             slots: Semaphore::new(http.max_concurrent_requests.max(1)),
         }
@@ -64,6 +74,7 @@ pub fn router(state: Arc<ApiState>, max_body_bytes: usize) -> Router {
             get(messages::get_one).delete(messages::cancel),
         )
         .route("/v1/inbound", get(messages::list_inbound))
+        .route("/v1/channels", get(list_channels))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/healthz", get(healthz))
@@ -89,6 +100,10 @@ async fn healthz(State(state): State<Arc<ApiState>>) -> Response {
         Ok(()) => axum::Json(serde_json::json!({"status": "ok"})).into_response(),
         Err(e) => ApiError::from(e).into_response(),
     }
+}
+
+async fn list_channels(State(state): State<Arc<ApiState>>) -> Response {
+    axum::Json(serde_json::json!({ "items": state.channels.statuses() })).into_response()
 }
 
 async fn limit_concurrency(

@@ -62,6 +62,10 @@ impl Channel for SimChannel {
         &self.settings.name
     }
 
+    fn kind(&self) -> &'static str {
+        "sim"
+    }
+
     fn window(&self) -> usize {
         self.settings.window
     }
@@ -75,8 +79,10 @@ async fn run(settings: SimSettings, ctx: ChannelContext) -> Result<(), Closed> {
     let ChannelContext {
         mut jobs,
         events,
+        status,
         shutdown,
     } = ctx;
+    status.set_state(crate::channel::LinkState::Up, None);
     let mut queue: DelayQueue<Scheduled> = DelayQueue::new();
     // Parts not yet accepted, per message: the in-flight window.
     let mut unaccepted: HashMap<MessageId, (Arc<SendJob>, usize)> = HashMap::new();
@@ -183,6 +189,7 @@ async fn deliver(
                     to: shop,
                     text: text.to_string(),
                     in_reply_to: Some(id),
+                    part: None,
                 })
                 .await?;
         }

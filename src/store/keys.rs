@@ -13,6 +13,7 @@
 //! | `r`    | channel + 0x00 + normalized remote id | id + part index                |
 //! | `p`    | channel + 0x00 + normalized remote id | encoded early receipt          |
 //! | `i`    | id                                    | encoded [`InboundMessage`]     |
+//! | `a`    | channel + 0 + from + 0 + ref (BE) + total | encoded parts of an inbound message being reassembled |
 //! | `c`    | counter name                          | u64 BE                         |
 //!
 //! [`Message`]: crate::message::Message
@@ -30,6 +31,7 @@ pub const REMOTE: u8 = b'r';
 pub const EARLY_RECEIPT: u8 = b'p';
 pub const INBOUND: u8 = b'i';
 pub const COUNTER: u8 = b'c';
+pub const ASSEMBLY: u8 = b'a';
 
 /// Counter of messages requeued after a crash left them "sending".
 pub const POSSIBLE_DUPLICATES: &[u8] = b"possible_duplicates";
@@ -129,6 +131,18 @@ pub fn early_receipt(channel: &str, remote_id: &str) -> Vec<u8> {
         channel,
         normalize_remote_id(remote_id).as_bytes(),
     )
+}
+
+pub fn assembly(channel: &str, from: &str, reference: u16, total: u8) -> Vec<u8> {
+    let mut k = Vec::with_capacity(channel.len() + from.len() + 6);
+    k.push(ASSEMBLY);
+    k.extend_from_slice(channel.as_bytes());
+    k.push(0);
+    k.extend_from_slice(from.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&reference.to_be_bytes());
+    k.push(total);
+    k
 }
 
 pub fn counter(name: &[u8]) -> Vec<u8> {

@@ -185,6 +185,8 @@ pub struct InboundNew {
     pub received_at: Millis,
     /// The message it answers, when known.
     pub in_reply_to: Option<MessageId>,
+    /// Where it belongs when it is one part of a concatenated message.
+    pub part: Option<crate::channel::InboundPart>,
 }
 
 /// What applying one [`Update`] did.
@@ -201,6 +203,8 @@ pub enum Applied {
     Ignored(String),
     /// A receipt was kept until its acceptance arrives.
     ReceiptKept,
+    /// A part of a concatenated inbound message was kept until the others come.
+    PartKept,
     /// An inbound message was stored under this id.
     Inbound(MessageId),
 }
@@ -360,6 +364,22 @@ impl Store {
     pub async fn sweep(&self, finished_before: Millis, max: usize) -> Result<usize, StoreError> {
         self.call(|reply| writer::Op::Sweep {
             finished_before,
+            max,
+            reply,
+        })
+        .await
+    }
+
+    /// Stores concatenated inbound messages whose first part came before `started_before` and
+    /// whose other parts never came, as incomplete messages (their missing parts named), so a
+    /// lost part never holds back what the customer wrote. Returns how many were stored.
+    pub async fn expire_assemblies(
+        &self,
+        started_before: Millis,
+        max: usize,
+    ) -> Result<usize, StoreError> {
+        self.call(|reply| writer::Op::ExpireAssemblies {
+            started_before,
             max,
             reply,
         })

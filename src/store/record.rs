@@ -18,6 +18,20 @@ pub struct EarlyReceipt {
     pub at: i64,
 }
 
+/// Parts of a concatenated inbound message received so far.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Assembly {
+    pub to: String,
+    pub first_at: i64,
+    pub in_reply_to: Option<crate::message::MessageId>,
+    /// One slot per part, in order.
+    pub parts: Vec<Option<String>>,
+}
+
+pub fn decode_assembly(key: &[u8], bytes: &[u8]) -> Result<Assembly, StoreError> {
+    decode(key, bytes)
+}
+
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     let mut out = vec![FORMAT_V1];
     // Serializing our own plain structs into a Vec cannot fail; keep the version byte alone if

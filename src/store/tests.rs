@@ -475,3 +475,134 @@ async fn sent_messages_without_receipt_age_out() {
     );
     store.close().await;
 }
+
+fn inbound_part(from: &str, text: &str, reference: u16, total: u8, seq: u8) -> Update {
+    Update::Inbound(InboundNew {
+        channel: "modem1".into(),
+        from: from.into(),
+        to: "+393470000000".into(),
+        text: text.into(),
+        received_at: now_millis(),
+        in_reply_to: None,
+        part: Some(crate::channel::InboundPart {
+            reference,
+            total,
+            seq,
+        }),
+    })
+}
+
+#[tokio::test]
+async fn concatenated_inbound_is_reassembled_across_restarts_and_duplicates_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let applied = store
+        .apply(vec![
+            inbound_part("+393471111111", "world", 7, 3, 3),
+            inbound_part("+393471111111", "Hello ", 7, 3, 1),
+            // Same reference from another customer: a different message.
+            inbound_part("+393472222222", "other", 7, 2, 1),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(applied, vec![Applied::PartKept; 3]);
+    assert!(store.list_inbound(None, 10).unwrap().is_empty());
+    store.close().await;
+    drop(store);
+
+    let store = open(dir.path());
+    let applied = store
+        .apply(vec![
+            inbound_part("+393471111111", "Hello ", 7, 3, 1),
+            inbound_part("+393471111111", "big ", 7, 3, 2),
+        ])
+        .await
+        .unwrap();
+    assert!(matches!(applied[0], Applied::Ignored(_)), "{applied:?}");
+    assert!(matches!(applied[1], Applied::Inbound(_)), "{applied:?}");
+    let inbound = store.list_inbound(None, 10).unwrap();
+    assert_eq!(inbound.len(), 1);
+    assert_eq!(inbound[0].text, "Hello big world");
+    assert_eq!(inbound[0].parts, 3);
+    assert!(inbound[0].missing_parts.is_empty());
+
+    // A late repeat of a part of the finished message starts a new assembly, which then
+    // expires as incomplete rather than being lost or duplicated silently.
+    assert_eq!(
+        store.expire_assemblies(now_millis() + 1, 10).await.unwrap(),
+        1
+    );
+    let inbound = store.list_inbound(None, 10).unwrap();
+    assert_eq!(inbound.len(), 2);
+    let partial = inbound.iter().find(|m| m.from == "+393472222222").unwrap();
+    assert_eq!(partial.missing_parts, vec![2]);
+    assert_eq!(partial.text, "other[part 2 of 2 missing]");
+}
+
+#[tokio::test]
+async fn young_assemblies_wait_and_bad_part_numbers_are_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let applied = store
+        .apply(vec![
+            inbound_part("+393471111111", "a", 1, 2, 1),
+            inbound_part("+393471111111", "x", 2, 2, 3),
+            inbound_part("+393471111111", "x", 2, 2, 0),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(applied[0], Applied::PartKept);
+    assert!(matches!(applied[1], Applied::Ignored(_)));
+    assert!(matches!(applied[2], Applied::Ignored(_)));
+    assert_eq!(
+        store
+            .expire_assemblies(now_millis() - 60_000, 10)
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(store.list_inbound(None, 10).unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn sweep_keeps_a_reused_remote_id_that_names_a_newer_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let old = submit(&store, "+393471111111").await;
+    let new = submit(&store, "+393471111111").await;
+    let claimed = store.claim(vec![old, new], "modem1".into()).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    // A modem's 8-bit reference wrapped: both parts got the same remote id.
+    let accept = |id| Update::PartAccepted {
+        id,
+        part: 0,
+        channel: "modem1".into(),
+        remote_id: Some("17/71111111".into()),
+        at: now_millis(),
+    };
+    store.apply(vec![accept(old)]).await.unwrap();
+    store
+        .apply(vec![receipt(
+            "modem1",
+            "17/71111111",
+            ReceiptOutcome::Delivered,
+        )])
+        .await
+        .unwrap();
+    let old_finished = now_millis() + 1;
+    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    store.apply(vec![accept(new)]).await.unwrap();
+    // The old message is final; sweeping it must not delete the entry the new one owns.
+    assert_eq!(store.sweep(old_finished, 100).await.unwrap(), 1);
+    assert!(store.get(old).unwrap().is_none());
+    let applied = store
+        .apply(vec![receipt(
+            "modem1",
+            "17/71111111",
+            ReceiptOutcome::Delivered,
+        )])
+        .await
+        .unwrap();
+    assert!(matches!(applied[0], Applied::Message { .. }), "{applied:?}");
+    assert_eq!(store.get(new).unwrap().unwrap().status, Status::Delivered);
+}

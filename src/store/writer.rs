@@ -21,7 +21,7 @@ use std::sync::atomic::Ordering;
 use tokio::sync::{mpsc, oneshot};
 
 use super::keys;
-use super::record::{self, EarlyReceipt};
+use super::record::{self, Assembly, EarlyReceipt};
 use super::{
     Applied, Claimed, InboundNew, Recovery, StoreError, StoreStats, Submitted, Update, stat_add,
 };
@@ -54,6 +54,11 @@ pub enum Op {
     },
     Sweep {
         finished_before: Millis,
+        max: usize,
+        reply: Reply<usize>,
+    },
+    ExpireAssemblies {
+        started_before: Millis,
         max: usize,
         reply: Reply<usize>,
     },
@@ -455,6 +460,7 @@ fn refuse(op: Op, reason: &str) -> Finish {
         Op::Claim { reply, .. } => finish(reply, Err(error())),
         Op::Apply { reply, .. } => finish(reply, Err(error())),
         Op::Sweep { reply, .. } => finish(reply, Err(error())),
+        Op::ExpireAssemblies { reply, .. } => finish(reply, Err(error())),
         Op::Close { reply } => Box::new(move |_| {
             let _ = reply.send(());
         }),
@@ -486,6 +492,11 @@ fn process(c: &mut Committer, op: Op) -> Finish {
             max,
             reply,
         } => finish(reply, sweep(c, finished_before, max)),
+        Op::ExpireAssemblies {
+            started_before,
+            max,
+            reply,
+        } => finish(reply, expire_assemblies(c, started_before, max)),
         Op::Close { reply } => Box::new(move |_| {
             let _ = reply.send(());
         }),
@@ -868,18 +879,144 @@ fn receipt(
 }
 
 fn inbound(c: &mut Committer, new: InboundNew) -> Result<Applied, StoreError> {
-    let id = c.next_id();
-    let record = InboundMessage {
-        id,
-        channel: new.channel,
-        from: new.from,
-        to: new.to,
-        text: new.text,
-        received_at: new.received_at,
-        in_reply_to: new.in_reply_to,
+    let Some(part) = new.part.filter(|p| p.total > 1) else {
+        let record = InboundMessage {
+            id: c.next_id(),
+            channel: new.channel,
+            from: new.from,
+            to: new.to,
+            text: new.text,
+            received_at: new.received_at,
+            in_reply_to: new.in_reply_to,
+            parts: 1,
+            missing_parts: Vec::new(),
+        };
+        return Ok(store_inbound(c, record, Vec::new()));
     };
-    c.write(vec![(keys::inbound(id), Some(record::encode(&record)))]);
-    Ok(Applied::Inbound(id))
+    if part.seq == 0 || part.seq > part.total {
+        return Ok(Applied::Ignored(format!(
+            "part {} of {} is out of range",
+            part.seq, part.total
+        )));
+    }
+    let key = keys::assembly(&new.channel, &new.from, part.reference, part.total);
+    let mut assembly = match c.get(&key)? {
+        Some(v) => record::decode_assembly(&key, &v)?,
+        None => Assembly {
+            to: new.to.clone(),
+            first_at: new.received_at,
+            in_reply_to: new.in_reply_to,
+            parts: vec![None; usize::from(part.total)],
+        },
+    };
+    let Some(slot) = assembly.parts.get_mut(usize::from(part.seq - 1)) else {
+        return Ok(Applied::Ignored("assembly has the wrong size".into()));
+    };
+    if slot.is_some() {
+        // Networks and modems repeat parts (a retransmission, a re-read after a crash).
+        return Ok(Applied::Ignored(format!(
+            "part {} of {} from {} was already received",
+            part.seq, part.total, new.from
+        )));
+    }
+    *slot = Some(new.text);
+    assembly.in_reply_to = assembly.in_reply_to.or(new.in_reply_to);
+    if assembly.parts.iter().any(Option::is_none) {
+        c.write(vec![(key, Some(record::encode(&assembly)))]);
+        return Ok(Applied::PartKept);
+    }
+    let record = assembled(
+        c.next_id(),
+        new.channel,
+        new.from,
+        assembly,
+        new.received_at,
+    );
+    Ok(store_inbound(c, record, vec![(key, None)]))
+}
+
+/// The inbound message made of an assembly's parts; missing ones are named, not invented.
+fn assembled(
+    id: MessageId,
+    channel: String,
+    from: String,
+    assembly: Assembly,
+    received_at: Millis,
+) -> InboundMessage {
+    let total = u8::try_from(assembly.parts.len()).unwrap_or(u8::MAX);
+    let mut text = String::new();
+    let mut missing_parts = Vec::new();
+    for (i, part) in assembly.parts.into_iter().enumerate() {
+        match part {
+            Some(t) => text.push_str(&t),
+            None => {
+                let seq = u8::try_from(i + 1).unwrap_or(u8::MAX);
+                missing_parts.push(seq);
+                text.push_str(&format!("[part {seq} of {total} missing]"));
+            }
+        }
+    }
+    InboundMessage {
+        id,
+        channel,
+        from,
+        to: assembly.to,
+        text,
+        received_at,
+        in_reply_to: assembly.in_reply_to,
+        parts: total,
+        missing_parts,
+    }
+}
+
+fn store_inbound(c: &mut Committer, record: InboundMessage, mut extra: Vec<Entry>) -> Applied {
+    let id = record.id;
+    extra.push((keys::inbound(id), Some(record::encode(&record))));
+    c.write(extra);
+    Applied::Inbound(id)
+}
+
+fn expire_assemblies(
+    c: &mut Committer,
+    started_before: Millis,
+    max: usize,
+) -> Result<usize, StoreError> {
+    let mut candidates = Vec::new();
+    for key in c.db.scan_prefix([keys::ASSEMBLY]).keys() {
+        candidates.push(key?.to_vec());
+    }
+    let mut stored = 0;
+    for key in candidates {
+        if stored >= max {
+            break;
+        }
+        // Read through the open group: a part may have just completed or extended it.
+        let Some(value) = c.get(&key)? else { continue };
+        let assembly = record::decode_assembly(&key, &value)?;
+        if assembly.first_at >= started_before {
+            continue;
+        }
+        let Some((channel, from)) = assembly_names(&key) else {
+            c.write(vec![(key, None)]);
+            continue;
+        };
+        let at = assembly.first_at;
+        let record = assembled(c.next_id(), channel, from, assembly, at);
+        tracing::warn!(id = %record.id, from = %record.from, missing = ?record.missing_parts, "stored an incomplete concatenated message: its other parts never came");
+        store_inbound(c, record, vec![(key, None)]);
+        stored += 1;
+    }
+    Ok(stored)
+}
+
+/// Channel and sender from an assembly key.
+fn assembly_names(key: &[u8]) -> Option<(String, String)> {
+    let body = key.get(1..key.len().checked_sub(3)?)?;
+    let mut fields = body.splitn(2, |b| *b == 0);
+    let channel = String::from_utf8(fields.next()?.to_vec()).ok()?;
+    let from = fields.next()?;
+    let from = String::from_utf8(from.strip_suffix(&[0])?.to_vec()).ok()?;
+    Some((channel, from))
 }
 
 fn sweep(c: &mut Committer, finished_before: Millis, max: usize) -> Result<usize, StoreError> {
@@ -908,7 +1045,15 @@ fn sweep(c: &mut Committer, finished_before: Millis, max: usize) -> Result<usize
             if let Some(channel) = &m.channel {
                 for part in &m.parts {
                     if let Some(remote) = &part.remote_id {
-                        entries.push((keys::remote(channel, remote), None));
+                        // A modem's 8-bit reference wraps: the entry may name a newer message
+                        // by now, whose receipt must still find it.
+                        let key = keys::remote(channel, remote);
+                        let ours = c
+                            .get(&key)?
+                            .is_some_and(|v| v.get(..16) == Some(&id.to_bytes()[..]));
+                        if ours {
+                            entries.push((key, None));
+                        }
                     }
                 }
             }
