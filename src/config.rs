@@ -401,13 +401,13 @@ fn validate(s: &Settings) -> Vec<ConfigProblem> {
     if s.store.max_group == 0 {
         out.push(problem("store.max_group", "must be at least 1"));
     }
-    if let Some(region) = &s.defaults.region {
-        if phonenumber::country::Id::from_str(&region.to_ascii_uppercase()).is_err() {
-            out.push(problem(
-                "defaults.region",
-                format!("{region:?} is not an ISO 3166 region code such as \"IT\" or \"DE\""),
-            ));
-        }
+    if let Some(region) = &s.defaults.region
+        && phonenumber::country::Id::from_str(&region.to_ascii_uppercase()).is_err()
+    {
+        out.push(problem(
+            "defaults.region",
+            format!("{region:?} is not an ISO 3166 region code such as \"IT\" or \"DE\""),
+        ));
     }
     if !(MIN_VALIDITY..=MAX_VALIDITY).contains(&s.defaults.validity) {
         // The API applies the same bounds to validity_s: a default outside them would make every
@@ -578,10 +578,10 @@ mod tests {
                 let line = line.trim().trim_start_matches('#').trim();
                 if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
                     section = name.to_string();
-                } else if let Some((key, _)) = line.split_once(" = ") {
-                    if !key.contains(' ') {
-                        keys.insert(format!("{section}.{key}"));
-                    }
+                } else if let Some((key, _)) = line.split_once(" = ")
+                    && !key.contains(' ')
+                {
+                    keys.insert(format!("{section}.{key}"));
                 }
             }
             keys

@@ -36,6 +36,7 @@ pub mod daemon;
 pub mod dispatch;
 pub mod http;
 pub mod message;
+pub mod modem;
 pub mod phone;
 pub mod sim;
 pub mod store;

@@ -1,3 +1,4 @@
 //! Pure translation of bytes and text: no tokio, no clock, no I/O, and no panic on any input.
 
+pub mod at;
 pub mod gsm7;

@@ -203,14 +203,14 @@ fn validate(state: &ApiState, req: SendRequest) -> Result<NewMessage, ApiError> 
             format!("validity_s must be between {MIN_VALIDITY_S} and {MAX_VALIDITY_S}"),
         ));
     }
-    if let Some(r) = &req.reference {
-        if r.chars().count() > MAX_REFERENCE_CHARS || r.chars().any(char::is_control) {
-            return Err(ApiError::invalid(
-                "invalid_reference",
-                "reference",
-                format!("reference must be at most {MAX_REFERENCE_CHARS} printable characters"),
-            ));
-        }
+    if let Some(r) = &req.reference
+        && (r.chars().count() > MAX_REFERENCE_CHARS || r.chars().any(char::is_control))
+    {
+        return Err(ApiError::invalid(
+            "invalid_reference",
+            "reference",
+            format!("reference must be at most {MAX_REFERENCE_CHARS} printable characters"),
+        ));
     }
     Ok(NewMessage {
         to,

@@ -524,23 +524,23 @@ fn submit(
     idempotency: Option<(String, String)>,
 ) -> Result<Submitted, StoreError> {
     let idem_key = idempotency.map(|(scope, key)| keys::idempotency(&scope, &key));
-    if let Some(k) = &idem_key {
-        if let Some(v) = c.get(k)? {
-            let id = <[u8; 16]>::try_from(v.as_ref())
-                .map(MessageId::from_bytes)
-                .map_err(|_| StoreError::Corrupt {
-                    key: String::from_utf8_lossy(k).into_owned(),
-                    reason: "idempotency entry is not an id".into(),
-                })?;
-            if let Some(existing) = c.get_message(id)? {
-                return if same_request(&existing, &new) {
-                    Ok(Submitted::Existing(existing))
-                } else {
-                    Err(StoreError::IdempotencyConflict(id))
-                };
-            }
-            // The message was swept after its retention: the key is free again.
+    if let Some(k) = &idem_key
+        && let Some(v) = c.get(k)?
+    {
+        let id = <[u8; 16]>::try_from(v.as_ref())
+            .map(MessageId::from_bytes)
+            .map_err(|_| StoreError::Corrupt {
+                key: String::from_utf8_lossy(k).into_owned(),
+                reason: "idempotency entry is not an id".into(),
+            })?;
+        if let Some(existing) = c.get_message(id)? {
+            return if same_request(&existing, &new) {
+                Ok(Submitted::Existing(existing))
+            } else {
+                Err(StoreError::IdempotencyConflict(id))
+            };
         }
+        // The message was swept after its retention: the key is free again.
     }
     let now = now_millis();
     let id = c.next_id();
