@@ -36,6 +36,104 @@ pub struct Settings {
     pub retry: RetrySettings,
     /// `[sim]`: the simulated channel.
     pub sim: SimSettings,
+    /// `[[modem]]`: GSM modems, one table each.
+    #[serde(rename = "modem")]
+    pub modems: Vec<ModemSettings>,
+}
+
+/// Serial flow control of a modem's port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlowControl {
+    /// No flow control (most USB modems).
+    None,
+    /// RTS/CTS.
+    Hardware,
+    /// XON/XOFF.
+    Software,
+}
+
+/// One GSM modem.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModemSettings {
+    /// Channel name, used in message records and `GET /v1/channels`.
+    pub name: String,
+    /// The serial device; prefer a stable /dev/serial/by-id/... path.
+    pub port: PathBuf,
+    /// Line speed. USB modems ignore it; real serial lines (and autobauding modems) need it right.
+    pub baud_rate: u32,
+    /// Flow control on the line.
+    pub flow_control: FlowControl,
+    /// SIM PIN, entered once if the SIM asks (never retried: wrong tries lock the SIM).
+    pub pin: Option<String>,
+    /// The SIM's own number in E.164, shown as the recipient of inbound messages.
+    pub number: Option<String>,
+    /// SMS centre to put in each PDU; unset: the one stored on the SIM.
+    pub smsc: Option<String>,
+    /// Storage for received messages: "SM" (SIM), "ME" (modem), "MT" (both).
+    pub storage: String,
+    /// `AT+CNMI` parameters; fallbacks and then polling are tried when the modem refuses them.
+    pub indications: String,
+    /// Ask the network for status reports (delivery receipts).
+    pub status_reports: bool,
+    /// Longest wait for an ordinary command's answer.
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Duration,
+    /// Longest wait for the network to take a message after the PDU is written.
+    #[serde(with = "humantime_serde")]
+    pub send_timeout: Duration,
+    /// How often signal, registration and operator are read.
+    #[serde(with = "humantime_serde")]
+    pub health_interval: Duration,
+    /// How often storage is read when the modem cannot announce new messages.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// How often storage is read anyway, so a missed announcement loses nothing.
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+    /// Consecutive timeouts after which the modem is reset.
+    pub unresponsive_after: u32,
+    /// Command that resets a hung modem before the port is opened again; "" for none.
+    pub reset_command: String,
+    /// Longest wait between attempts to open a port that is gone (it doubles up to this).
+    #[serde(with = "humantime_serde")]
+    pub reopen_max_backoff: Duration,
+    /// Least time between two messages, to keep the SIM under carriers' spam limits.
+    #[serde(with = "humantime_serde")]
+    pub min_send_interval: Duration,
+    /// Most messages (parts) a day through this SIM; 0 for no cap.
+    pub daily_cap: u32,
+    /// Extra AT commands at the end of initialisation (vendor settings).
+    pub init_commands: Vec<String>,
+}
+
+impl Default for ModemSettings {
+    fn default() -> Self {
+        ModemSettings {
+            name: String::new(),
+            port: PathBuf::new(),
+            baud_rate: 115_200,
+            flow_control: FlowControl::None,
+            pin: None,
+            number: None,
+            smsc: None,
+            storage: "SM".into(),
+            indications: "2,1,0,2,0".into(),
+            status_reports: true,
+            command_timeout: Duration::from_secs(10),
+            send_timeout: Duration::from_secs(60),
+            health_interval: Duration::from_secs(60),
+            poll_interval: Duration::from_secs(15),
+            sweep_interval: Duration::from_secs(300),
+            unresponsive_after: 3,
+            reset_command: "AT+CFUN=1,1".into(),
+            reopen_max_backoff: Duration::from_secs(60),
+            min_send_interval: Duration::ZERO,
+            daily_cap: 0,
+            init_commands: Vec::new(),
+        }
+    }
 }
 
 /// The local HTTP API.
@@ -208,6 +306,107 @@ impl Default for SimSettings {
             failure_share: 0.05,
             reply_share: 0.25,
             window: 1024,
+        }
+    }
+}
+
+fn validate_modems(s: &Settings, out: &mut Vec<ConfigProblem>) {
+    let mut names: Vec<&str> = Vec::new();
+    if s.sim.enabled {
+        names.push(&s.sim.name);
+    }
+    for (i, m) in s.modems.iter().enumerate() {
+        let key = |k: &str| format!("modem.{i}.{k}");
+        if m.name.is_empty() || m.name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            out.push(problem(key("name"), "a name without spaces is required"));
+        } else if names.contains(&m.name.as_str()) {
+            out.push(problem(
+                key("name"),
+                format!("{} names another channel already", m.name),
+            ));
+        }
+        names.push(&m.name);
+        if m.port.as_os_str().is_empty() {
+            out.push(problem(
+                key("port"),
+                "the serial device is required, e.g. /dev/serial/by-id/usb-...",
+            ));
+        }
+        if m.baud_rate == 0 {
+            out.push(problem(
+                key("baud_rate"),
+                "must be a line speed like 115200",
+            ));
+        }
+        if let Some(pin) = &m.pin
+            && !(4..=8).contains(&pin.len())
+        {
+            out.push(problem(key("pin"), "a SIM PIN has 4 to 8 digits"));
+        }
+        if m.pin
+            .as_deref()
+            .is_some_and(|p| !p.bytes().all(|b| b.is_ascii_digit()))
+        {
+            out.push(problem(key("pin"), "a SIM PIN has only digits"));
+        }
+        if let Some(n) = &m.number
+            && crate::phone::normalize(n, None).is_err()
+        {
+            out.push(problem(
+                key("number"),
+                "must be an E.164 number like +393471234567",
+            ));
+        }
+        if let Some(n) = &m.smsc
+            && crate::phone::normalize(n, None).is_err()
+        {
+            out.push(problem(
+                key("smsc"),
+                "must be an E.164 number like +393492000200",
+            ));
+        }
+        if !(m.storage.len() == 2 && m.storage.bytes().all(|b| b.is_ascii_uppercase())) {
+            out.push(problem(key("storage"), "a storage name like SM, ME or MT"));
+        }
+        let cnmi_ok = !m.indications.is_empty()
+            && m.indications
+                .split(',')
+                .all(|f| f.len() == 1 && f.bytes().all(|b| b.is_ascii_digit()));
+        if !cnmi_ok {
+            out.push(problem(
+                key("indications"),
+                "AT+CNMI parameters like 2,1,0,2,0",
+            ));
+        }
+        for (k, d) in [
+            ("command_timeout", m.command_timeout),
+            ("send_timeout", m.send_timeout),
+            ("health_interval", m.health_interval),
+            ("poll_interval", m.poll_interval),
+            ("sweep_interval", m.sweep_interval),
+            ("reopen_max_backoff", m.reopen_max_backoff),
+        ] {
+            if d < Duration::from_millis(100) {
+                out.push(problem(key(k), "must be at least 100ms"));
+            }
+        }
+        if m.unresponsive_after == 0 {
+            out.push(problem(key("unresponsive_after"), "must be at least 1"));
+        }
+        let bad_command = |c: &str| c.is_empty() || c.chars().any(|ch| ch.is_control());
+        if !m.reset_command.is_empty() && bad_command(&m.reset_command) {
+            out.push(problem(
+                key("reset_command"),
+                "one AT command, no control characters",
+            ));
+        }
+        for (j, c) in m.init_commands.iter().enumerate() {
+            if bad_command(c) || !c.to_ascii_uppercase().starts_with("AT") {
+                out.push(problem(
+                    format!("modem.{i}.init_commands.{j}"),
+                    "an AT command without control characters",
+                ));
+            }
         }
     }
 }
@@ -395,6 +594,7 @@ fn validate(s: &Settings) -> Vec<ConfigProblem> {
             "must be at least 1",
         ));
     }
+    validate_modems(s, &mut out);
     if s.store.cache_capacity_mb == 0 {
         out.push(problem("store.cache_capacity_mb", "must be at least 1"));
     }
@@ -560,6 +760,27 @@ mod tests {
             "sim.failure_share",
             "sim.reply_share",
             "sim.window",
+            "modem.name",
+            "modem.port",
+            "modem.baud_rate",
+            "modem.flow_control",
+            "modem.pin",
+            "modem.number",
+            "modem.smsc",
+            "modem.storage",
+            "modem.indications",
+            "modem.status_reports",
+            "modem.command_timeout",
+            "modem.send_timeout",
+            "modem.health_interval",
+            "modem.poll_interval",
+            "modem.sweep_interval",
+            "modem.unresponsive_after",
+            "modem.reset_command",
+            "modem.reopen_max_backoff",
+            "modem.min_send_interval",
+            "modem.daily_cap",
+            "modem.init_commands",
         ] {
             assert!(
                 table.contains(key),
@@ -576,8 +797,9 @@ mod tests {
             let mut keys = Table::new();
             for line in text.lines() {
                 let line = line.trim().trim_start_matches('#').trim();
-                if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-                    section = name.to_string();
+                if line.starts_with('[') && line.ends_with(']') {
+                    // [section] and [[array-of-tables]] alike.
+                    section = line.trim_matches(['[', ']']).to_string();
                 } else if let Some((key, _)) = line.split_once(" = ")
                     && !key.contains(' ')
                 {
@@ -585,6 +807,35 @@ mod tests {
                 }
             }
             keys
+        }
+    }
+
+    #[test]
+    fn modems_are_read_and_checked_each_with_its_key_path() {
+        let s = load_text(
+            "[[modem]]\nname = \"m1\"\nport = \"/dev/ttyUSB0\"\npin = \"1234\"\n\
+             [[modem]]\nname = \"m2\"\nport = \"/dev/ttyUSB1\"\nflow_control = \"hardware\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.modems.len(), 2);
+        assert_eq!(s.modems[1].flow_control, FlowControl::Hardware);
+        assert_eq!(s.modems[0].storage, "SM");
+        let err = load_text(
+            "[[modem]]\nname = \"m1\"\nport = \"\"\npin = \"12a4\"\nindications = \"2;1\"\n\
+             [[modem]]\nname = \"m1\"\nport = \"/dev/ttyUSB1\"\nbaud = 9600\n\
+             init_commands = [\"ATZ\", \"rm -rf\"]\n",
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = err.0.iter().map(|p| p.key.as_str()).collect();
+        for key in [
+            "modem.0.port",
+            "modem.0.pin",
+            "modem.0.indications",
+            "modem.1.baud",
+            "modem.1.name",
+            "modem.1.init_commands.1",
+        ] {
+            assert!(keys.contains(&key), "{key} not in {keys:?}");
         }
     }
 

@@ -18,6 +18,7 @@ use crate::conversation::Correlator;
 use crate::dispatch::{ChannelHandle, Dispatcher, RetryPolicy};
 use crate::http::{ApiState, router};
 use crate::message::now_millis;
+use crate::modem::ModemChannel;
 use crate::sim::SimChannel;
 use crate::store::{Store, StoreError, StoreOptions};
 
@@ -101,6 +102,9 @@ pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
             "the SIMULATED channel is on: messages are not sent to any phone"
         );
         channels.push(Box::new(SimChannel::new(settings.sim.clone())));
+    }
+    for modem in &settings.modems {
+        channels.push(Box::new(ModemChannel::new(modem.clone())));
     }
     let mut handles = Vec::new();
     let mut statuses = Vec::new();

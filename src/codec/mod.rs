@@ -2,3 +2,4 @@
 
 pub mod at;
 pub mod gsm7;
+pub mod tpdu;
