@@ -64,6 +64,50 @@ enum Command {
         #[command(subcommand)]
         command: StoreCommand,
     },
+    /// Decode what a modem or network printed, for debugging.
+    Decode {
+        #[command(subcommand)]
+        command: DecodeCommand,
+    },
+    /// GSM modem tools.
+    Modem {
+        #[command(subcommand)]
+        command: ModemCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DecodeCommand {
+    /// Print an SMS PDU (as AT+CMGR / +CMT / +CDS print it) as JSON.
+    Pdu {
+        /// The PDU in hex, SMSC address first.
+        hex: String,
+        /// The PDU has no SMSC address prefix (modems with the "no-smsc" quirk).
+        #[arg(long)]
+        no_smsc: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModemCommand {
+    /// Open a modem, initialise it as the gateway would (nothing is sent or deleted) and print
+    /// what it found as JSON. Stop the daemon first if it uses this port.
+    Probe {
+        /// The serial device, e.g. /dev/ttyUSB2 or /dev/serial/by-id/...
+        port: PathBuf,
+        /// Line speed.
+        #[arg(long, default_value_t = 115_200)]
+        baud_rate: u32,
+        /// Flow control: none, hardware or software.
+        #[arg(long, default_value = "none")]
+        flow_control: String,
+        /// SIM PIN, if the SIM asks for one (entered once).
+        #[arg(long, env = "PARLA_MODEM_PIN", hide_env_values = true)]
+        pin: Option<String>,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -104,6 +148,19 @@ fn main() -> ExitCode {
         Command::Store {
             command: StoreCommand::Compact { config },
         } => compact(config.as_deref()),
+        Command::Decode {
+            command: DecodeCommand::Pdu { hex, no_smsc },
+        } => decode_pdu(&hex, !no_smsc),
+        Command::Modem {
+            command:
+                ModemCommand::Probe {
+                    port,
+                    baud_rate,
+                    flow_control,
+                    pin,
+                    timeout,
+                },
+        } => modem_probe(port, baud_rate, &flow_control, pin, timeout),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -111,6 +168,60 @@ fn main() -> ExitCode {
             eprintln!("parla: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn decode_pdu(hex: &str, with_smsc: bool) -> Result<()> {
+    use parla::codec::tpdu;
+    let bytes = tpdu::decode_hex(hex).context("not a hex PDU")?;
+    let pdu = tpdu::decode(&bytes, with_smsc).context("not a valid SMS PDU")?;
+    let mut json = serde_json::to_value(&pdu)?;
+    if let tpdu::Pdu::StatusReport(r) = &pdu
+        && let Some(obj) = json.as_object_mut()
+    {
+        obj.insert("outcome".into(), serde_json::to_value(r.outcome())?);
+    }
+    println!("{}", serde_json::to_string_pretty(&json)?);
+    Ok(())
+}
+
+fn modem_probe(
+    port: PathBuf,
+    baud_rate: u32,
+    flow_control: &str,
+    pin: Option<String>,
+    timeout: u64,
+) -> Result<()> {
+    use parla::config::{FlowControl, ModemSettings};
+    let flow_control = match flow_control {
+        "none" => FlowControl::None,
+        "hardware" => FlowControl::Hardware,
+        "software" => FlowControl::Software,
+        other => bail!("--flow-control is none, hardware or software, not {other:?}"),
+    };
+    let settings = ModemSettings {
+        name: "probe".into(),
+        port,
+        baud_rate,
+        flow_control,
+        pin,
+        ..ModemSettings::default()
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(parla::modem::driver::probe(
+        &settings,
+        Duration::from_secs(timeout),
+    ))?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if report.ready {
+        Ok(())
+    } else {
+        bail!(
+            "the modem is not usable: {}",
+            report.problem.as_deref().unwrap_or("unknown")
+        )
     }
 }
 

@@ -635,6 +635,115 @@ fn encode_parts(
     Ok(out)
 }
 
+/// What `parla modem probe` found.
+#[derive(Debug, serde::Serialize)]
+pub struct ProbeReport {
+    /// The port and the line settings used (a pty or USB modem takes any; a real serial line
+    /// only its own).
+    pub port: String,
+    /// Line speed used.
+    pub baud_rate: u32,
+    /// Flow control used.
+    pub flow_control: FlowControl,
+    /// Whether initialisation finished: the modem could send with these settings.
+    pub ready: bool,
+    /// What stopped it, if it did not finish.
+    pub problem: Option<String>,
+    /// Model, SIM, signal, registration, operator, storage, indication mode.
+    pub modem: crate::channel::ModemInfo,
+    /// Answers to capability queries, by command.
+    pub capabilities: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+/// Capability queries `probe` asks after initialisation.
+const PROBE_QUERIES: [&str; 4] = ["AT+CPMS=?", "AT+CNMI=?", "AT+CSCA?", "AT+CSMS?"];
+
+/// Opens a modem, initialises it as the channel would (nothing is sent or deleted), asks a few
+/// capability queries and reports. Gives up after `limit`.
+pub async fn probe(settings: &ModemSettings, limit: Duration) -> Result<ProbeReport, ModemError> {
+    let port = open_port(settings)?;
+    let (mut reader, mut writer) = tokio::io::split(port);
+    let mut decoder = AtDecoder::new();
+    let mut session = Session::new(session_config(settings), Instant::now());
+    let mut report = ProbeReport {
+        port: settings.port.display().to_string(),
+        baud_rate: settings.baud_rate,
+        flow_control: settings.flow_control,
+        ready: false,
+        problem: None,
+        modem: crate::channel::ModemInfo::default(),
+        capabilities: Default::default(),
+    };
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut waiting = 0usize;
+    loop {
+        while let Some(output) = session.poll_output() {
+            match output {
+                Output::Write(bytes) => {
+                    writer.write_all(&bytes).await?;
+                    writer.flush().await?;
+                }
+                Output::Ready => {
+                    report.ready = true;
+                    for (token, query) in PROBE_QUERIES.iter().enumerate() {
+                        session.raw(token as u64, (*query).to_string(), Instant::now());
+                    }
+                    waiting = PROBE_QUERIES.len();
+                }
+                Output::RawDone {
+                    token,
+                    lines,
+                    result,
+                } => {
+                    let mut answer = lines;
+                    if let Some(r) = result.filter(|r| !r.is_ok()) {
+                        answer.push(super::session::describe(&r));
+                    } else if answer.is_empty() {
+                        answer.push("OK".into());
+                    }
+                    let query = PROBE_QUERIES.get(token as usize).copied().unwrap_or("?");
+                    report.capabilities.insert(query.to_string(), answer);
+                    waiting = waiting.saturating_sub(1);
+                }
+                Output::Blocked(why) => report.problem = Some(why),
+                Output::Unresponsive => {
+                    report.problem = Some(
+                        "the modem does not answer AT: check the port, baud rate and flow control"
+                            .into(),
+                    )
+                }
+                _ => {}
+            }
+        }
+        report.modem = session.info().clone();
+        report.modem.port = report.port.clone();
+        if report.problem.is_some() || (report.ready && waiting == 0) {
+            return Ok(report);
+        }
+        let wake = session.next_deadline().map_or(Duration::from_secs(1), |t| {
+            t.saturating_duration_since(Instant::now())
+        });
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {
+                report.problem.get_or_insert_with(|| "gave up waiting for the modem".into());
+                return Ok(report);
+            }
+            read = reader.read(&mut buf) => {
+                let n = read?;
+                if n == 0 {
+                    return Err(ModemError::Eof);
+                }
+                decoder.push(buf.get(..n).unwrap_or_default());
+                while let Some(frame) = decoder.next_frame() {
+                    session.on_frame(frame, Instant::now());
+                }
+            }
+            _ = tokio::time::sleep(wake) => session.on_tick(Instant::now()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
