@@ -3,20 +3,27 @@
 //! # Layout
 //!
 //! ```text
-//! src/main.rs          thin CLI (clap): serve, send, status, check-config, store compact
+//! src/main.rs          thin CLI (clap): serve, send, status, check-config, store compact,
+//!                      decode pdu, modem probe, sim modem
 //! src/lib.rs           this page
 //! src/config.rs        typed settings: built-in defaults < TOML file < PARLA_* environment
 //! src/message.rs       domain types: message, status, kind, history, inbound message
 //! src/codec/           pure translation of bytes and text (no I/O, no clock, no panics)
 //!   gsm7.rs            GSM 03.38 alphabet and extension table, septet packing, UCS-2, segmenting
+//!   at.rs              streaming AT response parser (nom): finals, prompt, echo, info, URCs
+//!   tpdu.rs            SMS-SUBMIT / DELIVER / STATUS-REPORT encode and decode (TS 23.040)
 //! src/store/           sled behind typed functions: durable queue, indexes, group commit
 //!   keys.rs            the key layout of the one tree
 //!   record.rs          versioned compact encoding of stored values
 //!   writer.rs          writer + syncer threads: staged groups, pipelined group commit, fdatasync
-//! src/channel.rs       the Channel abstraction: send jobs in, events out
-//! src/dispatch.rs      due messages -> channel; retry policy with backoff and jitter; expiry
+//! src/channel.rs       the Channel abstraction: send jobs in, events out; channel status
+//! src/modem/           GSM modem channel
+//!   session.rs         the AT session as a state machine without I/O (init, send, read, health)
+//!   driver.rs          the task owning the serial port (tokio-serial): recovery, pacing, probe
+//! src/dispatch.rs      due messages -> channels that are up; retry policy with backoff and jitter
 //! src/conversation.rs  the correlator: channel events -> message state (acks, receipts, replies)
 //! src/sim/             the simulated channel used by the embedded demo and the tests
+//!   modem.rs           a simulated GSM modem on a pty (`parla sim modem`), with real quirks
 //! src/http/            axum API: handlers, auth, JSON errors
 //! src/daemon.rs        wiring of the running daemon and its graceful shutdown
 //! src/phone.rs         E.164 normalization and sender-id validation

@@ -377,11 +377,31 @@ fn sim_channel_delivers_and_customers_reply() {
             assert_eq!(reply["from"], "+393471234567");
             assert_eq!(reply["to"], "MyShop");
             assert_eq!(reply["in_reply_to"], id);
+            assert_eq!(reply["parts"], 1);
             break;
         }
         assert!(start.elapsed() < Duration::from_secs(20), "no reply came");
         std::thread::sleep(Duration::from_millis(50));
     }
+    // The channel list shows the simulator up, with what it carried (counted once the
+    // correlator's commit returned, a moment after the reply became readable).
+    let start = std::time::Instant::now();
+    let channels = loop {
+        let channels = c.get("/v1/channels");
+        assert_eq!(channels.status, 200);
+        if channels.body["items"][0]["received"] == 1 || start.elapsed() > Duration::from_secs(5) {
+            break channels;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let sim = &channels.body["items"][0];
+    assert_eq!(sim["name"], "sim");
+    assert_eq!(sim["kind"], "sim");
+    assert_eq!(sim["state"], "up");
+    assert_eq!(sim["sent"], 2, "{sim}");
+    assert_eq!(sim["received"], 1, "{sim}");
+    assert_eq!(sim["failed"], 0);
+    assert!(sim.get("modem").is_none());
 }
 
 #[test]
