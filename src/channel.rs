@@ -87,6 +87,10 @@ pub enum ChannelEvent {
         /// Set when this is one part of a concatenated message: the store keeps parts until
         /// the message is whole (or too old), then stores it as one inbound message.
         part: Option<InboundPart>,
+        /// A fingerprint of the SMS as the network delivered it, when the channel may hand the
+        /// same one over twice (a modem read again after a crash between commit and delete):
+        /// the store keeps one.
+        dedupe: Option<String>,
     },
 }
 

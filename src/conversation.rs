@@ -103,6 +103,7 @@ impl Correlator {
                 text,
                 in_reply_to,
                 part,
+                dedupe,
             } => Update::Inbound(InboundNew {
                 channel,
                 from: phone::normalize(from, self.region).unwrap_or_else(|_| from.clone()),
@@ -111,6 +112,7 @@ impl Correlator {
                 received_at: at,
                 in_reply_to: *in_reply_to,
                 part: *part,
+                dedupe: dedupe.clone(),
             }),
         }
     }

@@ -300,3 +300,14 @@ pub struct InboundMessage {
     /// waiting for them too long. Empty when whole.
     pub missing_parts: Vec<u8>,
 }
+
+/// A stable 64-bit FNV-1a label of `bytes` in hex: the same on every platform and release, so it
+/// can be stored (token scopes, fingerprints of received PDUs).
+pub fn fingerprint(bytes: &[u8]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}

@@ -181,13 +181,8 @@ async fn authenticate(
     next.run(req).await
 }
 
-/// A stable, non-reversible label for a token (FNV-1a), so idempotency scopes survive token
-/// reordering and restarts without storing the token itself.
+/// A stable, non-reversible label for a token, so idempotency scopes survive token reordering
+/// and restarts without storing the token itself.
 fn fingerprint(token: &str) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in token.bytes() {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{hash:016x}")
+    crate::message::fingerprint(token.as_bytes())
 }

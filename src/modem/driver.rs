@@ -532,7 +532,13 @@ impl Link<'_> {
             .number
             .clone()
             .unwrap_or_else(|| self.settings.name.clone());
-        let decoded = tpdu::decode_hex(pdu_hex).and_then(|b| tpdu::decode(&b, true));
+        let bytes = tpdu::decode_hex(pdu_hex);
+        // The same stored SMS read again (after a crash between commit and delete) is the same
+        // bytes: the store keeps it once.
+        let dedupe = Some(crate::message::fingerprint(
+            bytes.as_deref().unwrap_or(pdu_hex.as_bytes()),
+        ));
+        let decoded = bytes.and_then(|b| tpdu::decode(&b, true));
         match decoded {
             Ok(Pdu::Deliver(d)) => {
                 let text = d.user_data.text.clone().unwrap_or_else(|| {
@@ -548,6 +554,7 @@ impl Link<'_> {
                         total: c.total,
                         seq: c.seq,
                     }),
+                    dedupe,
                 }
             }
             other => {
@@ -563,6 +570,7 @@ impl Link<'_> {
                     text: format!("[undecodable SMS ({why}): {pdu_hex}]"),
                     in_reply_to: None,
                     part: None,
+                    dedupe,
                 }
             }
         }

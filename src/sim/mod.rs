@@ -190,6 +190,7 @@ async fn deliver(
                     text: text.to_string(),
                     in_reply_to: Some(id),
                     part: None,
+                    dedupe: None,
                 })
                 .await?;
         }

@@ -13,6 +13,7 @@
 //! | `r`    | channel + 0x00 + normalized remote id | id + part index                |
 //! | `p`    | channel + 0x00 + normalized remote id | encoded early receipt          |
 //! | `i`    | id                                    | encoded [`InboundMessage`]     |
+//! | `u`    | channel + 0 + fingerprint             | received millis (BE): seen inbound, for dedupe |
 //! | `a`    | channel + 0 + from + 0 + ref (BE) + total | encoded parts of an inbound message being reassembled |
 //! | `c`    | counter name                          | u64 BE                         |
 //!
@@ -32,6 +33,7 @@ pub const EARLY_RECEIPT: u8 = b'p';
 pub const INBOUND: u8 = b'i';
 pub const COUNTER: u8 = b'c';
 pub const ASSEMBLY: u8 = b'a';
+pub const SEEN: u8 = b'u';
 
 /// Counter of messages requeued after a crash left them "sending".
 pub const POSSIBLE_DUPLICATES: &[u8] = b"possible_duplicates";
@@ -143,6 +145,10 @@ pub fn assembly(channel: &str, from: &str, reference: u16, total: u8) -> Vec<u8>
     k.extend_from_slice(&reference.to_be_bytes());
     k.push(total);
     k
+}
+
+pub fn seen(channel: &str, fingerprint: &str) -> Vec<u8> {
+    named(SEEN, channel, fingerprint.as_bytes())
 }
 
 pub fn counter(name: &[u8]) -> Vec<u8> {

@@ -489,7 +489,40 @@ fn inbound_part(from: &str, text: &str, reference: u16, total: u8, seq: u8) -> U
             total,
             seq,
         }),
+        dedupe: None,
     })
+}
+
+#[tokio::test]
+async fn an_sms_read_twice_is_stored_once_until_retention_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let sms = |fp: &str| {
+        Update::Inbound(InboundNew {
+            channel: "modem1".into(),
+            from: "+393471111111".into(),
+            to: "+393470000000".into(),
+            text: "hi".into(),
+            received_at: now_millis(),
+            in_reply_to: None,
+            part: None,
+            dedupe: Some(fp.into()),
+        })
+    };
+    let applied = store.apply(vec![sms("aa"), sms("bb")]).await.unwrap();
+    assert!(applied.iter().all(|a| matches!(a, Applied::Inbound(_))));
+    store.close().await;
+    drop(store);
+    // Restarted (the modem still had it: the crash came before the delete).
+    let store = open(dir.path());
+    let applied = store.apply(vec![sms("aa")]).await.unwrap();
+    assert!(matches!(applied[0], Applied::Ignored(_)), "{applied:?}");
+    assert_eq!(store.list_inbound(None, 10).unwrap().len(), 2);
+    // Past retention the fingerprints go with the messages.
+    store.sweep(now_millis() + 1, 100).await.unwrap();
+    assert!(store.list_inbound(None, 10).unwrap().is_empty());
+    let applied = store.apply(vec![sms("aa")]).await.unwrap();
+    assert!(matches!(applied[0], Applied::Inbound(_)));
 }
 
 #[tokio::test]

@@ -878,7 +878,18 @@ fn receipt(
     })
 }
 
-fn inbound(c: &mut Committer, new: InboundNew) -> Result<Applied, StoreError> {
+fn inbound(c: &mut Committer, mut new: InboundNew) -> Result<Applied, StoreError> {
+    if let Some(fp) = new.dedupe.take() {
+        let key = keys::seen(&new.channel, &fp);
+        if c.get(&key)?.is_some() {
+            return Ok(Applied::Ignored(format!(
+                "the same SMS from {} was already received",
+                new.from
+            )));
+        }
+        let at = u64::try_from(new.received_at).unwrap_or(0).to_be_bytes();
+        c.write(vec![(key, Some(at.to_vec()))]);
+    }
     let Some(part) = new.part.filter(|p| p.total > 1) else {
         let record = InboundMessage {
             id: c.next_id(),
@@ -1077,6 +1088,13 @@ fn sweep(c: &mut Committer, finished_before: Millis, max: usize) -> Result<usize
             .take(remaining)
     {
         old_inbound.push((key?.to_vec(), None));
+    }
+    for item in c.db.scan_prefix([keys::SEEN]).take(remaining) {
+        let (k, v) = item?;
+        let at = <[u8; 8]>::try_from(v.as_ref()).map_or(0, u64::from_be_bytes);
+        if i64::try_from(at).unwrap_or(0) < finished_before {
+            old_inbound.push((k.to_vec(), None));
+        }
     }
     let mut stale_receipts = Vec::new();
     for item in c.db.scan_prefix([keys::EARLY_RECEIPT]).take(remaining) {
