@@ -235,9 +235,9 @@ pub struct ChannelStatus {
     pub detail: Option<String>,
     /// When the state last changed (RFC 3339).
     pub since: String,
-    /// Parts the network accepted.
+    /// SMS (parts) the network accepted.
     pub sent: u64,
-    /// Messages received from customers.
+    /// SMS (parts) received from customers, repeats not counted.
     pub received: u64,
     /// Messages that failed permanently on this channel.
     pub failed: u64,

@@ -131,7 +131,10 @@ impl Correlator {
                     Ok(applied) => {
                         for (envelope, applied) in batch.iter().zip(&applied) {
                             log_applied(envelope, applied);
-                            self.channels.count(&envelope.channel, &envelope.event);
+                            // Repeats (a part received twice, a late acceptance) count once.
+                            if !matches!(applied, Applied::Ignored(_)) {
+                                self.channels.count(&envelope.channel, &envelope.event);
+                            }
                         }
                         break true;
                     }

@@ -74,6 +74,45 @@ enum Command {
         #[command(subcommand)]
         command: ModemCommand,
     },
+    /// Simulators for trying parla without hardware.
+    Sim {
+        #[command(subcommand)]
+        command: SimCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SimCommand {
+    /// A simulated GSM modem on a pseudo-terminal. Prints {"event":"ready","path":...} then one
+    /// JSON line per event; reads commands on stdin: receive <from> <text>, stall on|off,
+    /// fail <n> <cms-code>, report <reference>, counters, vanish, reappear, quit.
+    Modem {
+        /// Also make this path a symlink to the pty (a stable name for configs and tests).
+        #[arg(long)]
+        link: Option<PathBuf>,
+        /// Device quirks, comma-separated: echo, bare-prompt, urc-during-send, direct-delivery,
+        /// direct-reports, no-cnmi, cpin-without-ok, wrong-report-memory, sms-ready-late.
+        #[arg(long, default_value = "")]
+        quirks: String,
+        /// Delay before each answer, in milliseconds.
+        #[arg(long, default_value_t = 0)]
+        latency_ms: u64,
+        /// Time from a message to its status report, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        report_delay_ms: u64,
+        /// Share (0 to 1) of status reports that say the message failed.
+        #[arg(long, default_value_t = 0.0)]
+        report_failure_share: f64,
+        /// Share (0 to 1) of sends answered +CMS ERROR: 38 (a transient network failure).
+        #[arg(long, default_value_t = 0.0)]
+        failure_share: f64,
+        /// SIM PIN the simulated SIM asks for.
+        #[arg(long)]
+        pin: Option<String>,
+        /// Seed of every random choice, so runs repeat.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -161,6 +200,31 @@ fn main() -> ExitCode {
                     timeout,
                 },
         } => modem_probe(port, baud_rate, &flow_control, pin, timeout),
+        Command::Sim {
+            command:
+                SimCommand::Modem {
+                    link,
+                    quirks,
+                    latency_ms,
+                    report_delay_ms,
+                    report_failure_share,
+                    failure_share,
+                    pin,
+                    seed,
+                },
+        } => sim_modem(
+            link,
+            &quirks,
+            parla::sim::modem::SimModemConfig {
+                latency: Duration::from_millis(latency_ms),
+                report_delay: Duration::from_millis(report_delay_ms),
+                report_failure_share,
+                failure_share,
+                pin,
+                seed,
+                ..Default::default()
+            },
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -223,6 +287,32 @@ fn modem_probe(
             report.problem.as_deref().unwrap_or("unknown")
         )
     }
+}
+
+fn sim_modem(
+    link: Option<PathBuf>,
+    quirks: &str,
+    mut config: parla::sim::modem::SimModemConfig,
+) -> Result<()> {
+    config.quirks = parla::sim::modem::parse_quirks(quirks).map_err(anyhow::Error::msg)?;
+    for (name, share) in [
+        ("--report-failure-share", config.report_failure_share),
+        ("--failure-share", config.failure_share),
+    ] {
+        if !(0.0..=1.0).contains(&share) {
+            bail!("{name} is a share from 0 to 1");
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(parla::sim::modem::run_cli(
+        config,
+        link,
+        tokio::io::BufReader::new(tokio::io::stdin()),
+        tokio::io::stdout(),
+    ))?;
+    Ok(())
 }
 
 fn load(explicit: Option<&Path>) -> Result<(ConfigSource, Settings)> {

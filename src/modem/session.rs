@@ -194,12 +194,16 @@ enum Purpose {
         pdu: String,
     },
     /// `AT+CPMS` selecting where the next read/delete happens.
-    Select,
+    Select {
+        memory: String,
+    },
     Read {
         slot: Slot,
         report_hint: bool,
     },
-    List,
+    List {
+        memory: String,
+    },
     Delete,
     AckDirect,
     Resync,
@@ -220,6 +224,9 @@ struct Command {
     /// The modem may answer with its information line and no final result (Wavecom +CPIN).
     final_optional: bool,
     not_before: Option<Instant>,
+    /// The message memory this command works on: it is skipped unless the modem really has
+    /// that memory selected (a refused `AT+CPMS` must not make us read or delete elsewhere).
+    memory: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -276,8 +283,12 @@ pub struct Session {
     pin_tried: bool,
     storage_form: usize,
     indication_try: usize,
-    /// Memory the last `AT+CPMS` selected for reading and deleting.
+    /// Memory the queued `AT+CPMS` commands will have selected when the queue is done.
     selected: String,
+    /// Memory the modem confirmed selected.
+    active: String,
+    /// The modem refused to select "SR": status reports are not read from there.
+    no_report_memory: bool,
     /// Received messages handed out and not yet acknowledged (not to be handed out twice).
     pending: HashSet<Slot>,
     next_health: Instant,
@@ -304,7 +315,9 @@ impl Session {
             pin_tried: false,
             storage_form: 0,
             indication_try: 0,
+            active: selected.clone(),
             selected,
+            no_report_memory: false,
             pending: HashSet::new(),
             next_health: now,
             next_sweep: now,
@@ -362,6 +375,7 @@ impl Session {
             expect: Some("+CMGS:".into()),
             final_optional: false,
             not_before: None,
+            memory: None,
         };
         self.queue.push_back(command);
         self.pump(now);
@@ -385,11 +399,9 @@ impl Session {
         match &slot {
             Slot::Stored { memory, index } => {
                 self.select_memory(memory);
-                self.queue.push_back(self.command(
-                    format!("AT+CMGD={index}"),
-                    Purpose::Delete,
-                    None,
-                ));
+                let mut delete = self.command(format!("AT+CMGD={index}"), Purpose::Delete, None);
+                delete.memory = Some(memory.clone());
+                self.queue.push_back(delete);
                 self.restore_memory();
                 // Only forget it once the delete is queued, so a sweep in between skips it.
                 self.pending.remove(&slot);
@@ -500,6 +512,7 @@ impl Session {
             expect: expect.map(str::to_string),
             final_optional: false,
             not_before: None,
+            memory: None,
         }
     }
 
@@ -528,8 +541,18 @@ impl Session {
         {
             return;
         }
-        let Some(command) = self.queue.pop_front() else {
-            return;
+        let command = loop {
+            let Some(command) = self.queue.pop_front() else {
+                return;
+            };
+            match &command.memory {
+                Some(m) if *m != self.active => {
+                    // Its AT+CPMS was refused: reading or deleting now would hit another memory.
+                    tracing::debug!(command = %command.line, memory = %m, "skipped: memory not selected");
+                    self.forget_pending(&command.purpose);
+                }
+                _ => break command,
+            }
         };
         let is_send = matches!(command.purpose, Purpose::Send { .. });
         let mut bytes = command.line.clone().into_bytes();
@@ -634,6 +657,7 @@ impl Session {
                 expect: None,
                 final_optional: false,
                 not_before: None,
+                memory: None,
             });
         }
         self.complete(running.command, Err(None), now);
@@ -678,7 +702,19 @@ impl Session {
                 };
                 self.out.push_back(output);
             }
-            Purpose::Select | Purpose::Delete | Purpose::AckDirect | Purpose::Resync => {
+            Purpose::Select { memory } => match outcome {
+                Ok(_) => self.active = memory,
+                Err(e) => {
+                    tracing::debug!(%memory, result = ?e, "the modem refused the memory");
+                    if memory == "SR" {
+                        self.no_report_memory = true;
+                    }
+                    // What follows was queued as if it were selected; the next selection must
+                    // ask again.
+                    self.selected = self.active.clone();
+                }
+            },
+            Purpose::Delete | Purpose::AckDirect | Purpose::Resync => {
                 if let Err(e) = outcome {
                     tracing::debug!(command = %command.line, result = ?e, "modem refused");
                 }
@@ -695,8 +731,8 @@ impl Session {
                     result,
                 });
             }
-            Purpose::List => match outcome {
-                Ok(lines) => self.list_done(&lines),
+            Purpose::List { memory } => match outcome {
+                Ok(lines) => self.list_done(&memory, &lines),
                 Err(e) => tracing::debug!(result = ?e, "listing stored messages failed"),
             },
         }
@@ -753,6 +789,7 @@ impl Session {
             expect: expect.map(str::to_string),
             final_optional,
             not_before,
+            memory: None,
         });
     }
 
@@ -884,6 +921,8 @@ impl Session {
             }
             (Storage, Ok(lines)) => {
                 self.note_storage(lines);
+                self.active = self.config.storage.clone();
+                self.selected = self.active.clone();
                 Some(Indications)
             }
             (Storage, Err(_)) => {
@@ -941,7 +980,8 @@ impl Session {
 
     fn init_finished(&mut self, now: Instant) {
         self.ready = true;
-        self.next_health = now;
+        self.queue_health();
+        self.next_health = now + self.config.health_interval;
         // Messages that arrived while nobody listened are picked up first.
         self.next_sweep = now;
         self.out.push_back(Output::Ready);
@@ -1103,11 +1143,13 @@ impl Session {
         };
         let (memory, index) = (memory.clone(), *index);
         self.select_memory(&memory);
-        self.queue.push_back(self.command(
+        let mut read = self.command(
             format!("AT+CMGR={index}"),
             Purpose::Read { slot, report_hint },
             Some("+CMGR:"),
-        ));
+        );
+        read.memory = Some(memory);
+        self.queue.push_back(read);
         self.restore_memory();
     }
 
@@ -1117,7 +1159,13 @@ impl Session {
                 "AT+CPMS=\"{memory}\",\"{s}\",\"{s}\"",
                 s = self.config.storage
             );
-            let c = self.command(line, Purpose::Select, Some("+CPMS:"));
+            let c = self.command(
+                line,
+                Purpose::Select {
+                    memory: memory.to_string(),
+                },
+                Some("+CPMS:"),
+            );
             self.queue.push_back(c);
             self.selected = memory.to_string();
         }
@@ -1130,10 +1178,33 @@ impl Session {
         }
     }
 
+    /// Lists the storage, and the status-report memory where reports may wait unannounced.
     fn queue_list(&mut self) {
-        if !self.queue.iter().any(|c| c.purpose == Purpose::List) {
-            let c = self.command("AT+CMGL=4".into(), Purpose::List, Some("+CMGL:"));
-            self.queue.push_back(c);
+        let storage = self.config.storage.clone();
+        self.queue_list_of(&storage);
+        if !self.no_report_memory && storage != "SR" {
+            self.queue_list_of("SR");
+        }
+    }
+
+    fn queue_list_of(&mut self, memory: &str) {
+        let purpose = Purpose::List {
+            memory: memory.to_string(),
+        };
+        if self.queue.iter().any(|c| c.purpose == purpose) {
+            return;
+        }
+        self.select_memory(memory);
+        let mut list = self.command("AT+CMGL=4".into(), purpose, Some("+CMGL:"));
+        list.memory = Some(memory.to_string());
+        self.queue.push_back(list);
+        self.restore_memory();
+    }
+
+    /// A read that will not happen: its slot may be handed out again later.
+    fn forget_pending(&mut self, purpose: &Purpose) {
+        if let Purpose::Read { slot, .. } = purpose {
+            self.pending.remove(slot);
         }
     }
 
@@ -1171,10 +1242,10 @@ impl Session {
         self.hand_out(stat, pdu, slot);
     }
 
-    fn list_done(&mut self, lines: &[String]) {
+    fn list_done(&mut self, memory: &str, lines: &[String]) {
         for (index, stat, pdu) in listed_pdus(lines) {
             let slot = Slot::Stored {
-                memory: self.config.storage.clone(),
+                memory: memory.to_string(),
                 index,
             };
             self.hand_out(stat, pdu, slot);

@@ -251,12 +251,19 @@ fn a_new_message_indication_during_the_prompt_is_read_after_the_send() {
 fn an_uncommitted_message_stays_in_the_modem_and_is_read_again() {
     let mut h = ready_harness();
     let pdu = "07913366003051F5040B913366304381F900005180719120348004D4F29C0E";
-    let listing = |line: &str| match line {
-        "AT+CMGL=4" => vec![info("+CMGL: 0,0,,23"), info(pdu), ok()],
-        other => standard(other),
+    // A modem with one message in SM and none in SR.
+    let mut in_sr = false;
+    let mut listing = move |line: &str| {
+        if line.starts_with("AT+CPMS=") {
+            in_sr = line.starts_with("AT+CPMS=\"SR\"");
+        }
+        match line {
+            "AT+CMGL=4" if !in_sr => vec![info("+CMGL: 0,0,,23"), info(pdu), ok()],
+            other => standard(other),
+        }
     };
     h.advance(SessionConfig::default().sweep_interval);
-    h.run(listing);
+    h.run(&mut listing);
     let slot = Slot::Stored {
         memory: "SM".into(),
         index: 0,
@@ -269,11 +276,11 @@ fn an_uncommitted_message_stays_in_the_modem_and_is_read_again() {
     assert_eq!(received(&h.take_outputs()), 1);
     // A second sweep while the commit is pending does not hand it out twice.
     h.advance(SessionConfig::default().sweep_interval);
-    h.run(listing);
+    h.run(&mut listing);
     assert_eq!(received(&h.take_outputs()), 0);
     h.session.acknowledge(slot, false, h.now);
     h.advance(SessionConfig::default().sweep_interval);
-    h.run(listing);
+    h.run(&mut listing);
     assert_eq!(received(&h.take_outputs()), 1);
     assert!(!h.written.iter().any(|w| w.starts_with("AT+CMGD")));
 }
@@ -361,7 +368,13 @@ fn without_new_message_indications_it_polls() {
     let before = lists(&h);
     h.advance(SessionConfig::default().poll_interval);
     h.run(standard);
-    assert_eq!(lists(&h), before + 1);
+    // The storage and the status-report memory.
+    assert_eq!(lists(&h), before + 2);
+    assert!(
+        h.written
+            .iter()
+            .any(|w| w == "AT+CPMS=\"SR\",\"SM\",\"SM\"")
+    );
 }
 
 #[test]
@@ -506,6 +519,46 @@ fn a_report_announced_in_the_wrong_memory_is_read_from_sr() {
             "AT+CPMS=\"SM\",\"SM\",\"SM\""
         ]
     );
+}
+
+#[test]
+fn a_refused_memory_selection_never_reads_or_deletes_elsewhere() {
+    let mut h = ready_harness();
+    h.advance(SessionConfig::default().sweep_interval);
+    let pdu = "07913366003051F5040B913366304381F900005180719120348004D4F29C0E";
+    // This modem has no SR memory: the listing that follows the refused selection would list
+    // SM again and hand its messages out as if they were in SR.
+    h.run(|line| match line {
+        "AT+CPMS=\"SR\",\"SM\",\"SM\"" => vec![Frame::Final(FinalResult::Error)],
+        "AT+CMGL=4" => vec![info("+CMGL: 0,0,,23"), info(pdu), ok()],
+        other => standard(other),
+    });
+    let received: Vec<&Output> = h
+        .outputs
+        .iter()
+        .filter(|o| matches!(o, Output::Received { .. }))
+        .collect();
+    assert_eq!(
+        received,
+        [&Output::Received {
+            pdu: pdu.into(),
+            slot: Slot::Stored {
+                memory: "SM".into(),
+                index: 0
+            }
+        }]
+    );
+    // And it is not asked for SR again at the next sweep.
+    let selections = |h: &Harness| {
+        h.written
+            .iter()
+            .filter(|w| w.starts_with("AT+CPMS=\"SR\""))
+            .count()
+    };
+    let before = selections(&h);
+    h.advance(SessionConfig::default().sweep_interval);
+    h.run(standard);
+    assert_eq!(selections(&h), before);
 }
 
 #[test]

@@ -3,6 +3,8 @@
 //! `failure_share` of messages), and has the customer answer a `reply_share` of the delivered ones,
 //! so the demo shows two-way traffic. It sends nothing anywhere.
 
+pub mod modem;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
