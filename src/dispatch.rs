@@ -5,13 +5,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Mutex, Notify, mpsc, watch};
+use std::collections::HashSet;
+
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::channel::{LinkState, SendJob, StatusHandle};
 use crate::config::RetrySettings;
-use crate::message::{Millis, now_millis};
+use crate::message::{MessageId, Millis, now_millis};
 use crate::store::{Store, StoreError, Update};
 
 /// When to try a transiently failed message again.
@@ -105,13 +107,42 @@ struct Shared {
     store: Store,
     /// Bumped when new work may be due; every idle loop looks.
     poke: watch::Sender<u64>,
-    /// One claim at a time, so two channels never read the same due messages and race for them.
-    claim_lock: Mutex<()>,
+    /// Messages some loop is claiming right now: the others skip them, so channels claim in
+    /// parallel (sharing the store's group commit) without racing for the same messages.
+    claiming: std::sync::Mutex<HashSet<MessageId>>,
 }
 
 impl Shared {
     fn poke(&self) {
         self.poke.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// Up to `room` due messages no other loop is claiming, marked as ours; and whether more
+    /// are due.
+    fn pick(&self, room: usize) -> Result<(Vec<MessageId>, bool), StoreError> {
+        let mut claiming = self
+            .claiming
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let due = self.store.due(now_millis(), room + claiming.len())?;
+        let mine: Vec<MessageId> = due
+            .into_iter()
+            .filter(|id| !claiming.contains(id))
+            .take(room)
+            .collect();
+        claiming.extend(mine.iter().copied());
+        let more = mine.len() == room;
+        Ok((mine, more))
+    }
+
+    fn release(&self, ids: &[MessageId]) {
+        let mut claiming = self
+            .claiming
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for id in ids {
+            claiming.remove(id);
+        }
     }
 }
 
@@ -135,7 +166,7 @@ impl Dispatcher {
         let shared = Arc::new(Shared {
             store: self.store,
             poke: watch::Sender::new(0),
-            claim_lock: Mutex::new(()),
+            claiming: std::sync::Mutex::new(HashSet::new()),
         });
         let mut loops = JoinSet::new();
         for channel in self.channels {
@@ -179,41 +210,38 @@ async fn feed(shared: Arc<Shared>, channel: ChannelHandle, shutdown: Cancellatio
             },
         };
         let room = (channel.jobs.capacity() + 1).min(CLAIM_BATCH);
-        let guard = shared.claim_lock.lock().await;
-        let due = match shared.store.due(now_millis(), room) {
-            Ok(ids) => ids,
+        let (due, more_waiting) = match shared.pick(room) {
+            Ok(picked) => picked,
             Err(e) => {
                 tracing::error!(error = %e, "reading the queue failed");
-                Vec::new()
+                (Vec::new(), false)
             }
         };
         if due.is_empty() {
-            drop(guard);
             drop(permit);
             idle(&shared.store, &mut poked, &shutdown).await;
-            continue;
-        }
-        let more_waiting = due.len() == room;
-        let claimed = match shared.store.claim(due, channel.name.clone()).await {
-            Ok(c) => c,
-            Err(StoreError::Closed) => return,
-            Err(e) => {
-                tracing::error!(error = %e, "claiming due messages failed; retrying");
-                drop(guard);
-                drop(permit);
-                idle(&shared.store, &mut poked, &shutdown).await;
-                continue;
-            }
-        };
-        drop(guard);
-        if claimed.is_empty() {
-            drop(permit);
-            tokio::time::sleep(CLAIM_RACE_PAUSE).await;
             continue;
         }
         if more_waiting {
             // Other channels may be idle while more is due.
             shared.poke();
+        }
+        let result = shared.store.claim(due.clone(), channel.name.clone()).await;
+        shared.release(&due);
+        let claimed = match result {
+            Ok(c) => c,
+            Err(StoreError::Closed) => return,
+            Err(e) => {
+                tracing::error!(error = %e, "claiming due messages failed; retrying");
+                drop(permit);
+                idle(&shared.store, &mut poked, &shutdown).await;
+                continue;
+            }
+        };
+        if claimed.is_empty() {
+            drop(permit);
+            tokio::time::sleep(CLAIM_RACE_PAUSE).await;
+            continue;
         }
         let mut permit = Some(permit);
         let mut jobs = claimed.into_iter().map(|c| SendJob {

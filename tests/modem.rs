@@ -21,12 +21,16 @@ struct Modem {
 
 impl Modem {
     fn start(dir: &Path, config: SimModemConfig) -> Modem {
+        Modem::start_named(dir, "modem0", config)
+    }
+
+    fn start_named(dir: &Path, name: &str, config: SimModemConfig) -> Modem {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .unwrap();
-        let link = dir.join("modem0");
+        let link = dir.join(name);
         let handle = runtime
             .block_on(parla::sim::modem::spawn(config, Some(link.clone())))
             .expect("simulated modem starts");
@@ -284,6 +288,55 @@ fn status_report_announced_in_the_wrong_memory() {
 #[test]
 fn sms_commands_refused_until_sms_ready() {
     round_trip_with("sms-ready-late");
+}
+
+#[test]
+fn several_modems_share_the_queue_and_one_going_away_leaves_the_others_sending() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Modem::start_named(dir.path(), "a", SimModemConfig::default());
+    let b = Modem::start_named(dir.path(), "b", SimModemConfig::default());
+    let (port_a, port_b) = (a.link.clone(), b.link.clone());
+    let d = InProcess::start(move |s| {
+        let mut first = modem_settings(&port_a);
+        first.name = "a".into();
+        let mut second = modem_settings(&port_b);
+        second.name = "b".into();
+        s.modems = vec![first, second];
+    });
+    let c = &d.client;
+    wait_until("both modems up", Duration::from_secs(20), || {
+        let items = c.get("/v1/channels").body["items"].clone();
+        items
+            .as_array()
+            .is_some_and(|i| i.len() == 2 && i.iter().all(|ch| ch["state"] == "up"))
+            .then_some(())
+    });
+    let ids: Vec<String> = (0..40)
+        .map(|i| post(c, "+393471234567", &format!("messaggio {i}")))
+        .collect();
+    for id in &ids {
+        wait_status(c, id, "delivered");
+    }
+    let (sent_a, sent_b) = (a.sent().len(), b.sent().len());
+    assert_eq!(sent_a + sent_b, 40);
+    assert!(
+        sent_a > 0 && sent_b > 0,
+        "both modems sent: {sent_a}/{sent_b}"
+    );
+
+    // One modem unplugged: everything goes out through the other.
+    a.block_on(a.handle.vanish()).unwrap();
+    wait_until("modem a down", Duration::from_secs(20), || {
+        (c.get("/v1/channels").body["items"][0]["state"] == "down").then_some(())
+    });
+    let ids: Vec<String> = (0..10)
+        .map(|i| post(c, "+393471234567", &format!("dopo {i}")))
+        .collect();
+    for id in &ids {
+        let m = wait_status(c, id, "delivered");
+        assert_eq!(m["channel"], "b", "{m}");
+    }
+    assert_eq!(b.sent().len(), sent_b + 10);
 }
 
 #[test]

@@ -7,6 +7,9 @@ pub mod session;
 use crate::channel::{Channel, ChannelContext, ChannelTask};
 use crate::config::ModemSettings;
 
+/// Messages a modem channel holds: the one it sends and those queued behind it.
+const MODEM_WINDOW: usize = 3;
+
 /// A GSM modem as a [`Channel`].
 pub struct ModemChannel {
     settings: ModemSettings,
@@ -28,10 +31,12 @@ impl Channel for ModemChannel {
         "modem"
     }
 
-    /// One message at a time: a modem sends serially, and a message waiting in a modem's queue
-    /// could go out on another modem instead.
+    /// A modem sends one message at a time; a few more wait in its queue so the next is always
+    /// claimed while the current one goes out (a claim costs a disk sync). Few, because a
+    /// message waiting here cannot go out on another modem, and goes back to the queue (with
+    /// a retry delay) if this one fails.
     fn window(&self) -> usize {
-        1
+        MODEM_WINDOW
     }
 
     fn run(self: Box<Self>, ctx: ChannelContext) -> ChannelTask {
