@@ -407,41 +407,32 @@ fn transient_failures_are_retried_and_permanent_ones_fail() {
     assert_eq!(channel(c)["failed"], 1);
 }
 
-#[test]
-fn a_sim_pin_is_entered_from_the_config() {
-    let dir = tempfile::tempdir().unwrap();
+/// A daemon whose modem's SIM wants PIN 4321, configured with `pin`.
+fn daemon_with_pin(dir: &Path, pin: &str) -> (Modem, InProcess) {
     let modem = Modem::start(
-        dir.path(),
+        dir,
         SimModemConfig {
             pin: Some("4321".into()),
             ..SimModemConfig::default()
         },
     );
-    let port = modem.link.clone();
-    let d = InProcess::start(move |s| {
-        let mut m = modem_settings(&port);
-        m.pin = Some("4321".into());
-        s.modems = vec![m];
-    });
+    let mut settings = modem_settings(&modem.link);
+    settings.pin = Some(pin.into());
+    let d = InProcess::start(move |s| s.modems = vec![settings]);
+    (modem, d)
+}
+
+#[test]
+fn a_sim_pin_is_entered_from_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_modem, d) = daemon_with_pin(dir.path(), "4321");
     wait_channel_state(&d.client, "up");
 }
 
 #[test]
 fn a_wrong_pin_blocks_the_modem_and_is_not_tried_again() {
     let dir = tempfile::tempdir().unwrap();
-    let modem = Modem::start(
-        dir.path(),
-        SimModemConfig {
-            pin: Some("4321".into()),
-            ..SimModemConfig::default()
-        },
-    );
-    let port = modem.link.clone();
-    let d = InProcess::start(move |s| {
-        let mut m = modem_settings(&port);
-        m.pin = Some("1111".into());
-        s.modems = vec![m];
-    });
+    let (_modem, d) = daemon_with_pin(dir.path(), "1111");
     wait_until("the PIN problem", Duration::from_secs(10), || {
         let ch = channel(&d.client);
         let blocked =

@@ -728,31 +728,17 @@ pub(crate) mod tests {
         }
     }
 
-    /// Small deterministic PRNG (xorshift64*), so failures reproduce.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
-
-    fn decode_random_chunks(bytes: &[u8], rng: &mut Rng, max_chunk: usize) -> Vec<Frame> {
+    fn decode_random_chunks(bytes: &[u8], rng: &mut fastrand::Rng, max_chunk: usize) -> Vec<Frame> {
         let mut d = AtDecoder::new();
         let mut out = Vec::new();
         let mut rest = bytes;
         while !rest.is_empty() {
-            let n = (1 + rng.below(max_chunk)).min(rest.len());
+            let n = (1 + rng.usize(..max_chunk)).min(rest.len());
             let (head, tail) = rest.split_at(n);
             d.push(head);
             assert!(d.buffered() <= MAX_LINE);
             // Popping only sometimes checks that the queue order does not depend on it.
-            if rng.below(2) == 0 {
+            if rng.usize(..2) == 0 {
                 out.extend(drain(&mut d));
             }
             rest = tail;
@@ -1489,7 +1475,7 @@ pub(crate) mod tests {
 
     #[test]
     fn random_bytes_never_panic_and_stay_bounded() {
-        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let mut rng = fastrand::Rng::with_seed(0x9E37_79B9_7F4A_7C15);
         // Biased alphabets hit the interesting states far more often than uniform bytes.
         let alphabets: [&[u8]; 3] = [
             b"\r\n\x1A> +CMTDS:,0123456789ABCDEF\"OK",
@@ -1499,11 +1485,11 @@ pub(crate) mod tests {
         for alphabet in alphabets {
             let mut d = AtDecoder::new();
             for _ in 0..300 {
-                let len = rng.below(3000);
+                let len = rng.usize(..3000);
                 let chunk: Vec<u8> = (0..len)
                     .map(|_| match alphabet {
-                        [] => rng.next() as u8,
-                        a => a.get(rng.below(a.len())).copied().unwrap_or(0),
+                        [] => rng.u8(..),
+                        a => a.get(rng.usize(..a.len())).copied().unwrap_or(0),
                     })
                     .collect();
                 d.push(&chunk);
@@ -1516,7 +1502,7 @@ pub(crate) mod tests {
             }
         }
         // One huge push too.
-        let big: Vec<u8> = (0..200_000).map(|_| rng.next() as u8).collect();
+        let big: Vec<u8> = (0..200_000).map(|_| rng.u8(..)).collect();
         let mut d = AtDecoder::new();
         d.push(&big);
         assert!(d.buffered() <= MAX_LINE);
@@ -1561,7 +1547,7 @@ pub(crate) mod tests {
 
     #[test]
     fn chunking_does_not_change_frames() {
-        let mut rng = Rng(42);
+        let mut rng = fastrand::Rng::with_seed(42);
         for bytes in hand_cases() {
             let whole = decode(&bytes);
             let mut d = AtDecoder::new();
@@ -1579,7 +1565,7 @@ pub(crate) mod tests {
                 let mut frames = Vec::new();
                 let mut rest: &[u8] = &bytes;
                 while !rest.is_empty() {
-                    let (head, tail) = rest.split_at((1 + rng.below(max_chunk)).min(rest.len()));
+                    let (head, tail) = rest.split_at((1 + rng.usize(..max_chunk)).min(rest.len()));
                     d.push(head);
                     frames.extend(drain(&mut d));
                     rest = tail;

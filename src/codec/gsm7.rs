@@ -570,41 +570,21 @@ pub fn count_parts(text: &str) -> (Encoding, usize) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::Value;
 
     /// The shared PDU corpus (copy of shared/corpus/sms/sms-pdu-vectors.json); see its README.
-    const CORPUS: &str = include_str!(concat!(
+    pub(crate) const CORPUS: &str = include_str!(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/data/corpus/sms/sms-pdu-vectors.json"
     ));
 
     /// Vectors whose TP-UDL overstates the octets present. The corpus README says tolerant
     /// decoders output the text the available octets hold; these are checked that way.
-    const OVERRUN: [&str; 2] = ["gammu-at-sms-41", "pgm-submit-ucs2-concat-bad-udl"];
+    pub(crate) const OVERRUN: [&str; 2] = ["gammu-at-sms-41", "pgm-submit-ucs2-concat-bad-udl"];
 
     // ---------------------------------------------------------------- small helpers
-
-    /// Deterministic xorshift64* so the property loops need no extra dependency.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            usize::try_from(self.next() % u64::try_from(n.max(1)).unwrap()).unwrap()
-        }
-
-        fn byte(&mut self) -> u8 {
-            self.next().to_le_bytes()[0]
-        }
-    }
 
     fn repeat(ch: char, n: usize) -> String {
         std::iter::repeat_n(ch, n).collect()
@@ -936,14 +916,14 @@ mod tests {
         let pool = [
             'a', 'Z', ' ', '@', '€', '{', '\\', 'É', '\n', 'È', 'б', '👋', '中', '🇮',
         ];
-        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let mut rng = fastrand::Rng::with_seed(0x9E37_79B9_7F4A_7C15);
         for round in 0..3000 {
             // Mostly-GSM texts most of the time, so both alphabets get long messages.
             let gsm_only = round % 2 == 0;
             let choices = if gsm_only { 7 } else { pool.len() };
-            let len = rng.below(420);
-            let text: String = (0..len).map(|_| pool[rng.below(choices)]).collect();
-            let max = 1 + rng.below(6);
+            let len = rng.usize(..420);
+            let text: String = (0..len).map(|_| pool[rng.usize(..choices)]).collect();
+            let max = 1 + rng.usize(..6);
             let (encoding, count) = count_parts(&text);
             assert_eq!(encoding, choose_encoding(&text));
             match segment(&text, max) {
@@ -963,7 +943,7 @@ mod tests {
                         match part {
                             PartPayload::Septets(s) => {
                                 assert_ne!(s.last(), Some(&ESCAPE));
-                                let fill = u8::try_from(rng.below(7)).unwrap();
+                                let fill = u8::try_from(rng.usize(..7)).unwrap();
                                 let packed = pack_septets(s, fill);
                                 assert_eq!(unpack_septets(&packed, s.len(), fill).as_ref(), Ok(s));
                             }
@@ -993,12 +973,12 @@ mod tests {
 
     #[test]
     fn arbitrary_bytes_never_panic() {
-        let mut rng = Rng(0xD1B5_4A32_D192_ED03);
+        let mut rng = fastrand::Rng::with_seed(0xD1B5_4A32_D192_ED03);
         for _ in 0..20_000 {
-            let len = rng.below(48);
-            let bytes: Vec<u8> = (0..len).map(|_| rng.byte()).collect();
-            let count = rng.below(64);
-            let fill = u8::try_from(rng.below(9)).unwrap();
+            let len = rng.usize(..48);
+            let bytes: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
+            let count = rng.usize(..64);
+            let fill = u8::try_from(rng.usize(..9)).unwrap();
             match unpack_septets(&bytes, count, fill) {
                 Ok(septets) => {
                     assert_eq!(septets.len(), count);

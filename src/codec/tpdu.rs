@@ -1869,16 +1869,9 @@ mod tests {
     use super::*;
     use serde_json::Value;
 
-    /// The shared PDU corpus (copy of shared/corpus/sms/sms-pdu-vectors.json); see its README.
-    const CORPUS: &str = include_str!(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/data/corpus/sms/sms-pdu-vectors.json"
-    ));
-
-    /// Vectors whose TP-UDL overstates the octets present (quirk 37). Their notes say strict
-    /// decoders may reject them and tolerant ones output the text present: `decode` rejects,
-    /// `decode_with(allow_udl_overrun)` must reproduce the expected text.
-    const OVERRUN: [&str; 2] = ["gammu-at-sms-41", "pgm-submit-ucs2-concat-bad-udl"];
+    // The shared PDU corpus, and its vectors whose TP-UDL overstates the octets present (quirk
+    // 37): `decode` rejects those, `decode_with(allow_udl_overrun)` must reproduce the text.
+    use crate::codec::gsm7::tests::{CORPUS, OVERRUN};
 
     /// SUBMIT vectors `encode_submit` cannot reproduce from (number, text, concat, SRR, RD, VP,
     /// class, MR, SMSC), with the reason; the test checks each still differs, so the list stays

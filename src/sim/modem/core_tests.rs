@@ -62,19 +62,7 @@ impl Rig {
 }
 
 fn submit(to: &str, text: &str, report: bool) -> EncodedPdu {
-    let septets = gsm7::to_septets(text).unwrap();
-    tpdu::encode_submit(&SubmitSpec {
-        destination: to,
-        payload: tpdu::Payload::Septets(&septets),
-        concat: None,
-        reference: 0,
-        status_report: report,
-        validity: None,
-        smsc: None,
-        reject_duplicates: false,
-        class: None,
-    })
-    .unwrap()
+    crate::sim::modem::pty::tests::submit_pdu(to, text, report)
 }
 
 /// The PDU lines of a `+CMGL`/`+CMGR`/`+CMT`/`+CDS` answer (lines of hex digits only).
