@@ -38,6 +38,9 @@ pub enum Failure {
     Transient,
     /// Invalid destination, barred, rejected content: trying again cannot help.
     Permanent,
+    /// The channel never tried it (it stopped or went down before the message's turn): back
+    /// to the queue at once, and the attempt does not count.
+    NotSent,
 }
 
 /// What a channel reports.

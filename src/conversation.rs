@@ -68,6 +68,7 @@ impl Correlator {
             } => {
                 let retry_at = match failure {
                     Failure::Permanent => None,
+                    Failure::NotSent => Some(at),
                     Failure::Transient => {
                         self.policy
                             .retry_at(*attempt, at, *retry_after, fastrand::f64())
@@ -84,6 +85,7 @@ impl Correlator {
                     reason,
                     retry_at,
                     at,
+                    not_attempted: *failure == Failure::NotSent,
                 }
             }
             ChannelEvent::Receipt {

@@ -282,6 +282,7 @@ async fn requeue(store: &Store, jobs: impl Iterator<Item = SendJob>, channel: &s
             reason: format!("channel {channel} stopped before taking it"),
             retry_at: Some(now),
             at: now,
+            not_attempted: true,
         })
         .collect();
     let count = updates.len();

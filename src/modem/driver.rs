@@ -155,6 +155,20 @@ struct Current {
     parts: VecDeque<(u8, String, usize)>,
     /// Token of the part the session is sending.
     in_flight: Option<(u64, u8)>,
+    /// Whether any part was written to the modem yet.
+    started: bool,
+}
+
+impl Current {
+    /// How to hand the message back when the modem goes away: untried, it does not count as an
+    /// attempt; once a part was written, the modem may have sent it.
+    fn failure_if_stopped(&self) -> Failure {
+        if self.started {
+            Failure::Transient
+        } else {
+            Failure::NotSent
+        }
+    }
 }
 
 /// What ended one opening of the port.
@@ -230,7 +244,7 @@ pub async fn run(settings: ModemSettings, ctx: ChannelContext) -> Result<(), Clo
                 _ = &mut sleep => break,
                 _ = shutdown.cancelled() => break,
                 job = jobs.recv() => match job {
-                    Some(job) => fail_job(&events, &job, Failure::Transient, "the modem is not available").await?,
+                    Some(job) => fail_job(&events, &job, Failure::NotSent, "the modem is not available").await?,
                     None => return Ok(()),
                 },
             }
@@ -245,7 +259,7 @@ async fn hand_back_queued(
     why: &str,
 ) -> Result<(), Closed> {
     while let Ok(job) = jobs.try_recv() {
-        fail_job(events, &job, Failure::Transient, why).await?;
+        fail_job(events, &job, Failure::NotSent, why).await?;
     }
     Ok(())
 }
@@ -259,7 +273,7 @@ async fn refuse_until_shutdown(
         tokio::select! {
             _ = shutdown.cancelled() => return hand_back_queued(jobs, events, "the gateway is shutting down").await,
             job = jobs.recv() => match job {
-                Some(job) => fail_job(events, &job, Failure::Transient, "the modem is blocked").await?,
+                Some(job) => fail_job(events, &job, Failure::NotSent, "the modem is blocked").await?,
                 None => return Ok(()),
             },
         }
@@ -324,6 +338,7 @@ impl Link<'_> {
                         let token = self.next_token;
                         self.next_token += 1;
                         cur.in_flight = Some((token, part));
+                        cur.started = true;
                         session.send(token, pdu, len, now);
                         continue;
                     }
@@ -371,7 +386,7 @@ impl Link<'_> {
             Err(e) => format!("modem {}: {e}", self.settings.name),
         };
         if let Some(cur) = current.take()
-            && let Err(e) = fail_job(self.events, &cur.job, Failure::Transient, &reason).await
+            && let Err(e) = fail_job(self.events, &cur.job, cur.failure_if_stopped(), &reason).await
         {
             return End::Lost(e.into());
         }
@@ -434,6 +449,7 @@ impl Link<'_> {
                 job,
                 parts: parts.into(),
                 in_flight: None,
+                started: false,
             })),
             Err(reason) => {
                 fail_job(self.events, &job, Failure::Permanent, &reason).await?;

@@ -146,7 +146,7 @@ async fn run(settings: SimSettings, ctx: ChannelContext) -> Result<(), Closed> {
             .send(ChannelEvent::SendFailed {
                 id: job.message.id,
                 attempt: job.message.attempts,
-                failure: Failure::Transient,
+                failure: Failure::NotSent,
                 reason: "channel stopped before the network accepted it".into(),
                 retry_after: Some(Duration::ZERO),
             })

@@ -151,6 +151,8 @@ pub enum Update {
         retry_at: Option<Millis>,
         /// When it failed.
         at: Millis,
+        /// The channel never tried it: the attempt is not counted.
+        not_attempted: bool,
     },
     /// A delivery receipt for the part that carries `remote_id` on `channel`. When it comes before
     /// the channel's acceptance (some SMSCs do that), it is kept and applied on acceptance.

@@ -165,12 +165,14 @@ async fn transient_failure_requeues_and_permanent_fails() {
                 reason: "busy".into(),
                 retry_at: Some(now + 60_000),
                 at: now,
+                not_attempted: false,
             },
             Update::SendFailed {
                 id: b,
                 reason: "invalid destination".into(),
                 retry_at: None,
                 at: now,
+                not_attempted: false,
             },
             // Past validity (1 h): expires instead of waiting.
             Update::SendFailed {
@@ -178,6 +180,7 @@ async fn transient_failure_requeues_and_permanent_fails() {
                 reason: "busy".into(),
                 retry_at: Some(now + 7_200_000),
                 at: now,
+                not_attempted: false,
             },
         ])
         .await
@@ -193,6 +196,30 @@ async fn transient_failure_requeues_and_permanent_fails() {
     assert_eq!(store.get(b).unwrap().unwrap().status, Status::Failed);
     assert_eq!(store.get(c).unwrap().unwrap().status, Status::Expired);
     store.close().await;
+}
+
+#[tokio::test]
+async fn a_message_handed_back_untried_does_not_use_up_an_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let a = submit(&store, "+393471234567").await;
+    for _ in 0..3 {
+        let claimed = store.claim(vec![a], "modem1".into()).await.unwrap();
+        assert_eq!(claimed[0].message.attempts, 1);
+        let now = now_millis();
+        store
+            .apply(vec![Update::SendFailed {
+                id: a,
+                reason: "the modem is not available".into(),
+                retry_at: Some(now),
+                at: now,
+                not_attempted: true,
+            }])
+            .await
+            .unwrap();
+    }
+    let m = store.get(a).unwrap().unwrap();
+    assert_eq!((m.status, m.attempts), (Status::Queued, 0));
 }
 
 #[tokio::test]

@@ -706,7 +706,8 @@ fn apply(c: &mut Committer, update: Update) -> Result<Applied, StoreError> {
             reason,
             retry_at,
             at,
-        } => send_failed(c, id, reason, retry_at, at),
+            not_attempted,
+        } => send_failed(c, id, reason, retry_at, at, not_attempted),
         Update::Receipt {
             channel,
             remote_id,
@@ -775,6 +776,7 @@ fn send_failed(
     reason: String,
     retry_at: Option<Millis>,
     at: Millis,
+    not_attempted: bool,
 ) -> Result<Applied, StoreError> {
     let Some(old) = c.get_message(id)? else {
         return Ok(Applied::Ignored(format!(
@@ -788,6 +790,9 @@ fn send_failed(
         )));
     }
     let mut m = old.clone();
+    if not_attempted {
+        m.attempts = m.attempts.saturating_sub(1);
+    }
     match retry_at {
         Some(due) if due < m.expires_at => {
             for part in &mut m.parts {
