@@ -208,6 +208,7 @@ pub async fn run(settings: ModemSettings, ctx: ChannelContext) -> Result<(), Clo
                     status: &status,
                     pacing: &mut pacing,
                     next_token: 0,
+                    reached_ready: false,
                 };
                 match link.drive(port, &mut jobs, &shutdown).await {
                     End::Shutdown => return Ok(()),
@@ -222,9 +223,18 @@ pub async fn run(settings: ModemSettings, ctx: ChannelContext) -> Result<(), Clo
                     End::Lost(e) => {
                         tracing::warn!(modem = %name, error = %e, "modem lost; reopening");
                         status.set_state(LinkState::Down, Some(e.to_string()));
-                        let unresponsive = matches!(e, ModemError::Unresponsive);
-                        backoff = REOPEN_START;
-                        if unresponsive { AFTER_RESET } else { backoff }
+                        // A modem that worked for a while is retried promptly; one that fails
+                        // again and again right after opening backs off further each time.
+                        if link.reached_ready {
+                            backoff = REOPEN_START;
+                        }
+                        let wait = if matches!(e, ModemError::Unresponsive) {
+                            backoff.max(AFTER_RESET)
+                        } else {
+                            backoff
+                        };
+                        backoff = (backoff * 2).min(settings.reopen_max_backoff);
+                        wait
                     }
                 }
             }
@@ -252,7 +262,7 @@ pub async fn run(settings: ModemSettings, ctx: ChannelContext) -> Result<(), Clo
     }
 }
 
-/// Reports every queued job back as a transient failure.
+/// Hands every queued job back, untried.
 async fn hand_back_queued(
     jobs: &mut mpsc::Receiver<SendJob>,
     events: &EventSink,
@@ -304,6 +314,8 @@ struct Link<'a> {
     status: &'a StatusHandle,
     pacing: &'a mut Pacing,
     next_token: u64,
+    /// Initialisation finished on this opening.
+    reached_ready: bool,
 }
 
 impl Link<'_> {
@@ -473,6 +485,7 @@ impl Link<'_> {
                 writer.flush().await?;
             }
             Output::Ready => {
+                self.reached_ready = true;
                 tracing::info!(modem = %self.settings.name, info = ?session.info(), "modem ready");
             }
             Output::InfoChanged => {

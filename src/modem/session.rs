@@ -425,7 +425,7 @@ impl Session {
                 if self.expects(&line) {
                     self.on_info(line, now);
                 } else {
-                    self.on_urc(urc, now);
+                    self.on_urc(urc);
                 }
             }
         }
@@ -1075,10 +1075,10 @@ impl Session {
         }
     }
 
-    fn on_urc(&mut self, urc: Urc, now: Instant) {
+    fn on_urc(&mut self, urc: Urc) {
         match urc {
-            Urc::NewMessage { memory, index } => self.fetch(memory, index, false, now),
-            Urc::NewStatusReport { memory, index } => self.fetch(memory, index, true, now),
+            Urc::NewMessage { memory, index } => self.fetch(memory, index, false),
+            Urc::NewStatusReport { memory, index } => self.fetch(memory, index, true),
             Urc::Deliver { pdu: Some(pdu), .. } => self.out.push_back(Output::Received {
                 pdu,
                 slot: Slot::Direct,
@@ -1104,8 +1104,9 @@ impl Session {
                     self.out.push_back(Output::InfoChanged);
                 }
             }
-            Urc::HuaweiBoot(_) | Urc::Ready => {
-                // The modem restarted by itself: everything set up is gone.
+            // SIMCom prints RDY when it (re)starts: everything set up is gone. (Huawei's ^BOOT
+            // looks similar but is a periodic keep-alive.)
+            Urc::Ready => {
                 if self.ready {
                     tracing::warn!("the modem restarted by itself");
                     self.out.push_back(Output::Unresponsive);
@@ -1116,7 +1117,7 @@ impl Session {
     }
 
     /// Reads a message the modem announced at `index`.
-    fn fetch(&mut self, memory: String, index: i64, report: bool, now: Instant) {
+    fn fetch(&mut self, memory: String, index: i64, report: bool) {
         let (Ok(index), true) = (u32::try_from(index), !memory.is_empty() || report) else {
             // "+CMTI: ,-1" (SIM7000G): the message cannot be read by index; a sweep finds it.
             if self.is_ready() {
@@ -1134,7 +1135,6 @@ impl Session {
             return;
         }
         self.queue_read(slot, report);
-        let _ = now;
     }
 
     fn queue_read(&mut self, slot: Slot, report_hint: bool) {

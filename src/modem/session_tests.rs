@@ -598,6 +598,22 @@ fn a_cmti_without_index_triggers_a_sweep() {
 }
 
 #[test]
+fn a_restart_is_noticed_but_huawei_keepalives_are_not_restarts() {
+    let mut h = ready_harness();
+    h.feed(vec![
+        urc(
+            "^BOOT:20952570,0,0,0,72",
+            Urc::HuaweiBoot("20952570,0,0,0,72".into()),
+        ),
+        urc("^RSSI:14", Urc::Signal(14)),
+    ]);
+    assert!(!h.outputs.contains(&Output::Unresponsive));
+    assert_eq!(h.session.info().signal_rssi, Some(14));
+    h.feed(vec![urc("RDY", Urc::Ready)]);
+    assert!(h.outputs.contains(&Output::Unresponsive));
+}
+
+#[test]
 fn cms_errors_are_classified() {
     let rejected = |n| SendError::Rejected(FinalResult::CmsError(ErrorCode::Number(n)));
     assert!(rejected(1).is_permanent());
