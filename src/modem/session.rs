@@ -204,7 +204,9 @@ enum Purpose {
     List {
         memory: String,
     },
-    Delete,
+    Delete {
+        slot: Slot,
+    },
     AckDirect,
     Resync,
     /// A command for a person or a tool (`parla modem probe`); its answer is handed back.
@@ -289,8 +291,10 @@ pub struct Session {
     active: String,
     /// The modem refused to select "SR": status reports are not read from there.
     no_report_memory: bool,
-    /// Received messages handed out and not yet acknowledged (not to be handed out twice).
+    /// Received messages handed out and not yet deleted (not to be handed out twice).
     pending: HashSet<Slot>,
+    /// Pending slots the modem announced a new message at: read again once deleted.
+    announced_while_pending: HashSet<Slot>,
     next_health: Instant,
     next_sweep: Instant,
     send_in_flight: bool,
@@ -319,6 +323,7 @@ impl Session {
             selected,
             no_report_memory: false,
             pending: HashSet::new(),
+            announced_while_pending: HashSet::new(),
             next_health: now,
             next_sweep: now,
             send_in_flight: false,
@@ -399,12 +404,17 @@ impl Session {
         match &slot {
             Slot::Stored { memory, index } => {
                 self.select_memory(memory);
-                let mut delete = self.command(format!("AT+CMGD={index}"), Purpose::Delete, None);
+                let mut delete = self.command(
+                    format!("AT+CMGD={index}"),
+                    Purpose::Delete { slot: slot.clone() },
+                    None,
+                );
                 delete.memory = Some(memory.clone());
                 self.queue.push_back(delete);
                 self.restore_memory();
-                // Only forget it once the delete is queued, so a sweep in between skips it.
-                self.pending.remove(&slot);
+                // The slot stays pending until the delete is done: a listing in between must
+                // not hand the message out again (and a second delete could then hit a new
+                // message stored at the same index).
             }
             Slot::Direct => {
                 self.queue
@@ -714,7 +724,17 @@ impl Session {
                     self.selected = self.active.clone();
                 }
             },
-            Purpose::Delete | Purpose::AckDirect | Purpose::Resync => {
+            Purpose::Delete { slot } => {
+                if let Err(e) = outcome {
+                    tracing::debug!(?slot, result = ?e, "delete refused; read again later");
+                }
+                self.pending.remove(&slot);
+                // Something new was announced at this index meanwhile: read it now.
+                if self.announced_while_pending.remove(&slot) {
+                    self.queue_read(slot, false);
+                }
+            }
+            Purpose::AckDirect | Purpose::Resync => {
                 if let Err(e) = outcome {
                     tracing::debug!(command = %command.line, result = ?e, "modem refused");
                 }
@@ -1132,6 +1152,7 @@ impl Session {
         };
         let slot = Slot::Stored { memory, index };
         if self.pending.contains(&slot) {
+            self.announced_while_pending.insert(slot);
             return;
         }
         self.queue_read(slot, report);
@@ -1201,9 +1222,9 @@ impl Session {
         self.restore_memory();
     }
 
-    /// A read that will not happen: its slot may be handed out again later.
+    /// A read or delete that will not happen: its slot may be handed out again later.
     fn forget_pending(&mut self, purpose: &Purpose) {
-        if let Purpose::Read { slot, .. } = purpose {
+        if let Purpose::Read { slot, .. } | Purpose::Delete { slot } = purpose {
             self.pending.remove(slot);
         }
     }

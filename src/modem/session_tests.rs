@@ -286,6 +286,49 @@ fn an_uncommitted_message_stays_in_the_modem_and_is_read_again() {
 }
 
 #[test]
+fn a_message_stays_pending_until_its_delete_is_done() {
+    let mut h = ready_harness();
+    let pdu = "07913366003051F5040B913366304381F900005180719120348004D4F29C0E";
+    h.feed(vec![urc(
+        "+CMTI: \"SM\",0",
+        Urc::NewMessage {
+            memory: "SM".into(),
+            index: 0,
+        },
+    )]);
+    h.run(|line| match line {
+        "AT+CMGR=0" => vec![info("+CMGR: 0,,23"), info(pdu), ok()],
+        other => standard(other),
+    });
+    let slot = Slot::Stored {
+        memory: "SM".into(),
+        index: 0,
+    };
+    h.session.acknowledge(slot.clone(), true, h.now);
+    h.drain();
+    assert_eq!(h.written.last().unwrap(), "AT+CMGD=0");
+    // Before the delete's OK: a new message is announced at the same index, and a sweep lists
+    // the old one still there. Neither is handed out now.
+    h.feed(vec![urc(
+        "+CMTI: \"SM\",0",
+        Urc::NewMessage {
+            memory: "SM".into(),
+            index: 0,
+        },
+    )]);
+    h.take_outputs();
+    h.feed(vec![ok()]);
+    // The delete is done: the new message at index 0 is read.
+    assert_eq!(h.written.last().unwrap(), "AT+CMGR=0");
+    h.feed(vec![info("+CMGR: 0,,23"), info(pdu), ok()]);
+    assert!(
+        h.take_outputs()
+            .iter()
+            .any(|o| matches!(o, Output::Received { slot: s, .. } if *s == slot))
+    );
+}
+
+#[test]
 fn a_wavecom_pin_answer_without_ok_still_completes() {
     let mut h = Harness::new(SessionConfig::default());
     h.run(|line| match line {
