@@ -150,6 +150,12 @@ pub struct HttpSettings {
     pub max_body_bytes: usize,
     /// Requests handled at once; more wait for a slot (backpressure, not memory growth).
     pub max_concurrent_requests: usize,
+    /// Open connections at once; further clients wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// A client must send a request's headers within this time, or its connection is closed
+    /// (so idle or trickling connections cannot hold the server's slots forever).
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
 }
 
 impl Default for HttpSettings {
@@ -159,6 +165,8 @@ impl Default for HttpSettings {
             tokens: Vec::new(),
             max_body_bytes: 64 * 1024,
             max_concurrent_requests: 1024,
+            max_connections: 4096,
+            header_read_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -588,6 +596,15 @@ fn validate(s: &Settings) -> Vec<ConfigProblem> {
             "must be between 1024 and 16777216",
         ));
     }
+    if s.http.max_connections == 0 {
+        out.push(problem("http.max_connections", "must be at least 1"));
+    }
+    if s.http.header_read_timeout < Duration::from_millis(100) {
+        out.push(problem(
+            "http.header_read_timeout",
+            "must be at least 100ms",
+        ));
+    }
     if s.http.max_concurrent_requests == 0 {
         out.push(problem(
             "http.max_concurrent_requests",
@@ -738,6 +755,8 @@ mod tests {
             "http.tokens",
             "http.max_body_bytes",
             "http.max_concurrent_requests",
+            "http.max_connections",
+            "http.header_read_timeout",
             "store.path",
             "store.cache_capacity_mb",
             "store.retention",

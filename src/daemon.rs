@@ -169,14 +169,17 @@ pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
         settings.defaults.clone(),
         registry,
     ));
-    let app = router(state, settings.http.max_body_bytes)
-        .into_make_service_with_connect_info::<SocketAddr>();
-    let token = shutdown.clone();
-    let http = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(token.cancelled_owned())
-            .await
-    });
+    let app = router(state, settings.http.max_body_bytes);
+    let limits = crate::http::server::ServerLimits {
+        max_connections: settings.http.max_connections,
+        header_read_timeout: settings.http.header_read_timeout,
+    };
+    let http = tokio::spawn(crate::http::server::serve(
+        listener,
+        app,
+        limits,
+        shutdown.clone(),
+    ));
     tracing::info!(%http_addr, "HTTP API listening");
 
     Ok(RunningDaemon {

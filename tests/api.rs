@@ -432,3 +432,56 @@ fn scheduled_message_waits_for_send_at() {
         .get(&format!("/v1/messages/{}", a.body["id"].as_str().unwrap()));
     assert_eq!(held.body["status"], "queued", "not sent before send_at");
 }
+
+fn http_addr(d: &InProcess) -> std::net::SocketAddr {
+    d.client.base.trim_start_matches("http://").parse().unwrap()
+}
+
+/// A client that opens a connection and trickles its headers is cut off after
+/// http.header_read_timeout, instead of holding the connection forever.
+#[test]
+fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    let d = InProcess::start(|s| s.http.header_read_timeout = Duration::from_millis(500));
+    let mut slow = std::net::TcpStream::connect(http_addr(&d)).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let start = std::time::Instant::now();
+    let mut rest = Vec::new();
+    // The server closes the connection (possibly after a 408); the read ends either way.
+    let _ = slow.read_to_end(&mut rest);
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "the connection stayed open"
+    );
+    let answer = String::from_utf8_lossy(&rest);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+    // Others are served normally meanwhile and after.
+    assert_eq!(d.client.get("/healthz").status, 200);
+}
+
+/// Past http.max_connections, new clients wait for a free slot rather than being served at
+/// once; idle connections are closed by the header timeout, which frees the slots.
+#[test]
+fn connections_beyond_the_cap_wait_for_a_slot() {
+    let d = InProcess::start(|s| {
+        s.http.max_connections = 2;
+        s.http.header_read_timeout = Duration::from_secs(1);
+    });
+    let idle: Vec<std::net::TcpStream> = (0..2)
+        .map(|_| std::net::TcpStream::connect(http_addr(&d)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let start = std::time::Instant::now();
+    assert_eq!(d.client.get("/healthz").status, 200);
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(700),
+        "served after {waited:?}: the cap did not hold"
+    );
+    drop(idle);
+}

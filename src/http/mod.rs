@@ -3,6 +3,7 @@
 
 mod error;
 mod messages;
+pub mod server;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
