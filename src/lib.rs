@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! src/main.rs          thin CLI (clap): serve, send, status, check-config, store compact,
-//!                      decode pdu, modem probe, sim modem
+//!                      decode pdu|receipt, modem probe, sim modem
 //! src/lib.rs           this page
 //! src/config.rs        typed settings: built-in defaults < TOML file < PARLA_* environment
 //! src/message.rs       domain types: message, status, kind, history, inbound message
@@ -12,6 +12,7 @@
 //!   gsm7.rs            GSM 03.38 alphabet and extension table, septet packing, UCS-2, segmenting
 //!   at.rs              streaming AT response parser (nom): finals, prompt, echo, info, URCs
 //!   tpdu.rs            SMS-SUBMIT / DELIVER / STATUS-REPORT encode and decode (TS 23.040)
+//!   receipt.rs         SMPP delivery receipt text, receipt states, message-id matching forms
 //! src/store/           sled behind typed functions: durable queue, indexes, group commit
 //!   keys.rs            the key layout of the one tree
 //!   record.rs          versioned compact encoding of stored values

@@ -125,6 +125,12 @@ enum DecodeCommand {
         #[arg(long)]
         no_smsc: bool,
     },
+    /// Print an SMPP delivery receipt text ("id:... sub:... stat:DELIVRD ...") as JSON, with
+    /// the id forms it matches and the outcome it means.
+    Receipt {
+        /// The receipt text, as one argument (quote it).
+        text: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -190,6 +196,9 @@ fn main() -> ExitCode {
         Command::Decode {
             command: DecodeCommand::Pdu { hex, no_smsc },
         } => decode_pdu(&hex, !no_smsc),
+        Command::Decode {
+            command: DecodeCommand::Receipt { text },
+        } => decode_receipt(&text),
         Command::Modem {
             command:
                 ModemCommand::Probe {
@@ -244,6 +253,25 @@ fn decode_pdu(hex: &str, with_smsc: bool) -> Result<()> {
         && let Some(obj) = json.as_object_mut()
     {
         obj.insert("outcome".into(), serde_json::to_value(r.outcome())?);
+    }
+    println!("{}", serde_json::to_string_pretty(&json)?);
+    Ok(())
+}
+
+fn decode_receipt(text: &str) -> Result<()> {
+    use parla::codec::receipt;
+    let parsed = receipt::parse(text.as_bytes())?;
+    let mut json = serde_json::to_value(&parsed)?;
+    if let Some(obj) = json.as_object_mut() {
+        obj.insert("state".into(), serde_json::to_value(parsed.state())?);
+        obj.insert(
+            "outcome".into(),
+            serde_json::to_value(parsed.state().and_then(|s| s.outcome()))?,
+        );
+        obj.insert(
+            "id_candidates".into(),
+            serde_json::to_value(receipt::id_candidates(&parsed.id))?,
+        );
     }
     println!("{}", serde_json::to_string_pretty(&json)?);
     Ok(())

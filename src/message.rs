@@ -190,7 +190,8 @@ pub struct PartState {
 }
 
 /// Outcome of a delivery receipt for one part, as channels report it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ReceiptOutcome {
     /// The part reached the phone.
     Delivered,

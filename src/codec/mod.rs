@@ -2,4 +2,5 @@
 
 pub mod at;
 pub mod gsm7;
+pub mod receipt;
 pub mod tpdu;
