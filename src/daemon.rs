@@ -258,6 +258,11 @@ async fn sweep_loop(
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(SWEEP_EVERY) => {}
         }
+        match store.expire_queued(now_millis(), SWEEP_BATCH).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(expired = n, "queued messages past their validity expired"),
+            Err(e) => tracing::warn!(error = %e, "expiring queued messages failed; will try again"),
+        }
         let started_before = now_millis().saturating_sub(reassembly_ms);
         if let Err(e) = store.expire_assemblies(started_before, SWEEP_BATCH).await {
             tracing::warn!(error = %e, "storing overdue incomplete messages failed; will try again");

@@ -375,6 +375,13 @@ impl Store {
         .await
     }
 
+    /// Expires queued messages past their validity among the `max` earliest due (see the
+    /// writer); returns how many.
+    pub async fn expire_queued(&self, now: Millis, max: usize) -> Result<usize, StoreError> {
+        self.call(|reply| writer::Op::ExpireQueued { now, max, reply })
+            .await
+    }
+
     /// Stores concatenated inbound messages whose first part came before `started_before` and
     /// whose other parts never came, as incomplete messages (their missing parts named), so a
     /// lost part never holds back what the customer wrote. Returns how many were stored.

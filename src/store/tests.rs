@@ -223,6 +223,24 @@ async fn a_message_handed_back_untried_does_not_use_up_an_attempt() {
 }
 
 #[tokio::test]
+async fn queued_messages_past_validity_expire_without_a_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut short = new_message("+393471234567", 1);
+    short.validity_ms = 1_000;
+    let short = store.submit(short, None).await.unwrap().message().id;
+    let long = submit(&store, "+393471234568").await;
+    assert_eq!(store.expire_queued(now_millis(), 100).await.unwrap(), 0);
+    let later = now_millis() + 2_000;
+    assert_eq!(store.expire_queued(later, 100).await.unwrap(), 1);
+    let m = store.get(short).unwrap().unwrap();
+    assert_eq!(m.status, Status::Expired);
+    assert_eq!(m.parts[0].status, Status::Expired);
+    assert_eq!(store.get(long).unwrap().unwrap().status, Status::Queued);
+    assert_eq!(store.due(later, 10).unwrap(), vec![long]);
+}
+
+#[tokio::test]
 async fn cancel_only_while_queued() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());

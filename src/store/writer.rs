@@ -62,6 +62,11 @@ pub enum Op {
         max: usize,
         reply: Reply<usize>,
     },
+    ExpireQueued {
+        now: Millis,
+        max: usize,
+        reply: Reply<usize>,
+    },
     Close {
         reply: oneshot::Sender<()>,
     },
@@ -461,6 +466,7 @@ fn refuse(op: Op, reason: &str) -> Finish {
         Op::Apply { reply, .. } => finish(reply, Err(error())),
         Op::Sweep { reply, .. } => finish(reply, Err(error())),
         Op::ExpireAssemblies { reply, .. } => finish(reply, Err(error())),
+        Op::ExpireQueued { reply, .. } => finish(reply, Err(error())),
         Op::Close { reply } => Box::new(move |_| {
             let _ = reply.send(());
         }),
@@ -497,6 +503,7 @@ fn process(c: &mut Committer, op: Op) -> Finish {
             max,
             reply,
         } => finish(reply, expire_assemblies(c, started_before, max)),
+        Op::ExpireQueued { now, max, reply } => finish(reply, expire_queued(c, now, max)),
         Op::Close { reply } => Box::new(move |_| {
             let _ = reply.send(());
         }),
@@ -648,6 +655,42 @@ fn claim(
         });
     }
     Ok(claimed)
+}
+
+/// Expires queued messages whose validity ended while they waited (no channel up, say), so
+/// their status says so instead of staying "queued" until a channel claims them. Looks at the
+/// `max` earliest due messages.
+fn expire_queued(c: &mut Committer, now: Millis, max: usize) -> Result<usize, StoreError> {
+    let mut due = Vec::new();
+    for key in
+        c.db.range(vec![keys::DUE]..keys::due_upper_bound(now))
+            .keys()
+            .take(max)
+    {
+        if let Some(id) = keys::id_suffix(&key?) {
+            due.push(id);
+        }
+    }
+    let mut expired = 0;
+    for id in due {
+        // Through the open group: it may have been claimed or canceled since.
+        let Some(old) = c.get_message(id)? else {
+            continue;
+        };
+        if old.status != Status::Queued || now < old.expires_at {
+            continue;
+        }
+        let mut m = old.clone();
+        expire_unsent_parts(&mut m);
+        m.transition(
+            Status::Expired,
+            now,
+            Some("validity ended while it waited for a channel".into()),
+        );
+        c.put_message(Some(&old), &m, Vec::new())?;
+        expired += 1;
+    }
+    Ok(expired)
 }
 
 fn expire_unsent_parts(m: &mut Message) {
