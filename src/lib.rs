@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! src/main.rs          thin CLI (clap): serve, send, status, check-config, store compact,
-//!                      decode pdu|receipt, modem probe, sim modem
+//!                      decode pdu|receipt|smpp, modem probe, sim modem
 //! src/lib.rs           this page
 //! src/config.rs        typed settings: built-in defaults < TOML file < PARLA_* environment
 //! src/message.rs       domain types: message, status, kind, history, inbound message
@@ -24,8 +24,11 @@
 //! src/dispatch.rs      due messages -> channels that are up; retry policy with backoff and jitter
 //! src/conversation.rs  the correlator: channel events -> message state (acks, receipts, replies)
 //! src/sim/             the simulated channel used by the embedded demo and the tests
-//!   modem.rs           a simulated GSM modem on a pty (`parla sim modem`), with real quirks
-//! src/http/            axum API: handlers, auth, JSON errors
+//!   modem/             a simulated GSM modem (`parla sim modem`) with real devices' quirks:
+//!                      core.rs the modem as a state machine, pty.rs the task on a pty
+//! src/smpp/            SMPP 3.4
+//!   frame.rs           framing on rusmpp that survives malformed PDUs; PDU builders; JSON view
+//! src/http/            axum API: handlers, auth, JSON errors; server.rs the hyper loop
 //! src/daemon.rs        wiring of the running daemon and its graceful shutdown
 //! src/phone.rs         E.164 normalization and sender-id validation
 //! ```
@@ -47,4 +50,5 @@ pub mod message;
 pub mod modem;
 pub mod phone;
 pub mod sim;
+pub mod smpp;
 pub mod store;

@@ -125,6 +125,12 @@ enum DecodeCommand {
         #[arg(long)]
         no_smsc: bool,
     },
+    /// Print an SMPP PDU (hex, as on the wire) as JSON; a malformed one shows the error an SMSC
+    /// or parla would answer it with.
+    Smpp {
+        /// The PDU in hex, header first.
+        hex: String,
+    },
     /// Print an SMPP delivery receipt text ("id:... sub:... stat:DELIVRD ...") as JSON, with
     /// the id forms it matches and the outcome it means.
     Receipt {
@@ -199,6 +205,9 @@ fn main() -> ExitCode {
         Command::Decode {
             command: DecodeCommand::Receipt { text },
         } => decode_receipt(&text),
+        Command::Decode {
+            command: DecodeCommand::Smpp { hex },
+        } => decode_smpp(&hex),
         Command::Modem {
             command:
                 ModemCommand::Probe {
@@ -255,6 +264,17 @@ fn decode_pdu(hex: &str, with_smsc: bool) -> Result<()> {
         obj.insert("outcome".into(), serde_json::to_value(r.outcome())?);
     }
     println!("{}", serde_json::to_string_pretty(&json)?);
+    Ok(())
+}
+
+fn decode_smpp(hex: &str) -> Result<()> {
+    use parla::smpp::frame;
+    let bytes = frame::decode_hex(hex).context("not a hex PDU")?;
+    let decoded = frame::decode_one(&bytes).context("not a complete SMPP PDU")?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&frame::to_json(&decoded))?
+    );
     Ok(())
 }
 
