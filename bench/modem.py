@@ -14,7 +14,9 @@ message, each delayed by the modem's latency.
 Per message and modem, time = the modem's own answer time (2 x latency) + what parla adds
 (dispatch, claim, PDU encoding, reading and parsing the answers, the pty round trips). With
 latency 0 the time per message is what parla adds; with latency L, parla's share of the line
-time is (time - 2L) / time. Prints a Markdown table.
+time is (time - 2L) / time. "machine CPU busy" is the share of all CPUs busy during the timed part (daemon, simulators
+and anything else running): near 100% means the machine, not the serial lines, is the limit.
+Prints a Markdown table.
 """
 
 import json
@@ -93,13 +95,15 @@ def run_case(work, modems, latency_ms):
                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             ))
         wait("every modem up", lambda: all(c["state"] == "up" for c in channels(api)))
+        cpu_before = _cpu_times()
         start = time.time()
         wait("every message sent",
              lambda: sum(c["sent"] for c in channels(api)) >= MESSAGES, timeout=600)
         seconds = time.time() - start
+        busy, total = (a - b for a, b in zip(_cpu_times(), cpu_before))
         per_modem = [c["sent"] for c in channels(api)]
         rss_kb = _rss_kb(daemon.pid)
-        return seconds, per_modem, rss_kb
+        return seconds, per_modem, rss_kb, busy / total if total else 0.0
     finally:
         for sim in sims:
             sim.kill()
@@ -113,6 +117,14 @@ def _reachable(api):
         return True
     except OSError:
         return False
+
+
+def _cpu_times():
+    """(busy, total) jiffies of all CPUs, from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
 
 
 def _rss_kb(pid):
@@ -129,20 +141,20 @@ def main():
     rows = []
     with tempfile.TemporaryDirectory() as work:
         for modems, latency in CASES:
-            seconds, per_modem, rss = run_case(work, modems, latency)
+            seconds, per_modem, rss, cpu = run_case(work, modems, latency)
             rate = MESSAGES / seconds
             per_message_ms = 1000 * seconds * modems / MESSAGES
             own_ms = 2 * latency
             share = (per_message_ms - own_ms) / per_message_ms
-            rows.append((modems, latency, rate, per_message_ms, own_ms, share, per_modem, rss))
+            rows.append((modems, latency, rate, per_message_ms, own_ms, share, per_modem, rss, cpu))
             print(f"{modems} modem(s), latency {latency} ms: {rate:.0f} msg/s", file=sys.stderr)
     print(f"{MESSAGES} messages, status reports off, commit "
           f"{subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT, capture_output=True, text=True).stdout.strip()}\n")
-    print("| modems | modem latency | msgs/s | ms per message per modem | modem's own ms | parla's share of line time | sent per modem | peak RSS MiB |")
-    print("|---|---|---|---|---|---|---|---|")
-    for modems, latency, rate, per_msg, own, share, per_modem, rss in rows:
+    print("| modems | modem latency | msgs/s | ms per message per modem | modem's own ms | parla's share of line time | sent per modem | peak RSS MiB | machine CPU busy |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for modems, latency, rate, per_msg, own, share, per_modem, rss, cpu in rows:
         print(f"| {modems} | {latency} ms | {rate:,.0f} | {per_msg:.2f} | {own} | {share:.0%} | "
-              f"{'/'.join(map(str, per_modem))} | {rss / 1024:.0f} |")
+              f"{'/'.join(map(str, per_modem))} | {rss / 1024:.0f} | {cpu:.0%} |")
 
 
 if __name__ == "__main__":
