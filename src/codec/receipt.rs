@@ -1138,22 +1138,6 @@ mod tests {
 
     // ---- robustness ---------------------------------------------------------------------
 
-    /// xorshift64*: deterministic, so a failure reproduces.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
-
     #[test]
     fn random_inputs_never_panic() {
         const PIECES: &[&[u8]] = &[
@@ -1187,16 +1171,16 @@ mod tests {
             b"-",
             b"_",
         ];
-        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let mut rng = fastrand::Rng::with_seed(0x9E37_79B9_7F4A_7C15);
         let mut parsed = 0;
         for round in 0..20_000 {
-            let len = rng.below(120);
+            let len = rng.usize(..120);
             let mut input = Vec::with_capacity(len * 4);
             for _ in 0..len {
                 if round % 2 == 0 {
-                    input.push(rng.next() as u8);
+                    input.push(rng.u8(..));
                 } else {
-                    input.extend_from_slice(PIECES[rng.below(PIECES.len())]);
+                    input.extend_from_slice(PIECES[rng.usize(..PIECES.len())]);
                 }
             }
             check_invariants(&input);
