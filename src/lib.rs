@@ -28,6 +28,7 @@
 //!                      core.rs the modem as a state machine, pty.rs the task on a pty
 //! src/smpp/            SMPP 3.4
 //!   frame.rs           framing on rusmpp that survives malformed PDUs; PDU builders; JSON view
+//!   session.rs         the ESME (client) session as a state machine without I/O
 //! src/http/            axum API: handlers, auth, JSON errors; server.rs the hyper loop
 //! src/daemon.rs        wiring of the running daemon and its graceful shutdown
 //! src/phone.rs         E.164 normalization and sender-id validation
