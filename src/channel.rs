@@ -341,20 +341,43 @@ impl ChannelRegistry {
         self.channels.iter().find(|h| h.tx.borrow().name == name)
     }
 
-    /// Counts an event in its channel's counters.
-    pub fn count(&self, channel: &str, event: &ChannelEvent) {
-        let Some(handle) = self.get(channel) else {
-            return;
-        };
-        handle.update(|s| match event {
-            ChannelEvent::Accepted { .. } => s.sent += 1,
-            ChannelEvent::Inbound { .. } => s.received += 1,
+    /// Adds a batch's counts to each channel's counters, one update per channel.
+    pub fn count(&self, counts: &[(&str, Counts)]) {
+        for (channel, c) in counts {
+            if let Some(handle) = self.get(channel) {
+                handle.update(|s| {
+                    s.sent += c.sent;
+                    s.received += c.received;
+                    s.failed += c.failed;
+                });
+            }
+        }
+    }
+}
+
+/// What a batch of events adds to one channel's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Parts accepted.
+    pub sent: u64,
+    /// SMS received.
+    pub received: u64,
+    /// Messages failed for good.
+    pub failed: u64,
+}
+
+impl Counts {
+    /// Counts one event.
+    pub fn add(&mut self, event: &ChannelEvent) {
+        match event {
+            ChannelEvent::Accepted { .. } => self.sent += 1,
+            ChannelEvent::Inbound { .. } => self.received += 1,
             ChannelEvent::SendFailed {
                 failure: Failure::Permanent,
                 ..
-            } => s.failed += 1,
+            } => self.failed += 1,
             _ => {}
-        });
+        }
     }
 }
 

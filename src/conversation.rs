@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::channel::{ChannelEvent, ChannelRegistry, EventEnvelope, Failure};
+use crate::channel::{ChannelEvent, ChannelRegistry, Counts, EventEnvelope, Failure};
 use crate::dispatch::RetryPolicy;
 use crate::phone;
 use crate::store::{Applied, InboundNew, Store, StoreError, Update};
@@ -131,13 +131,25 @@ impl Correlator {
             let ok = loop {
                 match self.store.apply(updates.clone()).await {
                     Ok(applied) => {
+                        // Counted per channel and batch: one status update per channel.
+                        let mut counts: Vec<(&str, Counts)> = Vec::new();
                         for (envelope, applied) in batch.iter().zip(&applied) {
                             log_applied(envelope, applied);
                             // Repeats (a part received twice, a late acceptance) count once.
-                            if !matches!(applied, Applied::Ignored(_)) {
-                                self.channels.count(&envelope.channel, &envelope.event);
+                            if matches!(applied, Applied::Ignored(_)) {
+                                continue;
+                            }
+                            let channel: &str = &envelope.channel;
+                            match counts.iter_mut().find(|(name, _)| *name == channel) {
+                                Some((_, c)) => c.add(&envelope.event),
+                                None => {
+                                    let mut c = Counts::default();
+                                    c.add(&envelope.event);
+                                    counts.push((channel, c));
+                                }
                             }
                         }
+                        self.channels.count(&counts);
                         break true;
                     }
                     Err(StoreError::Closed) => {
