@@ -165,17 +165,10 @@ pub fn id_suffix(key: &[u8]) -> Option<MessageId> {
 }
 
 /// Remote ids are compared case-insensitively and without leading zeros, because SMSCs report the
-/// same id as "0A1b" in one PDU and "a1B" in another. (Hex-versus-decimal matching is the SMPP
-/// channel's job: it knows which base each side uses.)
+/// same id as "0A1b" in one PDU and "a1B" in another (one definition, shared with the receipt
+/// codec's id matching).
 pub fn normalize_remote_id(remote_id: &str) -> String {
-    let trimmed = remote_id.trim();
-    let without_zeros = trimmed.trim_start_matches('0');
-    let kept = if without_zeros.is_empty() && !trimmed.is_empty() {
-        "0"
-    } else {
-        without_zeros
-    };
-    kept.to_ascii_lowercase()
+    crate::codec::receipt::normalize_id(remote_id)
 }
 
 #[cfg(test)]

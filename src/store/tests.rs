@@ -150,6 +150,42 @@ async fn receipt_before_acceptance_is_kept_and_applied() {
 }
 
 #[tokio::test]
+async fn receipts_find_their_part_whether_the_id_is_in_hex_or_decimal() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let a = submit(&store, "+393471234567").await;
+    let b = submit(&store, "+393471234568").await;
+    store.claim(vec![a, b], "smsc".into()).await.unwrap();
+    let accept = |id, remote: &str| Update::PartAccepted {
+        id,
+        part: 0,
+        channel: "smsc".into(),
+        remote_id: Some(remote.into()),
+        at: now_millis(),
+    };
+    // submit_sm_resp said hex; the receipt says decimal (0x0A1B2C3D = 169552957).
+    store.apply(vec![accept(a, "0A1B2C3D")]).await.unwrap();
+    let applied = store
+        .apply(vec![receipt(
+            "smsc",
+            "169552957",
+            ReceiptOutcome::Delivered,
+        )])
+        .await
+        .unwrap();
+    assert!(matches!(applied[0], Applied::Message { .. }), "{applied:?}");
+    assert_eq!(store.get(a).unwrap().unwrap().status, Status::Delivered);
+    // A receipt in decimal before the hex acceptance is kept and applied on acceptance.
+    let applied = store
+        .apply(vec![receipt("smsc", "3054", ReceiptOutcome::Failed)])
+        .await
+        .unwrap();
+    assert_eq!(applied[0], Applied::ReceiptKept);
+    store.apply(vec![accept(b, "0BEE")]).await.unwrap();
+    assert_eq!(store.get(b).unwrap().unwrap().status, Status::Failed);
+}
+
+#[tokio::test]
 async fn transient_failure_requeues_and_permanent_fails() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());

@@ -793,10 +793,14 @@ fn part_accepted(
         let mut value = id.to_bytes().to_vec();
         value.push(part);
         extra.push((keys::remote(channel, remote), Some(value)));
-        let early_key = keys::early_receipt(channel, remote);
-        if let Some(v) = c.get(&early_key)? {
-            early = Some(record::decode_early_receipt(&early_key, &v)?);
-            extra.push((early_key, None));
+        // A receipt that came first may have named the id in another base.
+        for candidate in id_forms(remote) {
+            let early_key = keys::early_receipt(channel, &candidate);
+            if let Some(v) = c.get(&early_key)? {
+                early = Some(record::decode_early_receipt(&early_key, &v)?);
+                extra.push((early_key, None));
+                break;
+            }
         }
     }
     aggregate(&mut m, at, None);
@@ -877,6 +881,17 @@ fn send_failed(
     })
 }
 
+/// The forms a remote id is looked up by: itself first, then its other base when it reads as a
+/// number (see [`crate::codec::receipt::id_candidates`] for the trade-off).
+fn id_forms(remote_id: &str) -> Vec<String> {
+    let forms = crate::codec::receipt::id_candidates(remote_id);
+    if forms.is_empty() {
+        vec![remote_id.to_string()]
+    } else {
+        forms
+    }
+}
+
 fn receipt(
     c: &mut Committer,
     channel: &str,
@@ -885,8 +900,17 @@ fn receipt(
     reason: Option<String>,
     at: Millis,
 ) -> Result<Applied, StoreError> {
-    let remote_key = keys::remote(channel, remote_id);
-    let Some(v) = c.get(&remote_key)? else {
+    // SMSCs name the same message in hex in one PDU and in decimal in another: the receipt
+    // finds its part under any of the id's forms.
+    let mut found = None;
+    for candidate in id_forms(remote_id) {
+        let key = keys::remote(channel, &candidate);
+        if let Some(v) = c.get(&key)? {
+            found = Some((key, v));
+            break;
+        }
+    }
+    let Some((remote_key, v)) = found else {
         let early = EarlyReceipt {
             outcome,
             reason,
