@@ -14,8 +14,6 @@
 //! set every 3.4 field explicitly (see [`submit_sm`] and [`bind`]), and the
 //! decoder rejects the 5.0-only broadcast operations as unknown commands.
 
-use std::fmt::Write as _;
-
 use bytes::{BufMut, BytesMut};
 use rusmpp::{
     Command, CommandStatus, Pdu,
@@ -1156,11 +1154,7 @@ fn hex8(v: u8) -> String {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02X}");
-    }
-    s
+    crate::codec::tpdu::to_hex(bytes)
 }
 
 /// Text of printable ASCII (tab, CR and LF allowed), `None` otherwise.
