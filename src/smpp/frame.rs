@@ -1315,6 +1315,28 @@ fn body_json(pdu: &Pdu) -> Value {
             put!($addr_key, $addr.as_str());
         }};
     }
+    // The fields after the addresses, shared by submit_sm, deliver_sm and submit_multi.
+    macro_rules! sm_tail {
+        ($b:expr) => {{
+            let b = $b;
+            let esm = u8::from(b.esm_class);
+            let dc = u8::from(b.data_coding);
+            put!("esm_class", hex8(esm));
+            put!("protocol_id", b.protocol_id);
+            put!("priority_flag", u8::from(b.priority_flag));
+            put!("schedule_delivery_time", b.schedule_delivery_time.as_str());
+            put!("validity_period", b.validity_period.as_str());
+            put!("registered_delivery", hex8(u8::from(b.registered_delivery)));
+            put!(
+                "replace_if_present_flag",
+                u8::from(b.replace_if_present_flag)
+            );
+            put!("data_coding", hex8(dc));
+            put!("sm_default_msg_id", b.sm_default_msg_id);
+            short_message_json(&mut m, b.short_message().as_ref(), esm, dc);
+            m.insert("tlvs".into(), tlvs_json(b.tlvs(), Some(dc)));
+        }};
+    }
     macro_rules! sm_fields {
         ($b:expr) => {{
             let b = $b;
@@ -1335,22 +1357,7 @@ fn body_json(pdu: &Pdu) -> Value {
                 b.dest_addr_npi,
                 b.destination_addr
             );
-            let esm = u8::from(b.esm_class);
-            let dc = u8::from(b.data_coding);
-            put!("esm_class", hex8(esm));
-            put!("protocol_id", b.protocol_id);
-            put!("priority_flag", u8::from(b.priority_flag));
-            put!("schedule_delivery_time", b.schedule_delivery_time.as_str());
-            put!("validity_period", b.validity_period.as_str());
-            put!("registered_delivery", hex8(u8::from(b.registered_delivery)));
-            put!(
-                "replace_if_present_flag",
-                u8::from(b.replace_if_present_flag)
-            );
-            put!("data_coding", hex8(dc));
-            put!("sm_default_msg_id", b.sm_default_msg_id);
-            short_message_json(&mut m, b.short_message().as_ref(), esm, dc);
-            m.insert("tlvs".into(), tlvs_json(b.tlvs(), Some(dc)));
+            sm_tail!(b);
         }};
     }
     macro_rules! bind_fields {
@@ -1522,22 +1529,7 @@ fn body_json(pdu: &Pdu) -> Value {
                 })
                 .collect();
             put!("dest_address", dests);
-            let esm = u8::from(b.esm_class);
-            let dc = u8::from(b.data_coding);
-            put!("esm_class", hex8(esm));
-            put!("protocol_id", b.protocol_id);
-            put!("priority_flag", u8::from(b.priority_flag));
-            put!("schedule_delivery_time", b.schedule_delivery_time.as_str());
-            put!("validity_period", b.validity_period.as_str());
-            put!("registered_delivery", hex8(u8::from(b.registered_delivery)));
-            put!(
-                "replace_if_present_flag",
-                u8::from(b.replace_if_present_flag)
-            );
-            put!("data_coding", hex8(dc));
-            put!("sm_default_msg_id", b.sm_default_msg_id);
-            short_message_json(&mut m, b.short_message().as_ref(), esm, dc);
-            m.insert("tlvs".into(), tlvs_json(b.tlvs(), Some(dc)));
+            sm_tail!(b);
         }
         Pdu::SubmitMultiResp(b) => {
             put!("message_id", b.message_id.as_str());
