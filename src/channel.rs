@@ -12,6 +12,7 @@
 //!   the peer only after [`EventSink::send_committed`] returned (nothing accepted is lost).
 
 use std::future::Future;
+use std::ops::RangeInclusive;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,12 +47,13 @@ pub enum Failure {
 /// What a channel reports.
 #[derive(Debug, Clone)]
 pub enum ChannelEvent {
-    /// The network took one part; `remote_id` is what its receipts will name.
+    /// The network took parts; `remote_id` is what their receipts will name.
     Accepted {
         /// The message.
         id: MessageId,
-        /// Which part (0-based).
-        part: u8,
+        /// Which parts (0-based): one, or several when one submission carried them (an SMPP
+        /// message_payload holds the whole text, and its one receipt settles them all).
+        parts: RangeInclusive<u8>,
         /// The network's id for it (SMPP message_id, modem reference).
         remote_id: Option<String>,
     },
@@ -370,7 +372,7 @@ impl Counts {
     /// Counts one event.
     pub fn add(&mut self, event: &ChannelEvent) {
         match event {
-            ChannelEvent::Accepted { .. } => self.sent += 1,
+            ChannelEvent::Accepted { parts, .. } => self.sent += parts.clone().count() as u64,
             ChannelEvent::Inbound { .. } => self.received += 1,
             ChannelEvent::SendFailed {
                 failure: Failure::Permanent,

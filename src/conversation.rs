@@ -50,11 +50,11 @@ impl Correlator {
         match &envelope.event {
             ChannelEvent::Accepted {
                 id,
-                part,
+                parts,
                 remote_id,
             } => Update::PartAccepted {
                 id: *id,
-                part: *part,
+                parts: parts.clone(),
                 channel,
                 remote_id: remote_id.clone(),
                 at,

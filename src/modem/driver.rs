@@ -507,7 +507,7 @@ impl Link<'_> {
                 self.events
                     .send(ChannelEvent::Accepted {
                         id: cur.job.message.id,
-                        part,
+                        parts: part..=part,
                         remote_id: Some(remote),
                     })
                     .await?;

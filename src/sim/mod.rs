@@ -110,7 +110,7 @@ async fn run(settings: SimSettings, ctx: ChannelContext) -> Result<(), Closed> {
                         next_remote += 1;
                         let remote_id = format!("SIM{next_remote:08X}");
                         let id = job.message.id;
-                        events.send(ChannelEvent::Accepted { id, part, remote_id: Some(remote_id.clone()) }).await?;
+                        events.send(ChannelEvent::Accepted { id, parts: part..=part, remote_id: Some(remote_id.clone()) }).await?;
                         let last_part = match unaccepted.get_mut(&id) {
                             Some((_, left)) => { *left -= 1; *left == 0 }
                             None => false,

@@ -10,7 +10,7 @@
 //! | `t`    | recipient + 0x00 + id                 | empty: listing by recipient    |
 //! | `f`    | settled millis (BE) + id              | empty: the retention sweep     |
 //! | `k`    | scope + 0x00 + idempotency key        | id                             |
-//! | `r`    | channel + 0x00 + normalized remote id | id + part index                |
+//! | `r`    | channel + 0x00 + normalized remote id | id + part indexes (1 or more)  |
 //! | `p`    | channel + 0x00 + normalized remote id | encoded early receipt          |
 //! | `i`    | id                                    | encoded [`InboundMessage`]     |
 //! | `u`    | channel + 0 + fingerprint             | received millis (BE): seen inbound, for dedupe |

@@ -127,12 +127,12 @@ pub struct Claimed {
 /// What channels and the correlator report; each is applied atomically.
 #[derive(Debug, Clone)]
 pub enum Update {
-    /// The channel took one part and (usually) gave it an id for receipts.
+    /// The channel took parts (usually one) and (usually) gave them an id for receipts.
     PartAccepted {
         /// The message.
         id: MessageId,
-        /// The part (0-based).
-        part: u8,
+        /// The parts (0-based).
+        parts: std::ops::RangeInclusive<u8>,
         /// The channel that took it: remote ids are unique per channel only.
         channel: String,
         /// The network's id for the part, indexed for receipts.

@@ -36,7 +36,7 @@ async fn accept_all(store: &Store, claimed: &Claimed, channel: &str) {
         .iter()
         .map(|&part| Update::PartAccepted {
             id: claimed.message.id,
-            part,
+            parts: part..=part,
             channel: channel.into(),
             remote_id: Some(format!("R{}-{part}", claimed.message.id)),
             at: now_millis(),
@@ -138,7 +138,7 @@ async fn receipt_before_acceptance_is_kept_and_applied() {
     store
         .apply(vec![Update::PartAccepted {
             id,
-            part: 0,
+            parts: 0..=0,
             channel: "smsc".into(),
             remote_id: Some("abc".into()),
             at: now_millis(),
@@ -158,7 +158,7 @@ async fn receipts_find_their_part_whether_the_id_is_in_hex_or_decimal() {
     store.claim(vec![a, b], "smsc".into()).await.unwrap();
     let accept = |id, remote: &str| Update::PartAccepted {
         id,
-        part: 0,
+        parts: 0..=0,
         channel: "smsc".into(),
         remote_id: Some(remote.into()),
         at: now_millis(),
@@ -689,7 +689,7 @@ async fn sweep_keeps_a_reused_remote_id_that_names_a_newer_message() {
     // A modem's 8-bit reference wrapped: both parts got the same remote id.
     let accept = |id| Update::PartAccepted {
         id,
-        part: 0,
+        parts: 0..=0,
         channel: "modem1".into(),
         remote_id: Some("17/71111111".into()),
         at: now_millis(),
@@ -719,4 +719,50 @@ async fn sweep_keeps_a_reused_remote_id_that_names_a_newer_message() {
         .unwrap();
     assert!(matches!(applied[0], Applied::Message { .. }), "{applied:?}");
     assert_eq!(store.get(new).unwrap().unwrap().status, Status::Delivered);
+}
+
+#[tokio::test]
+async fn one_remote_id_for_several_parts_is_settled_by_its_one_receipt() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let submit_parts = |to: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .submit(new_message(to, 3), None)
+                .await
+                .unwrap()
+                .message()
+                .id
+        }
+    };
+    let a = submit_parts("+393471234567").await;
+    let b = submit_parts("+393471234568").await;
+    store.claim(vec![a, b], "smsc".into()).await.unwrap();
+    let accept = |id, remote: &str| Update::PartAccepted {
+        id,
+        parts: 0..=2,
+        channel: "smsc".into(),
+        remote_id: Some(remote.into()),
+        at: now_millis(),
+    };
+    // A message_payload submission: one id for the three parts.
+    store.apply(vec![accept(a, "77")]).await.unwrap();
+    let m = store.get(a).unwrap().unwrap();
+    assert_eq!(m.status, Status::Sent);
+    assert!(m.parts.iter().all(|p| p.remote_id.as_deref() == Some("77")));
+    store
+        .apply(vec![receipt("smsc", "77", ReceiptOutcome::Delivered)])
+        .await
+        .unwrap();
+    assert_eq!(store.get(a).unwrap().unwrap().status, Status::Delivered);
+    // The receipt came before the acceptance: kept, then applied to every part.
+    let kept = store
+        .apply(vec![receipt("smsc", "ab12", ReceiptOutcome::Delivered)])
+        .await
+        .unwrap();
+    assert_eq!(kept, vec![Applied::ReceiptKept]);
+    store.apply(vec![accept(b, "00AB12")]).await.unwrap();
+    let m = store.get(b).unwrap().unwrap();
+    assert_eq!(m.status, Status::Delivered, "{m:?}");
 }

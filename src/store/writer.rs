@@ -14,6 +14,7 @@
 //! store marks itself broken and refuses everything until a restart reloads what is on disk.
 
 use std::collections::{BTreeSet, HashMap};
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -739,11 +740,11 @@ fn apply(c: &mut Committer, update: Update) -> Result<Applied, StoreError> {
     match update {
         Update::PartAccepted {
             id,
-            part,
+            parts,
             channel,
             remote_id,
             at,
-        } => part_accepted(c, id, part, &channel, remote_id, at),
+        } => part_accepted(c, id, parts, &channel, remote_id, at),
         Update::SendFailed {
             id,
             reason,
@@ -765,7 +766,7 @@ fn apply(c: &mut Committer, update: Update) -> Result<Applied, StoreError> {
 fn part_accepted(
     c: &mut Committer,
     id: MessageId,
-    part: u8,
+    parts: RangeInclusive<u8>,
     channel: &str,
     remote_id: Option<String>,
     at: Millis,
@@ -776,23 +777,35 @@ fn part_accepted(
         )));
     };
     let mut m = old.clone();
-    let Some(state) = m.parts.get_mut(usize::from(part)) else {
-        return Ok(Applied::Ignored(format!("message {id} has no part {part}")));
-    };
-    if state.status != Status::Sending {
-        return Ok(Applied::Ignored(format!(
-            "part {part} of {id} is {}, not sending",
-            state.status
-        )));
+    for part in parts.clone() {
+        let Some(state) = m.parts.get_mut(usize::from(part)) else {
+            return Ok(Applied::Ignored(format!("message {id} has no part {part}")));
+        };
+        if state.status != Status::Sending {
+            return Ok(Applied::Ignored(format!(
+                "part {part} of {id} is {}, not sending",
+                state.status
+            )));
+        }
+        state.status = Status::Sent;
+        state.remote_id = remote_id.clone();
     }
-    state.status = Status::Sent;
-    state.remote_id = remote_id.clone();
     let mut extra = Vec::new();
     let mut early = None;
     if let Some(remote) = &remote_id {
-        let mut value = id.to_bytes().to_vec();
-        value.push(part);
-        extra.push((keys::remote(channel, remote), Some(value)));
+        let key = keys::remote(channel, remote);
+        // The entry lists every part the id carries, so its one receipt settles each. An entry
+        // naming another message is a reused id (a modem's reference wrapped): replaced.
+        let mut value = match c.get(&key)? {
+            Some(v) if v.get(..16) == Some(&id.to_bytes()[..]) => v,
+            _ => id.to_bytes().to_vec(),
+        };
+        for part in parts.clone() {
+            if !value.get(16..).is_some_and(|listed| listed.contains(&part)) {
+                value.push(part);
+            }
+        }
+        extra.push((key, Some(value)));
         // A receipt that came first may have named the id in another base.
         for candidate in id_forms(remote) {
             let early_key = keys::early_receipt(channel, &candidate);
@@ -805,8 +818,10 @@ fn part_accepted(
     }
     aggregate(&mut m, at, None);
     if let Some(r) = early {
-        if let Some(state) = m.parts.get_mut(usize::from(part)) {
-            state.status = receipt_status(r.outcome);
+        for part in parts {
+            if let Some(state) = m.parts.get_mut(usize::from(part)) {
+                state.status = receipt_status(r.outcome);
+            }
         }
         aggregate(&mut m, r.at, r.reason);
     }
@@ -922,7 +937,7 @@ fn receipt(
         )]);
         return Ok(Applied::ReceiptKept);
     };
-    let (Some(id_bytes), Some(&part)) = (v.get(..16), v.get(16)) else {
+    let (Some(id_bytes), Some(parts)) = (v.get(..16), v.get(16..).filter(|p| !p.is_empty())) else {
         return Err(StoreError::Corrupt {
             key: String::from_utf8_lossy(&remote_key).into_owned(),
             reason: "remote-id entry too short".into(),
@@ -939,8 +954,10 @@ fn receipt(
             m.status
         )));
     }
-    if let Some(state) = m.parts.get_mut(usize::from(part)) {
-        state.status = receipt_status(outcome);
+    for &part in parts {
+        if let Some(state) = m.parts.get_mut(usize::from(part)) {
+            state.status = receipt_status(outcome);
+        }
     }
     aggregate(&mut m, at, reason);
     c.put_message(Some(&old), &m, Vec::new())?;
