@@ -39,6 +39,140 @@ pub struct Settings {
     /// `[[modem]]`: GSM modems, one table each.
     #[serde(rename = "modem")]
     pub modems: Vec<ModemSettings>,
+    /// `[smpp]`: SMPP carrier links (`[[smpp.client]]`).
+    pub smpp: SmppSettings,
+}
+
+/// SMPP.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmppSettings {
+    /// `[[smpp.client]]`: links to carriers' SMSCs, one table each; each is a channel.
+    pub client: Vec<SmppClientSettings>,
+}
+
+/// How a link binds to its SMSC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmppBindMode {
+    /// One connection sends and receives.
+    Transceiver,
+    /// Two connections: one sends, one receives (SMSCs without transceiver binds).
+    TransmitterReceiver,
+    /// Send only: no receipts and no replies arrive on this link.
+    Transmitter,
+    /// Receive only (a number for replies, sent to through another link).
+    Receiver,
+}
+
+/// One SMPP link to a carrier's SMSC.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmppClientSettings {
+    /// Channel name, used in message records and `GET /v1/channels`.
+    pub name: String,
+    /// The SMSC's host name or address.
+    pub host: String,
+    /// The SMSC's port.
+    pub port: u16,
+    /// Account (bind system_id), at most 15 characters.
+    pub system_id: String,
+    /// Password, at most 8 characters.
+    pub password: String,
+    /// system_type of the bind, when the carrier asks for one (at most 12 characters).
+    pub system_type: String,
+    /// transceiver, transmitter_receiver, transmitter or receiver.
+    pub bind: SmppBindMode,
+    /// SMPP version the bind announces: 0x34 (3.4), or 0x33 for old SMSCs.
+    pub interface_version: u8,
+    /// address_range of receiver binds (which numbers' replies to receive; "" for all).
+    pub address_range: String,
+    /// submit_sm awaiting their response at most (the carrier's contract says how many).
+    pub window: usize,
+    /// submit_sm per second at most; 0 for no limit.
+    pub max_rate: f64,
+    /// Silence after which an enquire_link checks the link.
+    #[serde(with = "humantime_serde")]
+    pub enquire_link_interval: Duration,
+    /// Longest wait for the answer to a request (bind, submit_sm, enquire_link).
+    #[serde(with = "humantime_serde")]
+    pub response_timeout: Duration,
+    /// Longest wait for the TCP connection.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// First wait before reconnecting after the link failed; doubles (with jitter) up to
+    /// `reconnect_max`.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_min: Duration,
+    /// Longest wait between reconnects.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_max: Duration,
+    /// Wait after the SMSC refused the credentials (retrying sooner cannot help and may lock
+    /// the account).
+    #[serde(with = "humantime_serde")]
+    pub bind_refused_backoff: Duration,
+    /// Pause of the whole link after the SMSC said "throttled"; doubles while it keeps saying so.
+    #[serde(with = "humantime_serde")]
+    pub throttle_backoff: Duration,
+    /// Sender for messages that name none: a number (+E.164 or short code) or an alphanumeric
+    /// id of up to 11 characters. Unset: the SMSC's default.
+    pub source: Option<String>,
+    /// TON of the sender, instead of the automatic one (1 for +numbers, 3 for short codes, 5
+    /// for alphanumeric ids).
+    pub source_ton: Option<u8>,
+    /// NPI of the sender, instead of the automatic one.
+    pub source_npi: Option<u8>,
+    /// TON of recipients (1: international; they are stored in E.164).
+    pub dest_ton: u8,
+    /// NPI of recipients (1: E.164).
+    pub dest_npi: u8,
+    /// data_coding of texts in the GSM alphabet: gsm7 (0), latin1 (3, when the text fits
+    /// Latin-1) or ucs2 (8). Other texts always go as UCS-2 (8).
+    pub data_coding: crate::smpp::content::CodingPolicy,
+    /// GSM 7-bit texts (data_coding 0) packed 7-bit, rather than one character per octet.
+    pub gsm7_packed: bool,
+    /// How texts longer than one SMS go: udh (parts with a header), sar (parts with SAR
+    /// parameters) or payload (one message_payload; the SMSC splits it).
+    pub long_messages: crate::smpp::content::LongMethod,
+    /// Ask for delivery receipts.
+    pub registered_delivery: bool,
+    /// service_type of submit_sm ("" for the SMSC's default).
+    pub service_type: String,
+}
+
+impl Default for SmppClientSettings {
+    fn default() -> Self {
+        SmppClientSettings {
+            name: String::new(),
+            host: String::new(),
+            port: 2775,
+            system_id: String::new(),
+            password: String::new(),
+            system_type: String::new(),
+            bind: SmppBindMode::Transceiver,
+            interface_version: 0x34,
+            address_range: String::new(),
+            window: 10,
+            max_rate: 0.0,
+            enquire_link_interval: Duration::from_secs(30),
+            response_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            reconnect_min: Duration::from_secs(1),
+            reconnect_max: Duration::from_secs(60),
+            bind_refused_backoff: Duration::from_secs(300),
+            throttle_backoff: Duration::from_secs(1),
+            source: None,
+            source_ton: None,
+            source_npi: None,
+            dest_ton: 1,
+            dest_npi: 1,
+            data_coding: crate::smpp::content::CodingPolicy::Gsm7,
+            gsm7_packed: false,
+            long_messages: crate::smpp::content::LongMethod::Udh,
+            registered_delivery: true,
+            service_type: String::new(),
+        }
+    }
 }
 
 /// Serial flow control of a modem's port.
@@ -318,22 +452,131 @@ impl Default for SimSettings {
     }
 }
 
-fn validate_modems(s: &Settings, out: &mut Vec<ConfigProblem>) {
+/// Checks every channel (modems, SMPP links) and that their names are unique.
+fn validate_channels(s: &Settings, out: &mut Vec<ConfigProblem>) {
     let mut names: Vec<&str> = Vec::new();
     if s.sim.enabled {
         names.push(&s.sim.name);
     }
-    for (i, m) in s.modems.iter().enumerate() {
-        let key = |k: &str| format!("modem.{i}.{k}");
-        if m.name.is_empty() || m.name.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            out.push(problem(key("name"), "a name without spaces is required"));
-        } else if names.contains(&m.name.as_str()) {
+    validate_modems(s, &mut names, out);
+    validate_smpp_clients(s, &mut names, out);
+}
+
+/// A channel name's problem: empty, spaced, or taken.
+fn check_channel_name<'a>(
+    name: &'a str,
+    key: String,
+    names: &mut Vec<&'a str>,
+    out: &mut Vec<ConfigProblem>,
+) {
+    if name.is_empty() || name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        out.push(problem(key, "a name without spaces is required"));
+    } else if names.contains(&name) {
+        out.push(problem(
+            key,
+            format!("{name} names another channel already"),
+        ));
+    }
+    names.push(name);
+}
+
+fn validate_smpp_clients<'a>(
+    s: &'a Settings,
+    names: &mut Vec<&'a str>,
+    out: &mut Vec<ConfigProblem>,
+) {
+    for (i, c) in s.smpp.client.iter().enumerate() {
+        let key = |k: &str| format!("smpp.client.{i}.{k}");
+        check_channel_name(&c.name, key("name"), names, out);
+        if c.host.is_empty()
+            || c.host
+                .chars()
+                .any(|ch| ch.is_whitespace() || ch.is_control())
+        {
             out.push(problem(
-                key("name"),
-                format!("{} names another channel already", m.name),
+                key("host"),
+                "the SMSC's host name or address is required",
             ));
         }
-        names.push(&m.name);
+        if c.port == 0 {
+            out.push(problem(key("port"), "must be a TCP port, e.g. 2775"));
+        }
+        for (k, value, max) in [
+            ("system_id", &c.system_id, 15),
+            ("password", &c.password, 8),
+            ("system_type", &c.system_type, 12),
+            ("address_range", &c.address_range, 40),
+            ("service_type", &c.service_type, 5),
+        ] {
+            if value.len() > max || !value.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+                out.push(problem(
+                    key(k),
+                    format!("at most {max} printable ASCII characters"),
+                ));
+            }
+        }
+        if c.system_id.is_empty() {
+            out.push(problem(key("system_id"), "the account name is required"));
+        }
+        if !matches!(c.interface_version, 0x33 | 0x34) {
+            out.push(problem(
+                key("interface_version"),
+                "0x34 (SMPP 3.4) or 0x33 (3.3)",
+            ));
+        }
+        if !(1..=1000).contains(&c.window) {
+            out.push(problem(key("window"), "must be between 1 and 1000"));
+        }
+        if !c.max_rate.is_finite() || c.max_rate < 0.0 {
+            out.push(problem(
+                key("max_rate"),
+                "messages per second, 0 for no limit",
+            ));
+        }
+        for (k, d) in [
+            ("enquire_link_interval", c.enquire_link_interval),
+            ("response_timeout", c.response_timeout),
+            ("connect_timeout", c.connect_timeout),
+            ("reconnect_min", c.reconnect_min),
+            ("reconnect_max", c.reconnect_max),
+            ("bind_refused_backoff", c.bind_refused_backoff),
+            ("throttle_backoff", c.throttle_backoff),
+        ] {
+            if d < Duration::from_millis(100) {
+                out.push(problem(key(k), "must be at least 100ms"));
+            }
+        }
+        if c.reconnect_min > c.reconnect_max {
+            out.push(problem(
+                key("reconnect_min"),
+                "must not exceed reconnect_max",
+            ));
+        }
+        if let Some(source) = &c.source
+            && let Err(e) = crate::smpp::content::address_for(source)
+        {
+            out.push(problem(key("source"), e.to_string()));
+        }
+        for (k, ton) in [("source_ton", c.source_ton), ("dest_ton", Some(c.dest_ton))] {
+            if ton.is_some_and(|t| t > 6) {
+                out.push(problem(key(k), "a type of number from 0 to 6"));
+            }
+        }
+        for (k, npi) in [("source_npi", c.source_npi), ("dest_npi", Some(c.dest_npi))] {
+            if npi.is_some_and(|n| !matches!(n, 0 | 1 | 3 | 4 | 6 | 8 | 9 | 10 | 14 | 18)) {
+                out.push(problem(
+                    key(k),
+                    "a numbering plan SMPP 3.4 defines (0, 1, 3, 4, 6, 8, 9, 10, 14, 18)",
+                ));
+            }
+        }
+    }
+}
+
+fn validate_modems<'a>(s: &'a Settings, names: &mut Vec<&'a str>, out: &mut Vec<ConfigProblem>) {
+    for (i, m) in s.modems.iter().enumerate() {
+        let key = |k: &str| format!("modem.{i}.{k}");
+        check_channel_name(&m.name, key("name"), names, out);
         if m.port.as_os_str().is_empty() {
             out.push(problem(
                 key("port"),
@@ -611,7 +854,7 @@ fn validate(s: &Settings) -> Vec<ConfigProblem> {
             "must be at least 1",
         ));
     }
-    validate_modems(s, &mut out);
+    validate_channels(s, &mut out);
     if s.store.cache_capacity_mb == 0 {
         out.push(problem("store.cache_capacity_mb", "must be at least 1"));
     }
@@ -800,6 +1043,34 @@ mod tests {
             "modem.min_send_interval",
             "modem.daily_cap",
             "modem.init_commands",
+            "smpp.client.name",
+            "smpp.client.host",
+            "smpp.client.port",
+            "smpp.client.system_id",
+            "smpp.client.password",
+            "smpp.client.system_type",
+            "smpp.client.bind",
+            "smpp.client.interface_version",
+            "smpp.client.address_range",
+            "smpp.client.window",
+            "smpp.client.max_rate",
+            "smpp.client.enquire_link_interval",
+            "smpp.client.response_timeout",
+            "smpp.client.connect_timeout",
+            "smpp.client.reconnect_min",
+            "smpp.client.reconnect_max",
+            "smpp.client.bind_refused_backoff",
+            "smpp.client.throttle_backoff",
+            "smpp.client.source",
+            "smpp.client.source_ton",
+            "smpp.client.source_npi",
+            "smpp.client.dest_ton",
+            "smpp.client.dest_npi",
+            "smpp.client.data_coding",
+            "smpp.client.gsm7_packed",
+            "smpp.client.long_messages",
+            "smpp.client.registered_delivery",
+            "smpp.client.service_type",
         ] {
             assert!(
                 table.contains(key),
@@ -853,6 +1124,49 @@ mod tests {
             "modem.1.baud",
             "modem.1.name",
             "modem.1.init_commands.1",
+        ] {
+            assert!(keys.contains(&key), "{key} not in {keys:?}");
+        }
+    }
+
+    #[test]
+    fn smpp_links_are_read_and_checked_each_with_its_key_path() {
+        let s = load_text(
+            "[[smpp.client]]\nname = \"c1\"\nhost = \"smsc.example\"\nsystem_id = \"shop\"\n\
+             bind = \"transmitter_receiver\"\nlong_messages = \"sar\"\ndata_coding = \"latin1\"\n\
+             interface_version = 0x33\nsource = \"Shop\"\n",
+        )
+        .unwrap();
+        let link = &s.smpp.client[0];
+        assert_eq!(link.bind, SmppBindMode::TransmitterReceiver);
+        assert_eq!(link.long_messages, crate::smpp::content::LongMethod::Sar);
+        assert_eq!(link.data_coding, crate::smpp::content::CodingPolicy::Latin1);
+        assert_eq!(
+            (link.interface_version, link.port, link.window),
+            (0x33, 2775, 10)
+        );
+        let err = load_text(
+            "[[modem]]\nname = \"c1\"\nport = \"/dev/ttyUSB0\"\n\
+             [[smpp.client]]\nname = \"c1\"\nhost = \"\"\nsystem_id = \"an-account-name-too-long\"\n\
+             password = \"password9\"\nwindow = 0\nmax_rate = -1\nsource = \"Sender name too long\"\n\
+             reconnect_min = \"2m\"\nsource_ton = 9\ndest_npi = 5\ninterface_version = 0x50\n\
+             bind = \"both\"\n",
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = err.0.iter().map(|p| p.key.as_str()).collect();
+        for key in [
+            "smpp.client.0.bind",
+            "smpp.client.0.name",
+            "smpp.client.0.host",
+            "smpp.client.0.system_id",
+            "smpp.client.0.password",
+            "smpp.client.0.window",
+            "smpp.client.0.max_rate",
+            "smpp.client.0.source",
+            "smpp.client.0.reconnect_min",
+            "smpp.client.0.source_ton",
+            "smpp.client.0.dest_npi",
+            "smpp.client.0.interface_version",
         ] {
             assert!(keys.contains(&key), "{key} not in {keys:?}");
         }

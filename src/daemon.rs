@@ -20,6 +20,7 @@ use crate::http::{ApiState, router};
 use crate::message::now_millis;
 use crate::modem::ModemChannel;
 use crate::sim::SimChannel;
+use crate::smpp::SmppChannel;
 use crate::store::{Store, StoreError, StoreOptions};
 
 /// Errors that stop the daemon from starting or running.
@@ -105,6 +106,9 @@ pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
     }
     for modem in &settings.modems {
         channels.push(Box::new(ModemChannel::new(modem.clone())));
+    }
+    for link in &settings.smpp.client {
+        channels.push(Box::new(SmppChannel::new(link.clone())));
     }
     let mut handles = Vec::new();
     let mut statuses = Vec::new();

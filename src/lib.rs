@@ -28,7 +28,10 @@
 //!                      core.rs the modem as a state machine, pty.rs the task on a pty
 //! src/smpp/            SMPP 3.4
 //!   frame.rs           framing on rusmpp that survives malformed PDUs; PDU builders; JSON view
+//!   content.rs         what SMS PDUs carry: text by data_coding, UDH/SAR/payload parts, receipts vs replies
 //!   session.rs         the ESME (client) session as a state machine without I/O
+//!   outbound.rs        a queued message as submit_sm per the link's settings (TON/NPI, coding, parts)
+//!   link.rs            a carrier link as a Channel: the task per TCP connection, reconnect, throttle
 //! src/http/            axum API: handlers, auth, JSON errors; server.rs the hyper loop
 //! src/daemon.rs        wiring of the running daemon and its graceful shutdown
 //! src/phone.rs         E.164 normalization and sender-id validation

@@ -1,6 +1,12 @@
-//! SMPP 3.4 (carrier links and the integrator-facing server). So far: the framing layer on
-//! rusmpp that survives malformed PDUs ([`frame`]) and the client session as a state machine
-//! ([`session`]); the task driving it over TCP, links as channels and the server come next.
+//! SMPP 3.4: carrier links (the gateway as ESME client) and, later, the integrator-facing
+//! server. Framing on rusmpp that survives malformed PDUs ([`frame`]), what the SMS PDUs carry
+//! ([`content`]), the client session as a state machine ([`session`]), a message as submit_sm
+//! ([`outbound`]) and the link as a channel driving it all over TCP ([`link`]).
 
+pub mod content;
 pub mod frame;
+pub mod link;
+pub mod outbound;
 pub mod session;
+
+pub use link::SmppChannel;
