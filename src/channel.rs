@@ -312,6 +312,11 @@ impl StatusHandle {
         self.tx.borrow().state
     }
 
+    /// A receiver woken on every state change (not on counter or detail updates).
+    pub fn subscribe(&self) -> watch::Receiver<ChannelStatus> {
+        self.tx.subscribe()
+    }
+
     /// Waits until the channel is up; returns false when the channel's status is gone.
     pub async fn wait_up(&self) -> bool {
         let mut rx = self.tx.subscribe();

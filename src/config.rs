@@ -41,6 +41,20 @@ pub struct Settings {
     pub modems: Vec<ModemSettings>,
     /// `[smpp]`: SMPP carrier links (`[[smpp.client]]`).
     pub smpp: SmppSettings,
+    /// `[[route]]`: which channels send to which destinations, in which order.
+    #[serde(rename = "route")]
+    pub routes: Vec<crate::route::RouteSettings>,
+}
+
+impl Settings {
+    /// Every channel's name, in the order channels are started.
+    pub fn channel_names(&self) -> Vec<String> {
+        let sim = self.sim.enabled.then(|| self.sim.name.clone());
+        sim.into_iter()
+            .chain(self.modems.iter().map(|m| m.name.clone()))
+            .chain(self.smpp.client.iter().map(|c| c.name.clone()))
+            .collect()
+    }
 }
 
 /// SMPP.
@@ -460,6 +474,9 @@ fn validate_channels(s: &Settings, out: &mut Vec<ConfigProblem>) {
     }
     validate_modems(s, &mut names, out);
     validate_smpp_clients(s, &mut names, out);
+    for (key, message) in crate::route::check(&s.routes, &names) {
+        out.push(problem(key, message));
+    }
 }
 
 /// A channel name's problem: empty, spaced, or taken.
@@ -1043,6 +1060,8 @@ mod tests {
             "modem.min_send_interval",
             "modem.daily_cap",
             "modem.init_commands",
+            "route.prefixes",
+            "route.channels",
             "smpp.client.name",
             "smpp.client.host",
             "smpp.client.port",
@@ -1170,6 +1189,25 @@ mod tests {
         ] {
             assert!(keys.contains(&key), "{key} not in {keys:?}");
         }
+    }
+
+    #[test]
+    fn routes_name_configured_channels() {
+        let s = load_text(
+            "[[modem]]\nname = \"m1\"\nport = \"/dev/ttyUSB0\"\n\
+             [[smpp.client]]\nname = \"c1\"\nhost = \"smsc.example\"\nsystem_id = \"shop\"\n\
+             [[route]]\nprefixes = [\"+39\"]\nchannels = [[\"m1\"], \"c1\"]\n",
+        )
+        .unwrap();
+        assert_eq!(s.routes.len(), 1);
+        assert_eq!(s.channel_names(), vec!["m1".to_string(), "c1".to_string()]);
+        let err = load_text(
+            "[[modem]]\nname = \"m1\"\nport = \"/dev/ttyUSB0\"\n\
+             [[route]]\nprefixes = [\"39\"]\nchannels = [\"m2\"]\n",
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = err.0.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["route.0.prefixes.0", "route.0.channels.0"]);
     }
 
     #[test]

@@ -86,6 +86,7 @@ impl Correlator {
                     retry_at,
                     at,
                     not_attempted: *failure == Failure::NotSent,
+                    refused_by: (*failure == Failure::Permanent).then(|| channel.clone()),
                 }
             }
             ChannelEvent::Receipt {

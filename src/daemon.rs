@@ -19,6 +19,7 @@ use crate::dispatch::{ChannelHandle, Dispatcher, RetryPolicy};
 use crate::http::{ApiState, router};
 use crate::message::now_millis;
 use crate::modem::ModemChannel;
+use crate::route::Router;
 use crate::sim::SimChannel;
 use crate::smpp::SmppChannel;
 use crate::store::{Store, StoreError, StoreOptions};
@@ -78,6 +79,8 @@ pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
     options.cache_capacity_bytes = settings.store.cache_capacity_mb.saturating_mul(1024 * 1024);
     options.max_group = settings.store.max_group;
     options.min_free_bytes = settings.store.min_free_mb.saturating_mul(1024 * 1024);
+    let routes = Arc::new(Router::new(&settings.routes, &settings.channel_names()));
+    options.router = routes.clone();
     let (store, recovery) = tokio::task::spawn_blocking(move || Store::open(&options))
         .await
         .map_err(|e| StoreError::Unavailable(e.to_string()))??;
@@ -156,7 +159,7 @@ pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
     let correlator = tokio::spawn(correlator.run(events_rx, shutdown.clone()));
 
     let mut tasks = JoinSet::new();
-    let dispatcher = Dispatcher::new(store.clone(), handles, wake.clone());
+    let dispatcher = Dispatcher::new(store.clone(), handles, wake.clone(), routes);
     let token = shutdown.clone();
     tasks.spawn(dispatcher.run(token));
     tasks.spawn(sweep_loop(

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::channel::{LinkState, SendJob, StatusHandle};
 use crate::config::RetrySettings;
 use crate::message::{MessageId, Millis, now_millis};
+use crate::route::{Lane, Router};
 use crate::store::{Store, StoreError, Update};
 
 /// When to try a transiently failed message again.
@@ -100,6 +101,7 @@ pub struct Dispatcher {
     store: Store,
     channels: Vec<ChannelHandle>,
     wake: Arc<Notify>,
+    router: Arc<Router>,
 }
 
 /// What the feeding loops share.
@@ -110,6 +112,10 @@ struct Shared {
     /// Messages some loop is claiming right now: the others skip them, so channels claim in
     /// parallel (sharing the store's group commit) without racing for the same messages.
     claiming: std::sync::Mutex<HashSet<MessageId>>,
+    /// Which lanes of the queue each channel serves follows from the routes and from which
+    /// channels are up.
+    router: Arc<Router>,
+    statuses: Vec<(String, StatusHandle)>,
 }
 
 impl Shared {
@@ -117,14 +123,23 @@ impl Shared {
         self.poke.send_modify(|v| *v = v.wrapping_add(1));
     }
 
-    /// Up to `room` due messages no other loop is claiming, marked as ours; and whether more
-    /// are due.
-    fn pick(&self, room: usize) -> Result<(Vec<MessageId>, bool), StoreError> {
+    /// The lanes `channel` serves now.
+    fn lanes_for(&self, channel: &str) -> Vec<Lane> {
+        self.router.lanes_for(channel, |name| {
+            self.statuses
+                .iter()
+                .any(|(n, s)| n == name && s.state() == LinkState::Up)
+        })
+    }
+
+    /// Up to `room` due messages of `lanes` no other loop is claiming, marked as ours; and
+    /// whether more are due.
+    fn pick(&self, lanes: &[Lane], room: usize) -> Result<(Vec<MessageId>, bool), StoreError> {
         let mut claiming = self
             .claiming
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let due = self.store.due(now_millis(), room + claiming.len())?;
+        let due = self.store.due(lanes, now_millis(), room + claiming.len())?;
         let mine: Vec<MessageId> = due
             .into_iter()
             .filter(|id| !claiming.contains(id))
@@ -147,12 +162,19 @@ impl Shared {
 }
 
 impl Dispatcher {
-    /// `wake` is notified by intake when new messages are queued.
-    pub fn new(store: Store, channels: Vec<ChannelHandle>, wake: Arc<Notify>) -> Self {
+    /// `wake` is notified by intake when new messages are queued; `router` says which
+    /// channel takes which messages.
+    pub fn new(
+        store: Store,
+        channels: Vec<ChannelHandle>,
+        wake: Arc<Notify>,
+        router: Arc<Router>,
+    ) -> Self {
         Dispatcher {
             store,
             channels,
             wake,
+            router,
         }
     }
 
@@ -167,9 +189,26 @@ impl Dispatcher {
             store: self.store,
             poke: watch::Sender::new(0),
             claiming: std::sync::Mutex::new(HashSet::new()),
+            router: self.router,
+            statuses: self
+                .channels
+                .iter()
+                .map(|c| (c.name.clone(), c.status.clone()))
+                .collect(),
         });
         let mut loops = JoinSet::new();
+        // Dropped (so aborted) when the loops are done.
+        let mut watchers = JoinSet::new();
         for channel in self.channels {
+            // A channel going up or down moves lanes between channels (failover): every
+            // loop looks again at once.
+            let mut state = channel.status.subscribe();
+            let watcher = shared.clone();
+            watchers.spawn(async move {
+                while state.changed().await.is_ok() {
+                    watcher.poke();
+                }
+            });
             loops.spawn(feed(shared.clone(), channel, shutdown.clone()));
         }
         // Intake's wake-ups reach every loop, not just one.
@@ -210,7 +249,8 @@ async fn feed(shared: Arc<Shared>, channel: ChannelHandle, shutdown: Cancellatio
             },
         };
         let room = (channel.jobs.capacity() + 1).min(CLAIM_BATCH);
-        let (due, more_waiting) = match shared.pick(room) {
+        let lanes = shared.lanes_for(&channel.name);
+        let (due, more_waiting) = match shared.pick(&lanes, room) {
             Ok(picked) => picked,
             Err(e) => {
                 tracing::error!(error = %e, "reading the queue failed");
@@ -219,7 +259,7 @@ async fn feed(shared: Arc<Shared>, channel: ChannelHandle, shutdown: Cancellatio
         };
         if due.is_empty() {
             drop(permit);
-            idle(&shared.store, &mut poked, &shutdown).await;
+            idle(&shared.store, &lanes, &mut poked, &shutdown).await;
             continue;
         }
         if more_waiting {
@@ -234,7 +274,7 @@ async fn feed(shared: Arc<Shared>, channel: ChannelHandle, shutdown: Cancellatio
             Err(e) => {
                 tracing::error!(error = %e, "claiming due messages failed; retrying");
                 drop(permit);
-                idle(&shared.store, &mut poked, &shutdown).await;
+                idle(&shared.store, &lanes, &mut poked, &shutdown).await;
                 continue;
             }
         };
@@ -283,6 +323,7 @@ async fn requeue(store: &Store, jobs: impl Iterator<Item = SendJob>, channel: &s
             retry_at: Some(now),
             at: now,
             not_attempted: true,
+            refused_by: None,
         })
         .collect();
     let count = updates.len();
@@ -292,8 +333,13 @@ async fn requeue(store: &Store, jobs: impl Iterator<Item = SendJob>, channel: &s
 }
 
 /// Sleeps until the next message is due, something is poked, or a second passes.
-async fn idle(store: &Store, poked: &mut watch::Receiver<u64>, shutdown: &CancellationToken) {
-    let sleep_for = match store.next_due() {
+async fn idle(
+    store: &Store,
+    lanes: &[Lane],
+    poked: &mut watch::Receiver<u64>,
+    shutdown: &CancellationToken,
+) {
+    let sleep_for = match store.next_due(lanes) {
         Ok(Some(at)) => {
             let ms = u64::try_from(at.saturating_sub(now_millis())).unwrap_or(0);
             Duration::from_millis(ms.max(1)).min(IDLE_POLL)

@@ -21,6 +21,7 @@
 //! src/modem/           GSM modem channel
 //!   session.rs         the AT session as a state machine without I/O (init, send, read, health)
 //!   driver.rs          the task owning the serial port (tokio-serial): recovery, pacing, probe
+//! src/route.rs         routes: destination prefixes -> ordered channel steps; queue lanes, failover
 //! src/dispatch.rs      due messages -> channels that are up; retry policy with backoff and jitter
 //! src/conversation.rs  the correlator: channel events -> message state (acks, receipts, replies)
 //! src/sim/             the simulated channel used by the embedded demo and the tests
@@ -53,6 +54,7 @@ pub mod http;
 pub mod message;
 pub mod modem;
 pub mod phone;
+pub mod route;
 pub mod sim;
 pub mod smpp;
 pub mod store;

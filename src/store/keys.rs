@@ -5,7 +5,7 @@
 //! | prefix | key                                   | value                          |
 //! |--------|---------------------------------------|--------------------------------|
 //! | `m`    | id                                    | encoded [`Message`]            |
-//! | `d`    | due millis (BE) + id                  | empty: the queue, while queued |
+//! | `d`    | lane (BE u16) + due millis (BE) + id  | empty: the queue, while queued (per route lane) |
 //! | `s`    | status code + id                      | empty: listing by status       |
 //! | `t`    | recipient + 0x00 + id                 | empty: listing by recipient    |
 //! | `f`    | settled millis (BE) + id              | empty: the retention sweep     |
@@ -21,6 +21,7 @@
 //! [`InboundMessage`]: crate::message::InboundMessage
 
 use crate::message::{MessageId, Millis, Status};
+use crate::route::Lane;
 
 pub const MESSAGE: u8 = b'm';
 pub const DUE: u8 = b'd';
@@ -35,6 +36,8 @@ pub const COUNTER: u8 = b'c';
 pub const ASSEMBLY: u8 = b'a';
 pub const SEEN: u8 = b'u';
 
+/// Counter holding the fingerprint of the routes the queue's lanes were filed under.
+pub const ROUTES_FINGERPRINT: &[u8] = b"routes_fingerprint";
 /// Counter of messages requeued after a crash left them "sending".
 pub const POSSIBLE_DUPLICATES: &[u8] = b"possible_duplicates";
 
@@ -65,15 +68,38 @@ fn timed(prefix: u8, at: Millis, id: MessageId) -> Vec<u8> {
     k
 }
 
-pub fn due(at: Millis, id: MessageId) -> Vec<u8> {
-    timed(DUE, at, id)
+/// A queued message's entry in its lane of the queue ([`crate::route`]).
+pub fn due(lane: Lane, at: Millis, id: MessageId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(27);
+    k.push(DUE);
+    k.extend_from_slice(&lane.to_be_bytes());
+    k.extend_from_slice(&time_bytes(at));
+    k.extend_from_slice(&id.to_bytes());
+    k
 }
 
-/// The first key after every due entry at or before `at`.
-pub fn due_upper_bound(at: Millis) -> Vec<u8> {
+/// The keys of `lane`'s entries due at or before `at`.
+pub fn due_range(lane: Lane, at: Millis) -> std::ops::Range<Vec<u8>> {
+    let mut start = vec![DUE];
+    start.extend_from_slice(&lane.to_be_bytes());
+    let mut end = start.clone();
+    end.extend_from_slice(&time_bytes(at.saturating_add(1)));
+    start..end
+}
+
+/// The prefix of `lane`'s entries.
+pub fn due_lane(lane: Lane) -> Vec<u8> {
     let mut k = vec![DUE];
-    k.extend_from_slice(&time_bytes(at.saturating_add(1)));
+    k.extend_from_slice(&lane.to_be_bytes());
     k
+}
+
+/// The due time of a due entry.
+pub fn due_time(key: &[u8]) -> Option<Millis> {
+    key.get(3..11)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_be_bytes)
+        .and_then(|v| Millis::try_from(v).ok())
 }
 
 pub fn finished(at: Millis, id: MessageId) -> Vec<u8> {
@@ -183,12 +209,19 @@ mod tests {
     }
 
     #[test]
-    fn due_keys_sort_by_time_then_id() {
+    fn due_keys_sort_by_lane_then_time_then_id() {
         let a = MessageId(ulid::Ulid::from_parts(5, 1));
         let b = MessageId(ulid::Ulid::from_parts(1, 2));
-        assert!(due(100, a) < due(200, b));
-        assert!(due(200, b) < due_upper_bound(200));
-        assert!(due(201, b) >= due_upper_bound(200));
-        assert_eq!(id_suffix(&due(7, a)), Some(a));
+        assert!(due(0, 100, a) < due(0, 200, b));
+        assert!(due(0, 200, b) < due(1, 100, a));
+        let range = due_range(1, 200);
+        assert!(range.contains(&due(1, 200, b)));
+        assert!(range.contains(&due(1, 0, a)));
+        assert!(!range.contains(&due(1, 201, b)));
+        assert!(!range.contains(&due(0, 100, b)));
+        assert!(!range.contains(&due(2, 100, b)));
+        assert!(due(1, 7, a).starts_with(&due_lane(1)));
+        assert_eq!(id_suffix(&due(3, 7, a)), Some(a));
+        assert_eq!(due_time(&due(3, 7, a)), Some(7));
     }
 }

@@ -18,6 +18,8 @@ use std::thread::JoinHandle;
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::route::{Lane, Router};
+
 use crate::message::{
     InboundMessage, Message, MessageId, Millis, NewMessage, ReceiptOutcome, Status,
 };
@@ -82,6 +84,8 @@ pub struct StoreOptions {
     pub max_group: usize,
     /// Writes are refused (503) while the disk has less free space than this.
     pub min_free_bytes: u64,
+    /// The routes: the queue keeps one lane per route step.
+    pub router: Arc<Router>,
 }
 
 impl StoreOptions {
@@ -92,6 +96,7 @@ impl StoreOptions {
             cache_capacity_bytes: 32 * 1024 * 1024,
             max_group: 4096,
             min_free_bytes: 64 * 1024 * 1024,
+            router: Arc::new(Router::default()),
         }
     }
 }
@@ -153,6 +158,9 @@ pub enum Update {
         at: Millis,
         /// The channel never tried it: the attempt is not counted.
         not_attempted: bool,
+        /// The channel that refused it for good (with `retry_at` None): when its route has a
+        /// next step, the message is handed to it instead of failing.
+        refused_by: Option<String>,
     },
     /// A delivery receipt for the part that carries `remote_id` on `channel`. When it comes before
     /// the channel's acceptance (some SMSCs do that), it is kept and applied on acceptance.
@@ -247,6 +255,7 @@ struct Inner {
     tree: sled::Db,
     stats: Arc<StoreStats>,
     path: PathBuf,
+    router: Arc<Router>,
 }
 
 /// Handle to the store; cheap to clone.
@@ -274,6 +283,7 @@ impl Store {
             options.path.clone(),
             options.min_free_bytes,
             stats.clone(),
+            options.router.clone(),
         );
         let mut durability = writer::Durability::new(db.clone(), db_file, &options.path);
         let recovery = writer::recover(&db, &mut committer, &mut durability)?;
@@ -292,6 +302,7 @@ impl Store {
                 tree: db,
                 stats,
                 path: options.path.clone(),
+                router: options.router.clone(),
             }),
             ops: tx,
             thread: Arc::new(std::sync::Mutex::new(Some(thread))),
@@ -462,41 +473,57 @@ impl Store {
         Ok(out)
     }
 
-    /// Ids of queued messages due at or before `now`, earliest first.
-    pub fn due(&self, now: Millis, limit: usize) -> Result<Vec<MessageId>, StoreError> {
+    /// Ids of queued messages in `lanes` due at or before `now`, earliest first.
+    pub fn due(
+        &self,
+        lanes: &[Lane],
+        now: Millis,
+        limit: usize,
+    ) -> Result<Vec<MessageId>, StoreError> {
         self.readable()?;
-        let mut ids = Vec::new();
-        for item in self
-            .inner
-            .tree
-            .range(vec![keys::DUE]..keys::due_upper_bound(now))
-            .keys()
-            .take(limit)
-        {
-            if let Some(id) = keys::id_suffix(&item?) {
-                ids.push(id);
+        let mut due: Vec<(Millis, MessageId)> = Vec::new();
+        for &lane in lanes {
+            for key in self
+                .inner
+                .tree
+                .range(keys::due_range(lane, now))
+                .keys()
+                .take(limit)
+            {
+                let key = key?;
+                if let (Some(at), Some(id)) = (keys::due_time(&key), keys::id_suffix(&key)) {
+                    due.push((at, id));
+                }
             }
         }
-        Ok(ids)
+        if lanes.len() > 1 {
+            due.sort_unstable();
+            due.truncate(limit);
+        }
+        Ok(due.into_iter().map(|(_, id)| id).collect())
     }
 
-    /// When the earliest queued message is due, if any.
-    pub fn next_due(&self) -> Result<Option<Millis>, StoreError> {
-        let Some((key, _)) = self
-            .inner
-            .tree
-            .scan_prefix([keys::DUE])
-            .next()
-            .transpose()?
-        else {
-            return Ok(None);
-        };
-        let at = key
-            .get(1..9)
-            .and_then(|b| <[u8; 8]>::try_from(b).ok())
-            .map(u64::from_be_bytes)
-            .and_then(|v| i64::try_from(v).ok());
-        Ok(at)
+    /// When the earliest queued message in `lanes` is due, if any.
+    pub fn next_due(&self, lanes: &[Lane]) -> Result<Option<Millis>, StoreError> {
+        let mut earliest = None;
+        for &lane in lanes {
+            if let Some((key, _)) = self
+                .inner
+                .tree
+                .scan_prefix(keys::due_lane(lane))
+                .next()
+                .transpose()?
+                && let Some(at) = keys::due_time(&key)
+            {
+                earliest = Some(earliest.map_or(at, |e: Millis| e.min(at)));
+            }
+        }
+        Ok(earliest)
+    }
+
+    /// Every lane of the queue (for tools and tests that want all due messages).
+    pub fn lanes(&self) -> Vec<Lane> {
+        self.inner.router.lanes()
     }
 
     /// Number of messages in a status (a scan of its index: for tests, tools and periodic metrics).

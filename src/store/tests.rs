@@ -66,13 +66,13 @@ async fn message_goes_from_queued_to_delivered_with_history() {
         .message()
         .clone();
     assert_eq!(m.status, Status::Queued);
-    assert_eq!(store.due(now_millis(), 10).unwrap(), vec![m.id]);
+    assert_eq!(store.due(&[0], now_millis(), 10).unwrap(), vec![m.id]);
 
     let claimed = store.claim(vec![m.id], "sim".into()).await.unwrap();
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].parts_to_send, vec![0, 1]);
     assert!(
-        store.due(now_millis(), 10).unwrap().is_empty(),
+        store.due(&[0], now_millis(), 10).unwrap().is_empty(),
         "claimed leaves the queue"
     );
     // A second claim of the same id does nothing: no double hand-over.
@@ -202,6 +202,7 @@ async fn transient_failure_requeues_and_permanent_fails() {
                 retry_at: Some(now + 60_000),
                 at: now,
                 not_attempted: false,
+                refused_by: None,
             },
             Update::SendFailed {
                 id: b,
@@ -209,6 +210,7 @@ async fn transient_failure_requeues_and_permanent_fails() {
                 retry_at: None,
                 at: now,
                 not_attempted: false,
+                refused_by: None,
             },
             // Past validity (1 h): expires instead of waiting.
             Update::SendFailed {
@@ -217,6 +219,7 @@ async fn transient_failure_requeues_and_permanent_fails() {
                 retry_at: Some(now + 7_200_000),
                 at: now,
                 not_attempted: false,
+                refused_by: None,
             },
         ])
         .await
@@ -225,10 +228,10 @@ async fn transient_failure_requeues_and_permanent_fails() {
     assert_eq!(a_now.status, Status::Queued);
     assert_eq!(a_now.due_at, now + 60_000);
     assert!(
-        store.due(now, 10).unwrap().is_empty(),
+        store.due(&[0], now, 10).unwrap().is_empty(),
         "not due before its retry time"
     );
-    assert_eq!(store.due(now + 60_000, 10).unwrap(), vec![a]);
+    assert_eq!(store.due(&[0], now + 60_000, 10).unwrap(), vec![a]);
     assert_eq!(store.get(b).unwrap().unwrap().status, Status::Failed);
     assert_eq!(store.get(c).unwrap().unwrap().status, Status::Expired);
     store.close().await;
@@ -250,6 +253,7 @@ async fn a_message_handed_back_untried_does_not_use_up_an_attempt() {
                 retry_at: Some(now),
                 at: now,
                 not_attempted: true,
+                refused_by: None,
             }])
             .await
             .unwrap();
@@ -273,7 +277,7 @@ async fn queued_messages_past_validity_expire_without_a_channel() {
     assert_eq!(m.status, Status::Expired);
     assert_eq!(m.parts[0].status, Status::Expired);
     assert_eq!(store.get(long).unwrap().unwrap().status, Status::Queued);
-    assert_eq!(store.due(later, 10).unwrap(), vec![long]);
+    assert_eq!(store.due(&[0], later, 10).unwrap(), vec![long]);
 }
 
 #[tokio::test]
@@ -284,7 +288,7 @@ async fn cancel_only_while_queued() {
     let b = submit(&store, "+393471234567").await;
     store.claim(vec![b], "sim".into()).await.unwrap();
     assert_eq!(store.cancel(a).await.unwrap().status, Status::Canceled);
-    assert!(store.due(now_millis(), 10).unwrap().is_empty());
+    assert!(store.due(&[0], now_millis(), 10).unwrap().is_empty());
     assert!(matches!(
         store.cancel(b).await,
         Err(StoreError::WrongStatus {
@@ -348,7 +352,7 @@ async fn sending_messages_are_requeued_after_a_crash_and_counted() {
     let m = store.get(id).unwrap().unwrap();
     assert_eq!(m.status, Status::Queued);
     assert!(m.possible_duplicate);
-    assert_eq!(store.due(now_millis(), 10).unwrap(), vec![id]);
+    assert_eq!(store.due(&[0], now_millis(), 10).unwrap(), vec![id]);
     assert_eq!(store.possible_duplicates().unwrap(), 1);
     store.close().await;
 }
@@ -765,4 +769,68 @@ async fn one_remote_id_for_several_parts_is_settled_by_its_one_receipt() {
     store.apply(vec![accept(b, "00AB12")]).await.unwrap();
     let m = store.get(b).unwrap().unwrap();
     assert_eq!(m.status, Status::Delivered, "{m:?}");
+}
+
+#[tokio::test]
+async fn a_refusal_hands_the_message_to_the_next_step_of_its_route_and_lanes_follow_the_routes() {
+    use crate::route::{RouteSettings, RouteStep, Router};
+    let dir = tempfile::tempdir().unwrap();
+    let routes = vec![RouteSettings {
+        prefixes: vec!["+39".into()],
+        channels: vec![RouteStep::One("a".into()), RouteStep::One("b".into())],
+    }];
+    let names = ["a".to_string(), "b".to_string(), "c".to_string()];
+    let mut options = StoreOptions::new(dir.path());
+    options.router = Arc::new(Router::new(&routes, &names));
+    let store = Store::open(&options).unwrap().0;
+    let italy = submit(&store, "+393471234567").await;
+    let germany = submit(&store, "+4915123456789").await;
+    let now = now_millis();
+    // Lane 0x0000 is Italy's first step, 0x0100 the default route (every channel).
+    assert_eq!(store.due(&[0x0000], now, 10).unwrap(), vec![italy]);
+    assert_eq!(store.due(&[0x0100], now, 10).unwrap(), vec![germany]);
+    store.claim(vec![italy], "a".into()).await.unwrap();
+    let refused = Update::SendFailed {
+        id: italy,
+        reason: "a: SMSC refused: ESME_RINVDSTADR".into(),
+        retry_at: None,
+        at: now,
+        not_attempted: false,
+        refused_by: Some("a".into()),
+    };
+    store.apply(vec![refused]).await.unwrap();
+    let m = store.get(italy).unwrap().unwrap();
+    assert_eq!(m.status, Status::Queued);
+    assert_eq!(m.channel.as_deref(), Some("b"));
+    assert!(
+        m.history
+            .last()
+            .unwrap()
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("handed to b")
+    );
+    assert!(store.due(&[0x0000], now, 10).unwrap().is_empty());
+    assert_eq!(store.due(&[0x0001], now, 10).unwrap(), vec![italy]);
+    // The last step refuses too: now it fails.
+    store.claim(vec![italy], "b".into()).await.unwrap();
+    store
+        .apply(vec![Update::SendFailed {
+            id: italy,
+            reason: "b: SMSC refused: ESME_RINVDSTADR".into(),
+            retry_at: None,
+            at: now,
+            not_attempted: false,
+            refused_by: Some("b".into()),
+        }])
+        .await
+        .unwrap();
+    assert_eq!(store.get(italy).unwrap().unwrap().status, Status::Failed);
+    store.close().await;
+    drop(store);
+    // Reopened without routes: the queue is refiled under the one lane.
+    let store = Store::open(&StoreOptions::new(dir.path())).unwrap().0;
+    assert_eq!(store.due(&[0], now_millis(), 10).unwrap(), vec![germany]);
+    assert_eq!(store.lanes(), vec![0]);
 }

@@ -15,6 +15,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::ops::RangeInclusive;
+
+use crate::route::Router;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -137,6 +139,8 @@ pub struct Committer {
     /// Writes of the open group: Some = put, None = delete; later writes of a key win.
     overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
     ids: ulid::Generator,
+    /// The routes: which lane of the queue a message waits in, and failover on refusal.
+    router: Arc<Router>,
 }
 
 /// One key to write (Some) or delete (None).
@@ -144,7 +148,13 @@ type Entry = (Vec<u8>, Option<Vec<u8>>);
 
 impl Committer {
     /// A committer writing to `db`, keeping `min_free_bytes` free at `path`.
-    pub fn new(db: sled::Db, path: PathBuf, min_free_bytes: u64, stats: Arc<StoreStats>) -> Self {
+    pub fn new(
+        db: sled::Db,
+        path: PathBuf,
+        min_free_bytes: u64,
+        stats: Arc<StoreStats>,
+        router: Arc<Router>,
+    ) -> Self {
         Committer {
             db,
             min_free_bytes,
@@ -152,6 +162,7 @@ impl Committer {
             path,
             overlay: HashMap::new(),
             ids: ulid::Generator::new(),
+            router,
         }
     }
 
@@ -231,8 +242,8 @@ impl Committer {
         new: &Message,
         mut extra: Vec<Entry>,
     ) -> Result<(), StoreError> {
-        let before = old.map(index_keys).unwrap_or_default();
-        let after = index_keys(new);
+        let before = old.map(|m| index_keys(m, &self.router)).unwrap_or_default();
+        let after = index_keys(new, &self.router);
         for gone in before.difference(&after) {
             extra.push((gone.clone(), None));
         }
@@ -246,12 +257,13 @@ impl Committer {
 }
 
 /// The index keys a message needs in its current state.
-fn index_keys(m: &Message) -> BTreeSet<Vec<u8>> {
+fn index_keys(m: &Message, router: &Router) -> BTreeSet<Vec<u8>> {
     let mut set = BTreeSet::new();
     set.insert(keys::status(m.status, m.id));
     set.insert(keys::recipient(&m.to, m.id));
     if m.status == Status::Queued {
-        set.insert(keys::due(m.due_at, m.id));
+        let lane = router.lane(&m.to, m.channel.as_deref());
+        set.insert(keys::due(lane, m.due_at, m.id));
     }
     // "sent" ages out too: a receipt may never come (not every network sends one), and such
     // messages must not stay forever. A late receipt moves the entry to its own time.
@@ -276,6 +288,7 @@ pub fn recover(
     durability: &mut Durability,
 ) -> Result<Recovery, StoreError> {
     let now = now_millis();
+    refile_queue(db, c)?;
     let mut stuck = Vec::new();
     for key in db.scan_prefix(keys::status_prefix(Status::Sending)).keys() {
         if let Some(id) = keys::id_suffix(&key?) {
@@ -315,6 +328,47 @@ pub fn recover(
     Ok(Recovery {
         requeued_possible_duplicates: requeued,
     })
+}
+
+/// Files every queued message under its lane again when the routes changed since the queue was
+/// written (or the queue predates lanes), so each waits where the channels now look for it.
+fn refile_queue(db: &sled::Db, c: &mut Committer) -> Result<(), StoreError> {
+    let fingerprint = c.router.fingerprint();
+    let stored = db.get(keys::counter(keys::ROUTES_FINGERPRINT))?;
+    if stored.as_deref() == Some(&fingerprint.to_be_bytes()[..]) {
+        return Ok(());
+    }
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut moved = 0usize;
+    for key in db.scan_prefix([keys::DUE]).keys() {
+        let key = key?;
+        let Some(id) = keys::id_suffix(&key) else {
+            continue;
+        };
+        let wanted = c
+            .get_message(id)?
+            .filter(|m| m.status == Status::Queued)
+            .map(|m| keys::due(c.router.lane(&m.to, m.channel.as_deref()), m.due_at, m.id));
+        if wanted.as_deref() != Some(&key[..]) {
+            entries.push((key.to_vec(), None));
+            if let Some(new) = wanted {
+                entries.push((new, Some(Vec::new())));
+                moved += 1;
+            }
+        }
+    }
+    entries.push((
+        keys::counter(keys::ROUTES_FINGERPRINT),
+        Some(fingerprint.to_be_bytes().to_vec()),
+    ));
+    if moved > 0 {
+        tracing::info!(
+            messages = moved,
+            "routes changed: queued messages refiled under their lanes"
+        );
+    }
+    c.write(entries);
+    Ok(())
 }
 
 /// A group applied by the writer, waiting for the syncer to make it durable.
@@ -663,13 +717,11 @@ fn claim(
 /// `max` earliest due messages.
 fn expire_queued(c: &mut Committer, now: Millis, max: usize) -> Result<usize, StoreError> {
     let mut due = Vec::new();
-    for key in
-        c.db.range(vec![keys::DUE]..keys::due_upper_bound(now))
-            .keys()
-            .take(max)
-    {
-        if let Some(id) = keys::id_suffix(&key?) {
-            due.push(id);
+    for lane in c.router.lanes() {
+        for key in c.db.range(keys::due_range(lane, now)).keys().take(max) {
+            if let Some(id) = keys::id_suffix(&key?) {
+                due.push(id);
+            }
         }
     }
     let mut expired = 0;
@@ -751,7 +803,8 @@ fn apply(c: &mut Committer, update: Update) -> Result<Applied, StoreError> {
             retry_at,
             at,
             not_attempted,
-        } => send_failed(c, id, reason, retry_at, at, not_attempted),
+            refused_by,
+        } => send_failed(c, id, reason, retry_at, at, not_attempted, refused_by),
         Update::Receipt {
             channel,
             remote_id,
@@ -836,9 +889,10 @@ fn send_failed(
     c: &mut Committer,
     id: MessageId,
     reason: String,
-    retry_at: Option<Millis>,
+    mut retry_at: Option<Millis>,
     at: Millis,
     not_attempted: bool,
+    refused_by: Option<String>,
 ) -> Result<Applied, StoreError> {
     let Some(old) = c.get_message(id)? else {
         return Ok(Applied::Ignored(format!(
@@ -854,6 +908,16 @@ fn send_failed(
     let mut m = old.clone();
     if not_attempted {
         m.attempts = m.attempts.saturating_sub(1);
+    }
+    let mut reason = reason;
+    if retry_at.is_none()
+        && let Some(channel) = &refused_by
+        && let Some(next) = c.router.failover(&m.to, channel)
+    {
+        // The route goes on: the next step gets it now (its lane follows from `channel`).
+        reason = format!("{reason}; handed to {next}, next on its route");
+        m.channel = Some(next.to_string());
+        retry_at = Some(at);
     }
     match retry_at {
         Some(due) if due < m.expires_at => {
@@ -1141,7 +1205,7 @@ fn sweep(c: &mut Committer, finished_before: Millis, max: usize) -> Result<usize
             (m.status.is_final() || m.status == Status::Sent) && m.status_since() < finished_before
         };
         if let Some(m) = message.filter(due_for_deletion) {
-            entries.extend(index_keys(&m).into_iter().map(|k| (k, None)));
+            entries.extend(index_keys(&m, &c.router).into_iter().map(|k| (k, None)));
             if let Some(channel) = &m.channel {
                 for part in &m.parts {
                     if let Some(remote) = &part.remote_id {

@@ -1,0 +1,403 @@
+//! Routing: which channels may send a message, and in which order.
+//!
+//! A route names destination prefixes and an ordered list of steps; each step is one channel or
+//! several that share the load. A message goes to the first step with a channel that is up
+//! (failover when one is down), and to the next step when a channel of its step refuses it
+//! for good (failover on refusal). Messages no route's prefix matches take the default route:
+//! the route without prefixes, or, when there is none, one step with every channel.
+//!
+//! The queue is kept per *lane*, a route and the step a message has reached, so each channel
+//! reads only the messages it may take: a channel takes lane (route, step) when it belongs to
+//! the first step at or after `step` that has a channel up. A message's lane follows from its
+//! recipient and the channel that tried it last ([`Router::lane`]), so it needs no stored
+//! field of its own. Pure: no I/O.
+
+use serde::{Deserialize, Serialize};
+
+/// A queue lane: the route's index in the high byte, the step in the low byte.
+pub type Lane = u16;
+
+/// `[[route]]` as configured.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouteSettings {
+    /// Destination prefixes in E.164 ("+39", "+4915"); none: the default route.
+    pub prefixes: Vec<String>,
+    /// The steps in order: a channel's name, or a list of channels that share the load.
+    pub channels: Vec<RouteStep>,
+}
+
+/// One step of a route.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum RouteStep {
+    /// One channel.
+    One(String),
+    /// Channels that share the load.
+    Shared(Vec<String>),
+}
+
+impl RouteStep {
+    fn channels(&self) -> Vec<String> {
+        match self {
+            RouteStep::One(name) => vec![name.clone()],
+            RouteStep::Shared(names) => names.clone(),
+        }
+    }
+}
+
+/// Most routes and most steps per route (a lane keeps each in one byte).
+pub const MAX_ROUTES: usize = 255;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Route {
+    prefixes: Vec<String>,
+    steps: Vec<Vec<String>>,
+}
+
+/// The routes in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Router {
+    /// Configured routes with prefixes, then the default route last.
+    routes: Vec<Route>,
+}
+
+impl Default for Router {
+    /// One default route whose one step is every channel: any channel takes any message.
+    fn default() -> Self {
+        Router {
+            routes: vec![Route {
+                prefixes: Vec::new(),
+                steps: vec![Vec::new()],
+            }],
+        }
+    }
+}
+
+impl Router {
+    /// The routes of `settings` (checked by the configuration already); `channels` are every
+    /// channel's name, in configuration order, for the implicit default route.
+    pub fn new(settings: &[RouteSettings], channels: &[String]) -> Router {
+        let mut routes: Vec<Route> = settings
+            .iter()
+            .filter(|r| !r.prefixes.is_empty())
+            .map(|r| Route {
+                prefixes: r.prefixes.clone(),
+                steps: r.channels.iter().map(RouteStep::channels).collect(),
+            })
+            .collect();
+        let default = settings
+            .iter()
+            .find(|r| r.prefixes.is_empty())
+            .map(|r| r.channels.iter().map(RouteStep::channels).collect())
+            .unwrap_or_else(|| vec![channels.to_vec()]);
+        routes.push(Route {
+            prefixes: Vec::new(),
+            steps: default,
+        });
+        routes.truncate(MAX_ROUTES);
+        Router { routes }
+    }
+
+    /// Whether routing is the default (any channel takes any message).
+    pub fn is_trivial(&self) -> bool {
+        self.routes.len() == 1 && self.routes[0].steps.len() <= 1
+    }
+
+    /// The index of the route for a recipient: the longest matching prefix, else the default.
+    fn route_of(&self, to: &str) -> usize {
+        let mut best: Option<(usize, usize)> = None;
+        for (i, route) in self.routes.iter().enumerate() {
+            for prefix in &route.prefixes {
+                if to.starts_with(prefix.as_str()) && best.is_none_or(|(_, len)| prefix.len() > len)
+                {
+                    best = Some((i, prefix.len()));
+                }
+            }
+        }
+        best.map_or(self.routes.len() - 1, |(i, _)| i)
+    }
+
+    /// The step of `channel` in `route` (0 when it has none there).
+    fn step_of(&self, route: usize, channel: Option<&str>) -> usize {
+        let Some(channel) = channel else { return 0 };
+        self.routes[route]
+            .steps
+            .iter()
+            .position(|step| step.iter().any(|c| c == channel))
+            .unwrap_or(0)
+    }
+
+    /// The lane of a queued message: its route, at the step of the channel that tried it last
+    /// (a transient failure keeps it there; [`Router::failover`] moves it on).
+    pub fn lane(&self, to: &str, last_channel: Option<&str>) -> Lane {
+        let route = self.route_of(to);
+        let step = self.step_of(route, last_channel);
+        lane(route, step)
+    }
+
+    /// Every lane there is.
+    pub fn lanes(&self) -> Vec<Lane> {
+        self.routes
+            .iter()
+            .enumerate()
+            .flat_map(|(r, route)| (0..route.steps.len().max(1)).map(move |s| lane(r, s)))
+            .collect()
+    }
+
+    /// The lanes `channel` takes messages from, given which channels are up: those where it
+    /// belongs to the first step (at or after the lane's) that has a channel up. With the
+    /// default routing, every up channel takes lane 0.
+    pub fn lanes_for(&self, channel: &str, is_up: impl Fn(&str) -> bool) -> Vec<Lane> {
+        if self.is_trivial() && self.routes[0].steps[0].is_empty() {
+            return if is_up(channel) { vec![0] } else { Vec::new() };
+        }
+        let mut out = Vec::new();
+        for (r, route) in self.routes.iter().enumerate() {
+            for s in 0..route.steps.len() {
+                let serving = route.steps[s..]
+                    .iter()
+                    .find(|step| step.iter().any(|c| is_up(c)));
+                if serving.is_some_and(|step| step.iter().any(|c| c == channel) && is_up(channel)) {
+                    out.push(lane(r, s));
+                }
+            }
+        }
+        out
+    }
+
+    /// After `channel` refused a message for good: the first channel of the next step of the
+    /// message's route, which it should be handed to, or None when no step is left.
+    pub fn failover(&self, to: &str, channel: &str) -> Option<&str> {
+        let route = &self.routes[self.route_of(to)];
+        let step = route
+            .steps
+            .iter()
+            .position(|step| step.iter().any(|c| c == channel))?;
+        route
+            .steps
+            .get(step + 1)
+            .and_then(|next| next.first())
+            .map(String::as_str)
+    }
+
+    /// A fingerprint of the routes, stored with the queue: when it changes, queued messages are
+    /// filed again under their new lanes.
+    pub fn fingerprint(&self) -> u64 {
+        let mut text = String::new();
+        for route in &self.routes {
+            text.push_str(&route.prefixes.join(","));
+            text.push('|');
+            for step in &route.steps {
+                text.push_str(&step.join(","));
+                text.push(';');
+            }
+            text.push('\n');
+        }
+        u64::from_str_radix(&crate::message::fingerprint(text.as_bytes()), 16).unwrap_or(0)
+    }
+}
+
+fn lane(route: usize, step: usize) -> Lane {
+    let r = u16::try_from(route.min(255)).unwrap_or(255);
+    let s = u16::try_from(step.min(255)).unwrap_or(255);
+    (r << 8) | s
+}
+
+/// Problems of `[[route]]` tables: (key path, message). `channels` are the configured
+/// channels' names.
+pub fn check(settings: &[RouteSettings], channels: &[&str]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if settings.len() >= MAX_ROUTES {
+        out.push(("route".into(), format!("at most {} routes", MAX_ROUTES - 1)));
+    }
+    let defaults = settings.iter().filter(|r| r.prefixes.is_empty()).count();
+    if defaults > 1 {
+        out.push((
+            "route".into(),
+            "only one route may leave out prefixes (the default route)".into(),
+        ));
+    }
+    let mut seen_prefixes: Vec<&str> = Vec::new();
+    for (i, route) in settings.iter().enumerate() {
+        for (j, prefix) in route.prefixes.iter().enumerate() {
+            let digits = prefix.strip_prefix('+').unwrap_or("");
+            if digits.is_empty() || digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_digit())
+            {
+                out.push((
+                    format!("route.{i}.prefixes.{j}"),
+                    "a prefix in E.164 form, like \"+39\" or \"+4915\"".into(),
+                ));
+            } else if seen_prefixes.contains(&prefix.as_str()) {
+                out.push((
+                    format!("route.{i}.prefixes.{j}"),
+                    format!("{prefix} is in another route already"),
+                ));
+            }
+            seen_prefixes.push(prefix);
+        }
+        if route.channels.is_empty() {
+            out.push((
+                format!("route.{i}.channels"),
+                "at least one channel is required".into(),
+            ));
+        }
+        if route.channels.len() > 255 {
+            out.push((format!("route.{i}.channels"), "at most 255 steps".into()));
+        }
+        let mut named: Vec<String> = Vec::new();
+        for (j, step) in route.channels.iter().enumerate() {
+            let names = step.channels();
+            if names.is_empty() {
+                out.push((
+                    format!("route.{i}.channels.{j}"),
+                    "an empty list of channels".into(),
+                ));
+            }
+            for name in names {
+                if !channels.contains(&name.as_str()) {
+                    out.push((
+                        format!("route.{i}.channels.{j}"),
+                        format!(
+                            "{name} is not a configured channel (known: {})",
+                            channels.join(", ")
+                        ),
+                    ));
+                } else if named.contains(&name) {
+                    out.push((
+                        format!("route.{i}.channels.{j}"),
+                        format!("{name} is named twice in this route"),
+                    ));
+                }
+                named.push(name);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(name: &str) -> RouteStep {
+        RouteStep::One(name.into())
+    }
+
+    fn router() -> Router {
+        let routes = vec![
+            RouteSettings {
+                prefixes: vec!["+39".into()],
+                channels: vec![
+                    RouteStep::Shared(vec!["modem1".into(), "modem2".into()]),
+                    one("carrier"),
+                ],
+            },
+            RouteSettings {
+                prefixes: vec!["+393".into()],
+                channels: vec![one("carrier"), one("modem1")],
+            },
+            RouteSettings {
+                prefixes: Vec::new(),
+                channels: vec![one("carrier")],
+            },
+        ];
+        Router::new(&routes, &[])
+    }
+
+    #[test]
+    fn the_longest_prefix_wins_and_others_take_the_default() {
+        let r = router();
+        assert_eq!(r.lane("+390212345678", None), 0x0000);
+        assert_eq!(r.lane("+393471234567", None), 0x0100);
+        assert_eq!(r.lane("+4915123456789", None), 0x0200);
+        // The step of the channel that tried it last.
+        assert_eq!(r.lane("+390212345678", Some("carrier")), 0x0001);
+        assert_eq!(r.lane("+390212345678", Some("modem2")), 0x0000);
+        assert_eq!(r.lanes(), vec![0x0000, 0x0001, 0x0100, 0x0101, 0x0200]);
+    }
+
+    #[test]
+    fn a_lane_is_served_by_the_first_step_with_a_channel_up() {
+        let r = router();
+        let all_up = |_: &str| true;
+        assert_eq!(r.lanes_for("modem1", all_up), vec![0x0000, 0x0101]);
+        assert_eq!(r.lanes_for("modem2", all_up), vec![0x0000]);
+        assert_eq!(r.lanes_for("carrier", all_up), vec![0x0001, 0x0100, 0x0200]);
+        // Both modems down: the carrier takes Italy's fixed lines too.
+        let modems_down = |c: &str| c == "carrier";
+        assert_eq!(
+            r.lanes_for("carrier", modems_down),
+            vec![0x0000, 0x0001, 0x0100, 0x0200]
+        );
+        // One modem down: the other still serves the step.
+        let modem1_down = |c: &str| c != "modem1";
+        assert_eq!(r.lanes_for("modem2", modem1_down), vec![0x0000]);
+        assert_eq!(
+            r.lanes_for("carrier", modem1_down),
+            vec![0x0001, 0x0100, 0x0200]
+        );
+        // The carrier down: mobiles go to modem1.
+        let carrier_down = |c: &str| c != "carrier";
+        assert_eq!(
+            r.lanes_for("modem1", carrier_down),
+            vec![0x0000, 0x0100, 0x0101]
+        );
+        // A channel that is down takes nothing.
+        assert!(r.lanes_for("modem1", modem1_down).is_empty());
+    }
+
+    #[test]
+    fn a_refusal_hands_the_message_to_the_next_step() {
+        let r = router();
+        assert_eq!(r.failover("+390212345678", "modem2"), Some("carrier"));
+        assert_eq!(r.failover("+390212345678", "carrier"), None);
+        assert_eq!(r.failover("+393471234567", "carrier"), Some("modem1"));
+        assert_eq!(r.failover("+4915123456789", "carrier"), None);
+        // Its lane then is the next step's.
+        assert_eq!(r.lane("+393471234567", Some("modem1")), 0x0101);
+    }
+
+    #[test]
+    fn without_routes_every_channel_takes_every_message() {
+        let r = Router::new(&[], &["a".into(), "b".into()]);
+        assert_eq!(r.lanes(), vec![0]);
+        assert_eq!(r.lane("+391", Some("b")), 0);
+        assert_eq!(r.lanes_for("b", |_| true), vec![0]);
+        assert_eq!(r.failover("+391", "a"), None);
+        assert!(r.is_trivial());
+        let d = Router::default();
+        assert_eq!(d.lanes_for("x", |_| true), vec![0]);
+        assert!(d.lanes_for("x", |_| false).is_empty());
+        assert_ne!(r.fingerprint(), router().fingerprint());
+    }
+
+    #[test]
+    fn bad_routes_are_reported_with_their_key() {
+        let routes = vec![
+            RouteSettings {
+                prefixes: vec!["39".into(), "+39".into()],
+                channels: vec![one("nope"), one("a"), one("a")],
+            },
+            RouteSettings {
+                prefixes: vec!["+39".into()],
+                channels: Vec::new(),
+            },
+            RouteSettings::default(),
+            RouteSettings::default(),
+        ];
+        let problems = check(&routes, &["a", "b"]);
+        let keys: Vec<&str> = problems.iter().map(|(k, _)| k.as_str()).collect();
+        for key in [
+            "route",
+            "route.0.prefixes.0",
+            "route.0.channels.0",
+            "route.0.channels.2",
+            "route.1.prefixes.0",
+            "route.1.channels",
+        ] {
+            assert!(keys.contains(&key), "{key} not in {problems:?}");
+        }
+        assert!(check(&[], &[]).is_empty());
+    }
+}
