@@ -183,7 +183,7 @@ pub enum Delivery {
         /// source_addr; with TON 1 (international) written as "+digits" (a leading '+' not
         /// doubled), else as received.
         from: String,
-        /// destination_addr as received.
+        /// destination_addr, written like `from`.
         to: String,
         /// The text.
         text: String,
@@ -746,19 +746,19 @@ pub fn read_delivery(command: &Command, gsm7_packed: bool) -> Result<Delivery, C
     }
     let decoded = decode_sms(&pdu.content, gsm7_packed)?;
     Ok(Delivery::Sms {
-        from: from_address(&pdu.source),
-        to: pdu.dest.addr,
+        from: gateway_number(&pdu.source),
+        to: gateway_number(&pdu.dest),
         text: decoded.text,
         part: decoded.part,
     })
 }
 
-/// The sender as the gateway writes numbers: "+digits" for TON 1.
-fn from_address(source: &Address) -> String {
-    if source.ton == 1 && !source.addr.is_empty() && !source.addr.starts_with('+') {
-        format!("+{}", source.addr)
+/// An address as the gateway writes numbers: "+digits" for TON 1 (international).
+fn gateway_number(address: &Address) -> String {
+    if address.ton == 1 && !address.addr.is_empty() && !address.addr.starts_with('+') {
+        format!("+{}", address.addr)
     } else {
-        source.addr.clone()
+        address.addr.clone()
     }
 }
 
