@@ -9,17 +9,12 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use serde_json::{Value, json};
-use support::{Binary, Client, write_config};
+use support::{Binary, Client, EventProcess, GUARD, wait_api, write_config};
 
-/// Longest wait for any one thing the test expects; only reached when something is wrong.
-const GUARD: Duration = Duration::from_secs(20);
 const SYSTEM_ID: &str = "parla";
 const PASSWORD: &str = "secret1";
 const CUSTOMER: &str = "+393471234567";
@@ -47,165 +42,46 @@ fn interop_dir() -> Option<PathBuf> {
     Some(dir)
 }
 
-/// What smsc.js printed so far, and whether it is still printing.
-#[derive(Default)]
-struct Seen {
-    events: Vec<Value>,
-    ended: bool,
-}
-
-/// tests/interop/smsc.js as a child process: commands to its stdin, events from its stdout.
+/// tests/interop/smsc.js, started listening on a free port.
 struct Smsc {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    seen: Arc<(Mutex<Seen>, Condvar)>,
-    stderr: Arc<Mutex<String>>,
+    process: EventProcess,
     port: u16,
 }
 
 impl Smsc {
     fn start(dir: &Path) -> Smsc {
-        let mut child = Command::new("node")
-            .arg(dir.join("smsc.js"))
-            .args(["0", "--system-id", SYSTEM_ID, "--password", PASSWORD])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("node starts smsc.js");
-        let stdout = child.stdout.take().unwrap();
-        let mut stderr_pipe = child.stderr.take().unwrap();
-        let seen = Arc::new((Mutex::new(Seen::default()), Condvar::new()));
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let writer = seen.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let event = serde_json::from_str(&line)
-                    .unwrap_or_else(|_| json!({"event": "unparsed", "line": line}));
-                writer.0.lock().unwrap().events.push(event);
-                writer.1.notify_all();
-            }
-            writer.0.lock().unwrap().ended = true;
-            writer.1.notify_all();
-        });
-        let stderr_writer = stderr.clone();
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = stderr_pipe.read_to_string(&mut text);
-            stderr_writer.lock().unwrap().push_str(&text);
-        });
-        let mut smsc = Smsc {
-            child,
-            stdin: None,
-            seen,
-            stderr,
-            port: 0,
-        };
-        smsc.stdin = smsc.child.stdin.take();
-        let port = smsc.wait("the ready line", |events| {
+        let mut command = Command::new("node");
+        command.arg(dir.join("smsc.js")).args([
+            "0",
+            "--system-id",
+            SYSTEM_ID,
+            "--password",
+            PASSWORD,
+        ]);
+        let process = EventProcess::start("smsc.js", command);
+        let port = process.wait("the ready line", |events| {
             events
                 .iter()
                 .find(|e| e["event"] == "ready")
                 .and_then(|e| e["port"].as_u64())
         });
-        smsc.port = u16::try_from(port).unwrap();
-        smsc
-    }
-
-    /// Sends one command line.
-    fn command(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("smsc.js's stdin is open");
-        writeln!(stdin, "{line}").unwrap();
-        stdin.flush().unwrap();
-    }
-
-    /// Waits until `found` finds something in the events so far; panics after [`GUARD`] or
-    /// when smsc.js ended first.
-    fn wait<T>(&self, what: &str, mut found: impl FnMut(&[Value]) -> Option<T>) -> T {
-        let start = Instant::now();
-        let (lock, changed) = &*self.seen;
-        let mut seen = lock.lock().unwrap();
-        loop {
-            if let Some(t) = found(&seen.events) {
-                return t;
-            }
-            let left = GUARD.saturating_sub(start.elapsed());
-            assert!(
-                !seen.ended && !left.is_zero(),
-                "smsc.js {}: no {what} in {GUARD:?}; its events:\n{}\nits stderr:\n{}",
-                if seen.ended { "ended" } else { "is running" },
-                lines(&seen.events),
-                self.stderr.lock().unwrap()
-            );
-            seen = changed.wait_timeout(seen, left).unwrap().0;
+        Smsc {
+            process,
+            port: u16::try_from(port).unwrap(),
         }
-    }
-
-    /// Waits for the first event of kind `event` for which `matches` holds.
-    fn wait_event(&self, event: &str, matches: impl Fn(&Value) -> bool) -> Value {
-        self.wait(&format!("{event} event as expected"), |events| {
-            events
-                .iter()
-                .find(|e| e["event"] == event && matches(e))
-                .cloned()
-        })
-    }
-
-    /// Every event of kind `event` so far.
-    fn events(&self, event: &str) -> Vec<Value> {
-        let seen = self.seen.0.lock().unwrap();
-        seen.events
-            .iter()
-            .filter(|e| e["event"] == event)
-            .cloned()
-            .collect()
-    }
-
-    fn all_events(&self) -> String {
-        lines(&self.seen.0.lock().unwrap().events)
     }
 }
 
-impl Drop for Smsc {
-    fn drop(&mut self) {
-        // Its stdin closing makes it quit; the kill is for a smsc.js that hangs.
-        drop(self.stdin.take());
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(2) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::Deref for Smsc {
+    type Target = EventProcess;
+    fn deref(&self) -> &EventProcess {
+        &self.process
     }
 }
 
-fn lines(events: &[Value]) -> String {
-    events
-        .iter()
-        .map(Value::to_string)
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// Polls the API until `done` holds for what `path` answers.
-fn wait_api(client: &Client, path: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let start = Instant::now();
-    loop {
-        let a = client.get(path);
-        assert_eq!(a.status, 200, "GET {path}: {:?}", a.body);
-        if done(&a.body) {
-            return a.body;
-        }
-        assert!(
-            start.elapsed() < GUARD,
-            "{what}: not in {GUARD:?}; GET {path}: {}",
-            a.body
-        );
-        std::thread::sleep(Duration::from_millis(20));
+impl std::ops::DerefMut for Smsc {
+    fn deref_mut(&mut self) -> &mut EventProcess {
+        &mut self.process
     }
 }
 

@@ -3,14 +3,14 @@
 //! directory, and a small JSON HTTP client.
 #![allow(dead_code)] // each test binary uses its own subset
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// A JSON answer.
 #[derive(Debug)]
@@ -323,4 +323,162 @@ pub fn write_config(dir: &Path, text: &str) -> PathBuf {
     let path = dir.join("parla.toml");
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// What a child process printed so far, and whether it is still printing.
+#[derive(Default)]
+struct Seen {
+    events: Vec<Value>,
+    ended: bool,
+}
+
+/// A child process that prints one JSON event per line (a simulator, an SMSC) and reads
+/// commands on its stdin; tests await its events, with [`GUARD`] as the failure guard.
+pub struct EventProcess {
+    name: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    seen: Arc<(Mutex<Seen>, Condvar)>,
+    stderr: Arc<Mutex<String>>,
+}
+
+/// Longest wait for any one event a test expects; only reached when something is wrong.
+pub const GUARD: Duration = Duration::from_secs(20);
+
+impl EventProcess {
+    /// Starts `command` (its stdio is taken over); `name` is for failure messages.
+    pub fn start(name: &str, mut command: Command) -> EventProcess {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{name} does not start: {e}"));
+        let stdout = child.stdout.take().unwrap();
+        let mut stderr_pipe = child.stderr.take().unwrap();
+        let seen = Arc::new((Mutex::new(Seen::default()), Condvar::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let writer = seen.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let event = serde_json::from_str(&line)
+                    .unwrap_or_else(|_| json!({"event": "unparsed", "line": line}));
+                writer.0.lock().unwrap().events.push(event);
+                writer.1.notify_all();
+            }
+            writer.0.lock().unwrap().ended = true;
+            writer.1.notify_all();
+        });
+        let stderr_writer = stderr.clone();
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr_pipe.read_to_string(&mut text);
+            stderr_writer.lock().unwrap().push_str(&text);
+        });
+        let stdin = child.stdin.take();
+        EventProcess {
+            name: name.to_string(),
+            child,
+            stdin,
+            seen,
+            stderr,
+        }
+    }
+
+    /// Sends one command line.
+    pub fn command(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("its stdin is open");
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Waits until `found` finds something in the events so far; panics after [`GUARD`] or
+    /// when the process ended first.
+    pub fn wait<T>(&self, what: &str, mut found: impl FnMut(&[Value]) -> Option<T>) -> T {
+        let start = Instant::now();
+        let (lock, changed) = &*self.seen;
+        let mut seen = lock.lock().unwrap();
+        loop {
+            if let Some(t) = found(&seen.events) {
+                return t;
+            }
+            let left = GUARD.saturating_sub(start.elapsed());
+            assert!(
+                !seen.ended && !left.is_zero(),
+                "{} {}: no {what} in {GUARD:?}; its events:\n{}\nits stderr:\n{}",
+                self.name,
+                if seen.ended { "ended" } else { "is running" },
+                lines(&seen.events),
+                self.stderr.lock().unwrap()
+            );
+            seen = changed.wait_timeout(seen, left).unwrap().0;
+        }
+    }
+
+    /// Waits for the first event of kind `event` for which `matches` holds.
+    pub fn wait_event(&self, event: &str, matches: impl Fn(&Value) -> bool) -> Value {
+        self.wait(&format!("{event} event as expected"), |events| {
+            events
+                .iter()
+                .find(|e| e["event"] == event && matches(e))
+                .cloned()
+        })
+    }
+
+    /// Every event of kind `event` so far.
+    pub fn events(&self, event: &str) -> Vec<Value> {
+        let seen = self.seen.0.lock().unwrap();
+        seen.events
+            .iter()
+            .filter(|e| e["event"] == event)
+            .cloned()
+            .collect()
+    }
+
+    pub fn all_events(&self) -> String {
+        lines(&self.seen.0.lock().unwrap().events)
+    }
+}
+
+impl Drop for EventProcess {
+    fn drop(&mut self) {
+        // Its stdin closing makes it quit; the kill is for one that hangs.
+        drop(self.stdin.take());
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(2) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn lines(events: &[Value]) -> String {
+    events
+        .iter()
+        .map(Value::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Polls the API until `done` holds for what `path` answers.
+pub fn wait_api(client: &Client, path: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let start = Instant::now();
+    loop {
+        let a = client.get(path);
+        assert_eq!(a.status, 200, "GET {path}: {:?}", a.body);
+        if done(&a.body) {
+            return a.body;
+        }
+        assert!(
+            start.elapsed() < GUARD,
+            "{what}: not in {GUARD:?}; GET {path}: {}",
+            a.body
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
