@@ -778,12 +778,13 @@ fn failure_of(e: &SubmitError, link: &str) -> (Failure, String, Option<Duration>
             Failure::Transient
         }
     };
-    let reason = match e.kind {
-        SubmitErrorKind::Interrupted => format!(
+    let reason = match (e.kind, e.status) {
+        (SubmitErrorKind::Interrupted, _) => format!(
             "{link}: the link dropped before the SMSC answered; it may have the message ({})",
             e.reason
         ),
-        _ => format!("{link}: SMSC refused: {}", e.reason),
+        (_, None) => format!("{link}: {}; the SMSC may have the message", e.reason),
+        (_, Some(_)) => format!("{link}: SMSC refused: {}", e.reason),
     };
     (failure, reason, None)
 }
