@@ -19,7 +19,8 @@ Reported, from the messages' own histories (GET /v1/messages, paged) after the r
 - receipts correlated/s: MESSAGES / (last "delivered" - first "delivered");
 - POST -> submit_sm p50/p99: acceptance (the 202) to the hand-over to the link ("sending");
   POST -> submit_sm_resp p50/p99: acceptance to "sent" (the SMSC answered the submit_sm);
-- intake msgs/s and p99 as the generator saw them; the daemon's peak RSS (VmHWM).
+- intake msgs/s and p99 as the generator saw them; the daemon's CPU time per message (user +
+  system, from the first POST until every receipt is in) and its peak RSS (VmHWM).
 Prints a Markdown report. Only 127.0.0.1 is used.
 """
 
@@ -106,6 +107,13 @@ def count(api, status):
     return len(get(f"{api}/v1/messages?status={status}&limit=500")["items"])
 
 
+def cpu_s(pid):
+    """User + system CPU seconds the process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_peak_mib(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -137,6 +145,7 @@ def run_case(work, sink_kind, window):
         wait("the link to be up",
              lambda: _reachable(api) and get(api + "/v1/channels")["items"][0]["state"] == "up",
              timeout=60)
+        cpu0 = cpu_s(daemon.pid)
         gen = subprocess.run(
             [GEN, "--url", api, "--clients", str(CLIENTS), "--messages", str(MESSAGES)],
             capture_output=True, text=True, check=True,
@@ -145,6 +154,7 @@ def run_case(work, sink_kind, window):
         wait("every message to be settled",
              lambda: all(count(api, s) == 0 for s in ("queued", "sending", "sent")),
              every=0.5)
+        cpu = cpu_s(daemon.pid) - cpu0
         peak = rss_peak_mib(daemon.pid)
         messages = all_messages(api)
     finally:
@@ -185,6 +195,7 @@ def run_case(work, sink_kind, window):
         "intake": intake["msgs_per_s"],
         "intake_p99": intake["p99_ms"],
         "rss": peak,
+        "cpu_us": cpu / max(len(messages), 1) * 1e6,
     }
 
 
@@ -215,14 +226,14 @@ def main():
     print()
     print("| sink | window | messages | not delivered | end to end msgs/s | submitted msgs/s "
           "| receipts correlated/s | POST->submit p50/p99 ms | POST->submit_resp p50/p99 ms "
-          "| intake msgs/s (p99 ms) | peak RSS MiB |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+          "| intake msgs/s (p99 ms) | daemon CPU us/msg | peak RSS MiB |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         print(f"| {r['sink']} | {r['window']} | {r['messages']} | {r['not_delivered']} "
               f"| {r['e2e']:.0f} | {r['submitted']:.0f} | {r['receipts']:.0f} "
               f"| {r['post_to_submit_p50']:.0f} / {r['post_to_submit_p99']:.0f} "
               f"| {r['post_to_resp_p50']:.0f} / {r['post_to_resp_p99']:.0f} "
-              f"| {r['intake']:.0f} ({r['intake_p99']:.0f}) | {r['rss']:.0f} |")
+              f"| {r['intake']:.0f} ({r['intake_p99']:.0f}) | {r['cpu_us']:.0f} | {r['rss']:.0f} |")
 
 
 if __name__ == "__main__":
