@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! src/main.rs          thin CLI (clap): serve, send, status, check-config, store compact,
-//!                      decode pdu|receipt|smpp, modem probe, sim modem
+//!                      decode pdu|receipt|smpp, modem probe, sim modem|smsc
 //! src/lib.rs           this page
 //! src/config.rs        typed settings: built-in defaults < TOML file < PARLA_* environment
 //! src/message.rs       domain types: message, status, kind, history, inbound message
@@ -27,6 +27,8 @@
 //! src/sim/             the simulated channel used by the embedded demo and the tests
 //!   modem/             a simulated GSM modem (`parla sim modem`) with real devices' quirks:
 //!                      core.rs the modem as a state machine, pty.rs the task on a pty
+//!   smsc/              a simulated SMPP 3.4 SMSC on TCP (`parla sim smsc`): ids, receipts, MO,
+//!                      faults; core.rs the SMSC as a state machine, server.rs the TCP tasks
 //! src/smpp/            SMPP 3.4
 //!   frame.rs           framing on rusmpp that survives malformed PDUs; PDU builders; JSON view
 //!   content.rs         what SMS PDUs carry: text by data_coding, UDH/SAR/payload parts, receipts vs replies

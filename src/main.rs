@@ -113,6 +113,59 @@ enum SimCommand {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// A simulated SMPP 3.4 SMSC on TCP. Prints {"event":"ready","addr":...} then one JSON line
+    /// per event (connected, bound, bind_refused, submit, message, receipt_sent, receipt_acked,
+    /// mo_sent, mo_acked, requeued, ignored, unbound, disconnected, generic_nack_sent, error);
+    /// reads commands on stdin: mo <from> <to> <single|udh|sar|payload> <text>, throttle <n>,
+    /// fail <n> <status-hex>, drop, stall on|off, refuse-binds <status-hex>|off, counters, quit.
+    Smsc {
+        /// Address to listen on (port 0: any free port; the ready line tells which).
+        #[arg(long, default_value = "127.0.0.1:2775")]
+        listen: std::net::SocketAddr,
+        /// The only system_id accepted in binds (default: any).
+        #[arg(long)]
+        system_id: Option<String>,
+        /// The only password accepted in binds (default: any).
+        #[arg(long)]
+        password: Option<String>,
+        /// Message ids: hex (1a2b3c4d), hex-upper (00001A2B3C), decimal or uuid.
+        #[arg(long, default_value = "hex")]
+        id_style: String,
+        /// Number of the first message id.
+        #[arg(long, default_value_t = 439_041_101)]
+        id_start: u64,
+        /// Time from an accepted submit_sm to its receipt, in milliseconds.
+        #[arg(long, default_value_t = 200)]
+        receipt_delay_ms: u64,
+        /// Receipts carry tlv (receipted_message_id, message_state), text (in short_message) or
+        /// both.
+        #[arg(long, default_value = "text")]
+        receipt_style: String,
+        /// The id a receipt names: same as the submit_sm_resp, or its number in decimal or hex.
+        #[arg(long, default_value = "same")]
+        receipt_id_form: String,
+        /// Share (0 to 1) of receipts that say UNDELIV.
+        #[arg(long, default_value_t = 0.0)]
+        undeliverable_share: f64,
+        /// Seed of every random choice, so runs repeat.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Refuse every bind with this status (hex, e.g. 0x0D).
+        #[arg(long)]
+        refuse_binds: Option<String>,
+        /// No per-submit, per-receipt nor message events (for benchmarks); counters still work.
+        #[arg(long)]
+        quiet: bool,
+        /// deliver_sm (receipts, MO) unanswered per session at most.
+        #[arg(long, default_value_t = 100)]
+        deliver_window: usize,
+        /// Time a deliver_sm_resp may take before the deliver_sm is sent again, in milliseconds.
+        #[arg(long, default_value_t = 10_000)]
+        delivery_timeout_ms: u64,
+        /// Time before a deliver_sm answered with an error is sent again, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        retry_delay_ms: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -243,6 +296,52 @@ fn main() -> ExitCode {
                 ..Default::default()
             },
         ),
+        Command::Sim {
+            command:
+                SimCommand::Smsc {
+                    listen,
+                    system_id,
+                    password,
+                    id_style,
+                    id_start,
+                    receipt_delay_ms,
+                    receipt_style,
+                    receipt_id_form,
+                    undeliverable_share,
+                    seed,
+                    refuse_binds,
+                    quiet,
+                    deliver_window,
+                    delivery_timeout_ms,
+                    retry_delay_ms,
+                },
+        } => (|| {
+            use parla::sim::smsc::{IdStyle, ReceiptIdForm, ReceiptStyle, SmscConfig};
+            let config = SmscConfig {
+                system_id,
+                password,
+                id_style: IdStyle::parse(&id_style).with_context(|| {
+                    format!("--id-style is hex, hex-upper, decimal or uuid, not {id_style:?}")
+                })?,
+                id_start,
+                receipt_delay: Duration::from_millis(receipt_delay_ms),
+                receipt_style: ReceiptStyle::parse(&receipt_style).with_context(|| {
+                    format!("--receipt-style is tlv, text or both, not {receipt_style:?}")
+                })?,
+                receipt_id_form: ReceiptIdForm::parse(&receipt_id_form).with_context(|| {
+                    format!("--receipt-id-form is same, decimal or hex, not {receipt_id_form:?}")
+                })?,
+                undeliverable_share,
+                seed,
+                refuse_binds: refuse_binds.as_deref().map(parse_status).transpose()?,
+                quiet,
+                deliver_window,
+                delivery_timeout: Duration::from_millis(delivery_timeout_ms),
+                retry_delay: Duration::from_millis(retry_delay_ms),
+                ..SmscConfig::default()
+            };
+            sim_smsc(listen, config)
+        })(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -360,6 +459,42 @@ fn sim_modem(
         tokio::io::BufReader::new(tokio::io::stdin()),
         tokio::io::stdout(),
     ))?;
+    Ok(())
+}
+
+/// An SMPP command_status in hex (`0x0D`, `0d`).
+fn parse_status(text: &str) -> Result<u32> {
+    let digits = text
+        .strip_prefix("0x")
+        .or_else(|| text.strip_prefix("0X"))
+        .unwrap_or(text);
+    u32::from_str_radix(digits, 16)
+        .ok()
+        .filter(|_| !digits.is_empty() && digits.len() <= 8)
+        .with_context(|| format!("{text:?} is not a status in hex (e.g. 0x0D)"))
+}
+
+fn sim_smsc(listen: std::net::SocketAddr, config: parla::sim::smsc::SmscConfig) -> Result<()> {
+    if !(0.0..=1.0).contains(&config.undeliverable_share) {
+        bail!("--undeliverable-share is a share from 0 to 1");
+    }
+    if config.deliver_window == 0 {
+        bail!("--deliver-window must be at least 1");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(parla::sim::smsc::run_cli(
+        config,
+        listen,
+        tokio::io::BufReader::new(tokio::io::stdin()),
+        tokio::io::stdout(),
+    ));
+    // The stdin reader may still block in its thread (after `quit` stdin stays open): do not
+    // wait for it.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    result?;
     Ok(())
 }
 

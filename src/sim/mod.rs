@@ -4,6 +4,7 @@
 //! so the demo shows two-way traffic. It sends nothing anywhere.
 
 pub mod modem;
+pub mod smsc;
 
 use std::collections::HashMap;
 use std::sync::Arc;

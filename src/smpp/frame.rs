@@ -23,13 +23,14 @@ use rusmpp::{
         AlertNotification, BindReceiver, BindReceiverResp, BindTransceiver, BindTransceiverResp,
         BindTransmitter, BindTransmitterResp, DataSm, DataSmResp, DeliverSm, DeliverSmResp,
         ReplaceSm, SubmitMulti, SubmitMultiResp, SubmitSm, SubmitSmResp,
-        parts::{AlertNotificationParts, ReplaceSmParts},
+        parts::{AlertNotificationParts, DeliverSmParts, ReplaceSmParts},
     },
     tlvs::{MessageSubmissionRequestTlvValue, Tlv, TlvTag, TlvValue},
     types::{AnyOctetString, COctetString, EmptyOrFullCOctetString, OctetString},
     values::{
-        DataCoding, DestAddress, EsmClass, InterfaceVersion, MessagePayload, Npi, PriorityFlag,
-        RegisteredDelivery, ReplaceIfPresentFlag, ServiceType, Ton,
+        DataCoding, DestAddress, ErrorCodeNetworkType, EsmClass, InterfaceVersion, MessagePayload,
+        MessageState, NetworkErrorCode, Npi, PriorityFlag, RegisteredDelivery,
+        ReplaceIfPresentFlag, ServiceType, Ton,
     },
 };
 use serde_json::{Map, Value, json};
@@ -1091,6 +1092,139 @@ pub fn submit_sm(sequence_number: u32, fields: &SubmitFields) -> Result<Command,
         tlvs,
     );
     Ok(Command::new(CommandStatus::EsmeRok, sequence_number, body))
+}
+
+/// deliver_sm: the same body as [`submit_sm`] (SMPP 3.4 §4.6.1 mirrors §4.4.1), built from the
+/// same fields and checked the same way; esm_class is sent exactly as given (0x04 for a delivery
+/// receipt, 0x40 for a UDH, 0x00 for a plain mobile-originated SMS), never rusmpp's default.
+/// TLVs in the order sar_msg_ref_num, sar_total_segments, sar_segment_seqnum, message_payload.
+pub fn deliver_sm(sequence_number: u32, fields: &SubmitFields) -> Result<Command, FrameError> {
+    let submit = submit_sm(sequence_number, fields)?;
+    let Some(Pdu::SubmitSm(body)) = submit.pdu().cloned() else {
+        // submit_sm always builds a SubmitSm body.
+        return Err(FrameError::Encode("submit_sm built no body".into()));
+    };
+    let p = body.into_parts();
+    let body = DeliverSm::from_parts(DeliverSmParts {
+        service_type: p.service_type,
+        source_addr_ton: p.source_addr_ton,
+        source_addr_npi: p.source_addr_npi,
+        source_addr: p.source_addr,
+        dest_addr_ton: p.dest_addr_ton,
+        dest_addr_npi: p.dest_addr_npi,
+        destination_addr: p.destination_addr,
+        esm_class: p.esm_class,
+        protocol_id: p.protocol_id,
+        priority_flag: p.priority_flag,
+        schedule_delivery_time: p.schedule_delivery_time,
+        validity_period: p.validity_period,
+        registered_delivery: p.registered_delivery,
+        replace_if_present_flag: p.replace_if_present_flag,
+        data_coding: p.data_coding,
+        sm_default_msg_id: p.sm_default_msg_id,
+        sm_length: p.sm_length,
+        short_message: p.short_message,
+        tlvs: p.tlvs,
+    });
+    Ok(Command::new(CommandStatus::EsmeRok, sequence_number, body))
+}
+
+/// [`deliver_sm`] with the delivery receipt TLVs of SMPP 3.4 §5.3.2 appended, in this order and
+/// each only when given: receipted_message_id (0x001E, at most 64 ASCII characters),
+/// message_state (0x0427, e.g. 2 DELIVERED, 5 UNDELIVERABLE) and network_error_code (0x0423:
+/// network type, then the error code big-endian). `SubmitFields` carries no receipt fields
+/// because submit_sm never has them; an SMSC (or its simulator) building a receipt uses this.
+pub fn deliver_sm_with_tlvs(
+    sequence_number: u32,
+    fields: &SubmitFields,
+    receipted_message_id: Option<&str>,
+    message_state: Option<u8>,
+    network_error_code: Option<[u8; 3]>,
+) -> Result<Command, FrameError> {
+    let command = deliver_sm(sequence_number, fields)?;
+    let mut extra = Vec::new();
+    if let Some(id) = receipted_message_id {
+        extra.push(Tlv::new(TlvValue::ReceiptedMessageId(c_string::<65>(
+            "receipted_message_id",
+            id,
+        )?)));
+    }
+    if let Some(state) = message_state {
+        extra.push(Tlv::new(TlvValue::MessageState(MessageState::from(state))));
+    }
+    if let Some([network_type, hi, lo]) = network_error_code {
+        extra.push(Tlv::new(TlvValue::NetworkErrorCode(NetworkErrorCode::new(
+            ErrorCodeNetworkType::from(network_type),
+            u16::from_be_bytes([hi, lo]),
+        ))));
+    }
+    Ok(with_extra_tlvs(command, extra))
+}
+
+/// `command` with `tlvs` appended to the ones its body already has, for the bodies that hold a
+/// TLV list (submit_sm, deliver_sm, data_sm, submit_multi and their responses); other commands
+/// come back unchanged.
+pub fn with_extra_tlvs(command: Command, tlvs: Vec<Tlv>) -> Command {
+    if tlvs.is_empty() {
+        return command;
+    }
+    let Some(pdu) = command.pdu() else {
+        return command;
+    };
+    let mut all = tlvs_of(pdu);
+    if !matches!(
+        pdu,
+        Pdu::SubmitSm(_)
+            | Pdu::DeliverSm(_)
+            | Pdu::DataSm(_)
+            | Pdu::SubmitMulti(_)
+            | Pdu::SubmitSmResp(_)
+            | Pdu::DeliverSmResp(_)
+            | Pdu::DataSmResp(_)
+            | Pdu::SubmitMultiResp(_)
+    ) {
+        return command;
+    }
+    all.extend(tlvs);
+    with_tlvs(command, all)
+}
+
+/// bind_transmitter_resp / bind_receiver_resp / bind_transceiver_resp (by `mode`) with `status`
+/// and the SMSC's `system_id` (ASCII, at most 15 characters). The body is sent whatever the
+/// status (SMPP 3.4 allows leaving it out on error; clients accept both), without the
+/// sc_interface_version TLV.
+pub fn bind_resp(
+    mode: BindMode,
+    sequence_number: u32,
+    status: u32,
+    system_id: &str,
+) -> Result<Command, FrameError> {
+    let system_id = c_string::<16>("system_id", system_id)?;
+    let pdu: Pdu = match mode {
+        BindMode::Transmitter => BindTransmitterResp::new(system_id, None).into(),
+        BindMode::Receiver => BindReceiverResp::new(system_id, None).into(),
+        BindMode::Transceiver => BindTransceiverResp::new(system_id, None).into(),
+    };
+    Ok(Command::new(
+        CommandStatus::from(status),
+        sequence_number,
+        pdu,
+    ))
+}
+
+/// submit_sm_resp with `status` and `message_id` (ASCII, at most 64 characters; "" for none, as
+/// an SMSC sends with an error status).
+pub fn submit_sm_resp(
+    sequence_number: u32,
+    status: u32,
+    message_id: &str,
+) -> Result<Command, FrameError> {
+    let message_id = c_string::<65>("message_id", message_id)?;
+    Ok(Command::new(
+        CommandStatus::from(status),
+        sequence_number,
+        SubmitSmResp::new(message_id, Vec::new()),
+    ))
 }
 
 // -------------------------------------------------------------------- JSON
@@ -2270,6 +2404,118 @@ mod tests {
             bind(BindMode::Transceiver, 1, &all_tw).unwrap(),
             submit_sm(1, &ucs2).unwrap(),
             submit_sm(1, &full).unwrap(),
+        ] {
+            assert_eq!(decode_one(&enc(&command)).unwrap(), Frame::Pdu(command));
+        }
+    }
+
+    #[test]
+    fn server_side_builders_round_trip() {
+        let enc = |c: &Command| encode_to_vec(c).unwrap();
+        let fields = SubmitFields {
+            source: Address {
+                ton: 1,
+                npi: 1,
+                addr: "393471234567".into(),
+            },
+            dest: Address {
+                ton: 5,
+                npi: 0,
+                addr: "Shop".into(),
+            },
+            esm_class: 0x40,
+            data_coding: 8,
+            short_message: decode_hex("050003070201 00480069").unwrap(),
+            ..SubmitFields::default()
+        };
+        let sar = SubmitFields {
+            esm_class: 0,
+            short_message: b"part".to_vec(),
+            sar_msg_ref_num: Some(0x1234),
+            sar_total_segments: Some(2),
+            sar_segment_seqnum: Some(1),
+            ..fields.clone()
+        };
+        let payload = SubmitFields {
+            esm_class: 0,
+            short_message: Vec::new(),
+            message_payload: Some(b"a long text".to_vec()),
+            ..fields.clone()
+        };
+        // deliver_sm has submit_sm's body octet for octet; only the command_id differs.
+        for f in [&fields, &sar, &payload] {
+            let deliver = enc(&deliver_sm(9, f).unwrap());
+            let submit = enc(&submit_sm(9, f).unwrap());
+            assert_eq!(deliver[4..8], [0, 0, 0, 5]);
+            assert_eq!(deliver[..4], submit[..4]);
+            assert_eq!(deliver[8..], submit[8..]);
+        }
+        // esm_class is sent as given, never rusmpp's default 0x08.
+        let receipt_fields = SubmitFields {
+            esm_class: 0x04,
+            data_coding: 0,
+            short_message: Vec::new(),
+            ..fields.clone()
+        };
+        let plain = enc(&deliver_sm(
+            1,
+            &SubmitFields {
+                esm_class: 0,
+                ..receipt_fields.clone()
+            },
+        )
+        .unwrap());
+        assert_eq!(plain[HEADER_LEN + 1 + 15 + 7], 0x00);
+        let receipt = deliver_sm_with_tlvs(
+            3,
+            &receipt_fields,
+            Some("1a2b3c4d"),
+            Some(5),
+            Some([3, 0, 1]),
+        )
+        .unwrap();
+        let bytes = enc(&receipt);
+        assert_eq!(bytes[HEADER_LEN + 1 + 15 + 7], 0x04);
+        assert!(bytes.ends_with(
+            &decode_hex("001E 0009 3161326233633464 00  0427 0001 05  0423 0003 030001").unwrap()
+        ));
+        let only_state = deliver_sm_with_tlvs(4, &receipt_fields, None, Some(2), None).unwrap();
+        assert!(enc(&only_state).ends_with(&decode_hex("0427 0001 02").unwrap()));
+        let json = to_json(&decode_one(&bytes).unwrap());
+        assert_eq!(json["body"]["tlvs"][0]["value_text"], "1a2b3c4d");
+        assert_eq!(json["body"]["tlvs"][1]["value"], 5);
+        // A body without a TLV list is left alone.
+        assert_eq!(
+            with_extra_tlvs(
+                enquire_link(1),
+                vec![Tlv::new(TlvValue::MessageState(MessageState::from(2)))]
+            ),
+            enquire_link(1)
+        );
+
+        assert_eq!(
+            enc(&bind_resp(BindMode::Transceiver, 7, ESME_ROK, "SMSC").unwrap()),
+            decode_hex("00000015 80000009 00000000 00000007 534D534300").unwrap()
+        );
+        assert_eq!(
+            enc(&submit_sm_resp(8, ESME_ROK, "1a2b3c4d").unwrap()),
+            decode_hex("00000019 80000004 00000000 00000008 3161326233633464 00").unwrap()
+        );
+        assert!(bind_resp(BindMode::Receiver, 1, 0, &"x".repeat(16)).is_err());
+        assert!(submit_sm_resp(1, 0, &"x".repeat(65)).is_err());
+
+        // Each builder's output decodes back to itself.
+        for command in [
+            deliver_sm(1, &fields).unwrap(),
+            deliver_sm(2, &sar).unwrap(),
+            deliver_sm(3, &payload).unwrap(),
+            receipt,
+            only_state,
+            bind_resp(BindMode::Transmitter, 4, 0x0E, "SMSC").unwrap(),
+            bind_resp(BindMode::Receiver, 5, ESME_ROK, "").unwrap(),
+            bind_resp(BindMode::Transceiver, 6, ESME_ROK, "SMSC").unwrap(),
+            submit_sm_resp(7, ESME_ROK, "00001A2B3C").unwrap(),
+            submit_sm_resp(8, 0x58, "").unwrap(),
         ] {
             assert_eq!(decode_one(&enc(&command)).unwrap(), Frame::Pdu(command));
         }
