@@ -139,10 +139,11 @@ fn sends_gsm7_and_ucs2_messages_single_and_multipart_and_sees_them_delivered() {
     let d = daemon_with(&modem.link, |_| {});
     let c = &d.client;
     wait_channel_state(c, "up");
-    // Registration comes with the first health check, just after the modem is up.
-    let ch = wait_until("registration", Duration::from_secs(10), || {
+    // Registration and operator come with the first health check (CREG, then COPS), just
+    // after the modem is up.
+    let ch = wait_until("registration and operator", Duration::from_secs(10), || {
         let ch = channel(c);
-        (ch["modem"]["registration"] == "home").then_some(ch)
+        (ch["modem"]["registration"] == "home" && !ch["modem"]["operator"].is_null()).then_some(ch)
     });
     assert_eq!(ch["kind"], "modem");
     assert_eq!(ch["modem"]["model"], "SIMMODEM");
@@ -489,10 +490,26 @@ fn no_inbound_sms_is_lost_or_duplicated_when_the_daemon_is_killed() {
     // A last, clean run lets the modem hand over whatever the kills left in it.
     let daemon = Binary::start(dir.path(), Some(&config), &[]);
     let c = &daemon.client;
-    let items = wait_until("every inbound message", Duration::from_secs(60), || {
+    let start = Instant::now();
+    let items = loop {
         let items = inbound(c);
-        (items.len() >= expected.len()).then_some(items)
-    });
+        if items.len() >= expected.len() {
+            break items;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            let got: Vec<&str> = items.iter().filter_map(|m| m["text"].as_str()).collect();
+            let missing: Vec<&String> = expected
+                .iter()
+                .filter(|t| !got.contains(&t.as_str()))
+                .collect();
+            panic!(
+                "inbound messages missing after 60 s: {missing:?}\nmodem counters: {:?}\nlast daemon's log:\n{}",
+                modem.block_on(modem.handle.counters()),
+                daemon.log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     std::thread::sleep(Duration::from_secs(3));
     let items = if items.len() == expected.len() {
         inbound(c)

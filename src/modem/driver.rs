@@ -70,6 +70,10 @@ pub fn open_port(settings: &ModemSettings) -> Result<SerialStream, ModemError> {
         .stop_bits(tokio_serial::StopBits::One)
         .flow_control(flow)
         .open_native_async()
+        .inspect(|stream| {
+            // What the modem said to a previous owner of the port is not for us.
+            let _ = tokio_serial::SerialPort::clear(stream, tokio_serial::ClearBuffer::Input);
+        })
         .map_err(|source| ModemError::Open { port, source })
 }
 

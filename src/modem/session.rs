@@ -859,6 +859,14 @@ impl Session {
             // Not every modem takes these; the session copes without.
             (EchoOff, _) => Some(VerboseErrors),
             (VerboseErrors, _) => Some(PinQuery),
+            (PinQuery, Ok(lines)) if !lines.iter().any(|l| value_after(l, "+CPIN:").is_some()) => {
+                // A bare OK is no answer: a late OK of a command sent before (by a process
+                // killed mid-command, say) taken for this one. Ask again; never block on it.
+                if !self.retry_early(PinQuery, now) {
+                    self.block("the SIM does not answer (AT+CPIN? without +CPIN:)".into());
+                }
+                None
+            }
             (PinQuery, Ok(lines)) => {
                 let state = lines
                     .iter()

@@ -340,6 +340,20 @@ fn a_wavecom_pin_answer_without_ok_still_completes() {
 }
 
 #[test]
+fn a_bare_ok_to_the_pin_query_is_asked_again_not_taken_for_an_unusable_sim() {
+    // A late OK meant for a command of the port's previous owner (killed mid-command).
+    let mut h = Harness::new(SessionConfig::default());
+    let mut first = true;
+    h.run(|line| match line {
+        "AT+CPIN?" if std::mem::take(&mut first) => vec![ok()],
+        other => standard(other),
+    });
+    assert!(h.session.is_ready(), "{:?}", h.written);
+    assert_eq!(h.written.iter().filter(|w| *w == "AT+CPIN?").count(), 2);
+    assert!(!h.outputs.iter().any(|o| matches!(o, Output::Blocked(_))));
+}
+
+#[test]
 fn a_pin_is_entered_once_and_a_refusal_blocks_without_retrying() {
     let config = SessionConfig {
         pin: Some("1234".into()),
