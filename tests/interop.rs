@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::{Value, json};
-use support::{Binary, Client, EventProcess, GUARD, wait_api, write_config};
+use support::{Binary, Client, GUARD, Listening, wait_api, write_config};
 
 const SYSTEM_ID: &str = "parla";
 const PASSWORD: &str = "secret1";
@@ -42,47 +42,15 @@ fn interop_dir() -> Option<PathBuf> {
     Some(dir)
 }
 
-/// tests/interop/smsc.js, started listening on a free port.
-struct Smsc {
-    process: EventProcess,
-    port: u16,
-}
-
-impl Smsc {
-    fn start(dir: &Path) -> Smsc {
-        let mut command = Command::new("node");
-        command.arg(dir.join("smsc.js")).args([
-            "0",
-            "--system-id",
-            SYSTEM_ID,
-            "--password",
-            PASSWORD,
-        ]);
-        let process = EventProcess::start("smsc.js", command);
-        let port = process.wait("the ready line", |events| {
-            events
-                .iter()
-                .find(|e| e["event"] == "ready")
-                .and_then(|e| e["port"].as_u64())
-        });
-        Smsc {
-            process,
-            port: u16::try_from(port).unwrap(),
-        }
-    }
-}
-
-impl std::ops::Deref for Smsc {
-    type Target = EventProcess;
-    fn deref(&self) -> &EventProcess {
-        &self.process
-    }
-}
-
-impl std::ops::DerefMut for Smsc {
-    fn deref_mut(&mut self) -> &mut EventProcess {
-        &mut self.process
-    }
+/// tests/interop/smsc.js, listening on a free port.
+fn start_smsc(dir: &Path) -> Listening {
+    let mut command = Command::new("node");
+    command
+        .arg(dir.join("smsc.js"))
+        .args(["0", "--system-id", SYSTEM_ID, "--password", PASSWORD]);
+    Listening::start("smsc.js", command, |ready| {
+        ready["port"].as_u64().and_then(|p| u16::try_from(p).ok())
+    })
 }
 
 fn post_message(client: &Client, to: &str, text: &str) -> String {
@@ -109,7 +77,7 @@ fn three_part_text() -> String {
 #[test]
 fn smpp_link_interoperates_with_node_smpp() {
     let Some(interop) = interop_dir() else { return };
-    let mut smsc = Smsc::start(&interop);
+    let mut smsc = start_smsc(&interop);
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),

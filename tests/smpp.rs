@@ -9,16 +9,13 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Binary, Client, EventProcess, GUARD, parla_bin, wait_api, write_config};
+use support::{Binary, Client, GUARD, Listening, parla_bin, wait_api, write_config};
 
 /// `parla sim smsc` listening on a free port.
-struct Smsc {
-    process: EventProcess,
-    port: u16,
-}
+struct Smsc;
 
 impl Smsc {
-    fn start(args: &[&str]) -> Smsc {
+    fn start(args: &[&str]) -> Listening {
         let mut command = Command::new(parla_bin());
         command
             .args([
@@ -30,28 +27,9 @@ impl Smsc {
                 "50",
             ])
             .args(args);
-        let process = EventProcess::start("parla sim smsc", command);
-        let addr = process.wait("the ready line", |events| {
-            events
-                .iter()
-                .find(|e| e["event"] == "ready")
-                .and_then(|e| e["addr"].as_str().map(str::to_string))
-        });
-        let port = addr.rsplit(':').next().unwrap().parse().unwrap();
-        Smsc { process, port }
-    }
-}
-
-impl std::ops::Deref for Smsc {
-    type Target = EventProcess;
-    fn deref(&self) -> &EventProcess {
-        &self.process
-    }
-}
-
-impl std::ops::DerefMut for Smsc {
-    fn deref_mut(&mut self) -> &mut EventProcess {
-        &mut self.process
+        Listening::start("parla sim smsc", command, |ready| {
+            ready["addr"].as_str()?.rsplit(':').next()?.parse().ok()
+        })
     }
 }
 
@@ -175,7 +153,7 @@ fn receipts_match_in_every_id_and_receipt_style_and_long_texts_go_by_each_method
             "long_messages = \"udh\"\ndata_coding = \"latin1\"",
         ),
     ];
-    let smscs: Vec<Smsc> = cases
+    let smscs: Vec<Listening> = cases
         .iter()
         .map(|(_, _, args, _)| Smsc::start(args))
         .collect();

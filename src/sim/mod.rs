@@ -3,6 +3,7 @@
 //! `failure_share` of messages), and has the customer answer a `reply_share` of the delivered ones,
 //! so the demo shows two-way traffic. It sends nothing anywhere.
 
+mod cli;
 pub mod modem;
 pub mod smsc;
 

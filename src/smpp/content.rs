@@ -577,58 +577,32 @@ fn unpack_with_padding(packed: &[u8], fill: u8) -> String {
 /// The content fields and addresses of a submit_sm, deliver_sm or data_sm; `None` for other
 /// PDUs (and for a response without body).
 pub fn sms_of(command: &Command) -> Option<SmsPdu> {
+    // The three bodies share these fields but no trait: one expansion reads them all.
+    macro_rules! read {
+        ($b:expr, $short_message:expr) => {
+            sms_pdu(
+                address(
+                    $b.source_addr_ton.into(),
+                    $b.source_addr_npi.into(),
+                    &$b.source_addr,
+                ),
+                address(
+                    $b.dest_addr_ton.into(),
+                    $b.dest_addr_npi.into(),
+                    &$b.destination_addr,
+                ),
+                u8::from($b.registered_delivery),
+                u8::from($b.esm_class),
+                u8::from($b.data_coding),
+                $short_message,
+                $b.tlvs(),
+            )
+        };
+    }
     match command.pdu()? {
-        Pdu::SubmitSm(b) => Some(sms_pdu(
-            address(
-                b.source_addr_ton.into(),
-                b.source_addr_npi.into(),
-                &b.source_addr,
-            ),
-            address(
-                b.dest_addr_ton.into(),
-                b.dest_addr_npi.into(),
-                &b.destination_addr,
-            ),
-            u8::from(b.registered_delivery),
-            u8::from(b.esm_class),
-            u8::from(b.data_coding),
-            b.short_message().as_ref(),
-            b.tlvs(),
-        )),
-        Pdu::DeliverSm(b) => Some(sms_pdu(
-            address(
-                b.source_addr_ton.into(),
-                b.source_addr_npi.into(),
-                &b.source_addr,
-            ),
-            address(
-                b.dest_addr_ton.into(),
-                b.dest_addr_npi.into(),
-                &b.destination_addr,
-            ),
-            u8::from(b.registered_delivery),
-            u8::from(b.esm_class),
-            u8::from(b.data_coding),
-            b.short_message().as_ref(),
-            b.tlvs(),
-        )),
-        Pdu::DataSm(b) => Some(sms_pdu(
-            address(
-                b.source_addr_ton.into(),
-                b.source_addr_npi.into(),
-                &b.source_addr,
-            ),
-            address(
-                b.dest_addr_ton.into(),
-                b.dest_addr_npi.into(),
-                &b.destination_addr,
-            ),
-            u8::from(b.registered_delivery),
-            u8::from(b.esm_class),
-            u8::from(b.data_coding),
-            &[],
-            b.tlvs(),
-        )),
+        Pdu::SubmitSm(b) => Some(read!(b, b.short_message().as_ref())),
+        Pdu::DeliverSm(b) => Some(read!(b, b.short_message().as_ref())),
+        Pdu::DataSm(b) => Some(read!(b, &[])),
         _ => None,
     }
 }

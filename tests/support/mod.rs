@@ -482,3 +482,36 @@ pub fn wait_api(client: &Client, path: &str, what: &str, done: impl Fn(&Value) -
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// An [`EventProcess`] that serves on a port it announces in a "ready" event (an SMSC).
+pub struct Listening {
+    pub process: EventProcess,
+    pub port: u16,
+}
+
+impl Listening {
+    /// Starts `command` and waits for its ready event; `port` reads the port from it.
+    pub fn start(name: &str, command: Command, port: impl Fn(&Value) -> Option<u16>) -> Listening {
+        let process = EventProcess::start(name, command);
+        let port = process.wait("the ready line", |events| {
+            events
+                .iter()
+                .filter(|e| e["event"] == "ready")
+                .find_map(&port)
+        });
+        Listening { process, port }
+    }
+}
+
+impl std::ops::Deref for Listening {
+    type Target = EventProcess;
+    fn deref(&self) -> &EventProcess {
+        &self.process
+    }
+}
+
+impl std::ops::DerefMut for Listening {
+    fn deref_mut(&mut self) -> &mut EventProcess {
+        &mut self.process
+    }
+}

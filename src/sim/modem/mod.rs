@@ -32,7 +32,9 @@ pub use self::pty::{PROBE_INTERVAL, SimError, SimModemHandle, spawn};
 
 use std::path::PathBuf;
 
-use serde_json::{Value, json};
+use serde_json::json;
+
+use super::cli::{CliOutcome, cli_error, print_json};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::broadcast::error::RecvError;
 
@@ -97,16 +99,6 @@ where
     // Already gone is fine: quitting is all that is asked.
     let _ = modem.shutdown().await;
     stdout.flush().await
-}
-
-enum CliOutcome {
-    Print(Value),
-    Nothing,
-    Quit,
-}
-
-fn cli_error(message: impl Into<String>) -> CliOutcome {
-    CliOutcome::Print(json!({"event": "error", "message": message.into()}))
 }
 
 async fn cli_command(modem: &SimModemHandle, line: &str) -> CliOutcome {
@@ -181,16 +173,10 @@ async fn cli_command(modem: &SimModemHandle, line: &str) -> CliOutcome {
     }
 }
 
-async fn print_json<W: AsyncWrite + Unpin>(out: &mut W, value: &Value) -> std::io::Result<()> {
-    let mut line = value.to_string();
-    line.push('\n');
-    out.write_all(line.as_bytes()).await?;
-    out.flush().await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     use tokio::io::{AsyncReadExt, BufReader};
 

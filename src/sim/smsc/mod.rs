@@ -44,7 +44,9 @@ pub use self::server::{EVENT_QUEUE, MAX_CONNECTIONS, SmscError, SmscHandle, spaw
 
 use std::net::SocketAddr;
 
-use serde_json::{Value, json};
+use serde_json::json;
+
+use super::cli::{CliOutcome, cli_error, print_json};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Events printed in one write at most.
@@ -113,16 +115,6 @@ where
         print_events(&mut stdout, &mut batch).await?;
     }
     stdout.flush().await
-}
-
-enum CliOutcome {
-    Print(Value),
-    Nothing,
-    Quit,
-}
-
-fn cli_error(message: impl Into<String>) -> CliOutcome {
-    CliOutcome::Print(json!({"event": "error", "message": message.into()}))
 }
 
 /// A status in hex: `0x58`, `58`, `0x00000058`.
@@ -233,13 +225,6 @@ async fn print_events<W: AsyncWrite + Unpin>(
         text.push('\n');
     }
     out.write_all(text.as_bytes()).await?;
-    out.flush().await
-}
-
-async fn print_json<W: AsyncWrite + Unpin>(out: &mut W, value: &Value) -> std::io::Result<()> {
-    let mut line = value.to_string();
-    line.push('\n');
-    out.write_all(line.as_bytes()).await?;
     out.flush().await
 }
 
