@@ -5,6 +5,7 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
+use parla::smpp::content::{decode_sms, read_delivery, sms_of};
 use parla::smpp::frame::{Frame, MAX_PDU, SmppCodec, decode_one, encode_to_vec, to_json};
 use tokio_util::codec::Decoder;
 
@@ -15,6 +16,12 @@ fn use_frame(frame: &Frame) {
         // What we accept, we can send back and read again unchanged.
         let again = encode_to_vec(command).expect("re-encode");
         assert_eq!(&decode_one(&again).expect("re-decode"), frame);
+        // What the link and the simulated SMSC read from an SMS PDU: text, parts, receipts.
+        if let Some(sms) = sms_of(command) {
+            let _ = decode_sms(&sms.content, false);
+            let _ = decode_sms(&sms.content, true);
+        }
+        let _ = read_delivery(command, false);
     }
 }
 

@@ -49,6 +49,10 @@ const MAX_THROTTLE_PAUSE: Duration = Duration::from_secs(60);
 const MAX_THROTTLES_PER_PART: u32 = 8;
 /// At shutdown, how long receipts and replies being committed may delay the unbind.
 const COMMIT_GRACE: Duration = Duration::from_secs(2);
+/// The detail of a link bound as receiver only (never handed messages).
+const RECEIVE_ONLY: &str = "receive-only link";
+/// How the channel's detail begins while the receiving connection is down.
+const RECEIVER_DOWN: &str = "receiving connection down: ";
 /// A link that stayed bound this long starts its reconnect backoff from the beginning.
 const STABLE_AFTER: Duration = Duration::from_secs(30);
 
@@ -125,7 +129,7 @@ pub async fn run(settings: SmppClientSettings, ctx: ChannelContext) -> Result<()
         }
         SmppBindMode::Receiver => {
             link.status
-                .set_state(LinkState::Paused, Some("receive-only link".into()));
+                .set_state(LinkState::Paused, Some(RECEIVE_ONLY.into()));
             link.connection_loop(BindMode::Receiver, Role::Receive, None)
                 .await
         }
@@ -225,8 +229,12 @@ impl Link {
                 humantime::format_duration(round_ms(wait))
             );
             tracing::warn!(channel = %self.name(), role = ?role, "{detail}");
-            if role == Role::Send {
-                self.status.set_state(LinkState::Down, Some(detail));
+            match role {
+                Role::Send => self.status.set_state(LinkState::Down, Some(detail)),
+                // Sending may still work: say why receipts and replies do not come.
+                Role::Receive => self.status.update(|s| {
+                    s.detail = Some(format!("{RECEIVER_DOWN}{detail}"));
+                }),
             }
             // While down, jobs handed over before the link fell go back at once.
             let sleep = tokio::time::sleep(wait);
@@ -454,8 +462,19 @@ impl Connection<'_> {
     fn on_bound(&mut self, system_id: &str) {
         self.bound_at = Some(Instant::now());
         tracing::info!(channel = %self.link.name(), smsc = %system_id, role = ?self.role, "SMPP link bound");
-        if self.role == Role::Send {
-            self.link.status.set_state(LinkState::Up, None);
+        match self.role {
+            Role::Send => self.link.status.set_state(LinkState::Up, None),
+            Role::Receive => {
+                let receive_only = self.link.settings.bind == SmppBindMode::Receiver;
+                self.link.status.update(|s| {
+                    if s.detail
+                        .as_deref()
+                        .is_some_and(|d| d.starts_with(RECEIVER_DOWN))
+                    {
+                        s.detail = receive_only.then(|| RECEIVE_ONLY.to_string());
+                    }
+                });
+            }
         }
     }
 
