@@ -435,3 +435,67 @@ fn a_refused_bind_is_reported_and_not_retried_in_a_storm() {
     let m = client.get(&format!("/v1/messages/{id}")).body;
     assert_eq!(m["status"], "queued", "{m}");
 }
+
+/// A route of two links: a message the first refuses for good goes to the second, and while
+/// the first is down everything goes to the second; messages for other destinations never do.
+#[test]
+fn routes_fail_over_to_the_next_link_on_refusal_and_while_a_link_is_down() {
+    let mut first = Smsc::start(&[]);
+    let second = Smsc::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let parla = start_parla(
+        dir.path(),
+        &format!(
+            "{}{}[[route]]\nprefixes = [\"+39\"]\nchannels = [\"first\", \"second\"]\n\
+             [[route]]\nchannels = [\"first\"]\n",
+            link("first", first.port, ""),
+            link("second", second.port, ""),
+        ),
+    );
+    let client = parla.client.clone();
+    wait_links_up(&client, 2);
+
+    // Both up: Italy goes to the first link.
+    let id = post(&client, "+393471234567", "first choice");
+    assert_eq!(wait_delivered(&client, &id)["channel"], "first");
+
+    // The first link refuses the destination (ESME_RINVDSTADR): the second one sends it.
+    first.command("fail 1 0x0B");
+    let id = post(&client, "+393471234568", "refused, then handed over");
+    let m = wait_delivered(&client, &id);
+    assert_eq!(m["channel"], "second", "{m}");
+    let reasons: Vec<&str> = m["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["reason"].as_str())
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r.contains("handed to second")),
+        "{reasons:?}"
+    );
+    // The default route has one step only: there a refusal fails the message.
+    first.command("fail 1 0x0B");
+    let id = post(&client, "+4915123456789", "no second step");
+    let m = client.wait_for(&id, GUARD, |m| m["status"] == "failed");
+    assert_eq!(m["channel"], "first", "{m}");
+
+    // The first link down (binds refused): Italy goes to the second link, Germany waits.
+    first.command("refuse-binds 0x08");
+    first.command("drop");
+    wait_api(&client, "/v1/channels", "the first link down", |b| {
+        b["items"][0]["state"] == "down"
+    });
+    let italy: Vec<String> = (0..5)
+        .map(|i| post(&client, &format!("+39347123460{i}"), "while first is down"))
+        .collect();
+    let germany = post(&client, "+4915123456780", "waits for first");
+    for id in &italy {
+        assert_eq!(wait_delivered(&client, id)["channel"], "second");
+    }
+    let m = client.get(&format!("/v1/messages/{germany}")).body;
+    assert_eq!(m["status"], "queued", "{m}");
+    // The first link back: Germany goes out on it.
+    first.command("refuse-binds off");
+    assert_eq!(wait_delivered(&client, &germany)["channel"], "first");
+}
