@@ -79,6 +79,16 @@ pub enum SmppBindMode {
     Receiver,
 }
 
+/// What an SMSC means by data_coding 0 ("SMSC default alphabet").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DefaultAlphabet {
+    /// GSM 03.38, as SMPP says.
+    Gsm7,
+    /// ISO-8859-1 (and so ASCII), as some SMSCs pass it through.
+    Latin1,
+}
+
 /// One SMPP link to a carrier's SMSC.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -145,6 +155,9 @@ pub struct SmppClientSettings {
     pub data_coding: crate::smpp::content::CodingPolicy,
     /// GSM 7-bit texts (data_coding 0) packed 7-bit, rather than one character per octet.
     pub gsm7_packed: bool,
+    /// How the SMSC writes data_coding 0 in replies: gsm7 (GSM 03.38, the standard) or latin1
+    /// (SMSCs that pass ASCII / ISO-8859-1 through).
+    pub default_alphabet: DefaultAlphabet,
     /// How texts longer than one SMS go: udh (parts with a header), sar (parts with SAR
     /// parameters) or payload (one message_payload; the SMSC splits it).
     pub long_messages: crate::smpp::content::LongMethod,
@@ -182,6 +195,7 @@ impl Default for SmppClientSettings {
             dest_npi: 1,
             data_coding: crate::smpp::content::CodingPolicy::Gsm7,
             gsm7_packed: false,
+            default_alphabet: DefaultAlphabet::Gsm7,
             long_messages: crate::smpp::content::LongMethod::Udh,
             registered_delivery: true,
             service_type: String::new(),
@@ -1087,6 +1101,7 @@ mod tests {
             "smpp.client.dest_npi",
             "smpp.client.data_coding",
             "smpp.client.gsm7_packed",
+            "smpp.client.default_alphabet",
             "smpp.client.long_messages",
             "smpp.client.registered_delivery",
             "smpp.client.service_type",

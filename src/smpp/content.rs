@@ -437,6 +437,31 @@ fn pack_with_padding(septets: &[u8], fill: u8) -> Vec<u8> {
 
 // ------------------------------------------------------------------------------------ decoding
 
+/// How a link reads data_coding 0, the "SMSC default alphabet": GSM 03.38 as the standard
+/// says (one septet per octet, or packed), or Latin-1, as SMSCs that pass ASCII / ISO-8859-1
+/// through write it (there "@" arrives as 0x40, which GSM reads as "¡").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Dc0 {
+    /// GSM 03.38, one septet per octet.
+    #[default]
+    Gsm7,
+    /// GSM 03.38, packed 7-bit.
+    Gsm7Packed,
+    /// ISO-8859-1 (ASCII included).
+    Latin1,
+}
+
+impl From<bool> for Dc0 {
+    /// GSM 7-bit, packed when `true`.
+    fn from(gsm7_packed: bool) -> Self {
+        if gsm7_packed {
+            Dc0::Gsm7Packed
+        } else {
+            Dc0::Gsm7
+        }
+    }
+}
+
 /// How the octets of a data_coding are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Alphabet {
@@ -482,7 +507,8 @@ fn alphabet(data_coding: u8) -> Alphabet {
 /// 0x08) gives `part`; otherwise (or when the UDH has none) the SAR TLVs do. A part with total
 /// 1, or with a sequence number outside 1..=total, is `part: None`.
 ///
-/// Text by data_coding: 0 GSM 7-bit (packed per `gsm7_packed`), 1 IA5 / ASCII, 3 Latin-1, 8
+/// Text by data_coding: 0 as `dc0` says (GSM 7-bit unpacked or packed, or Latin-1; a `bool`
+/// means GSM 7-bit, packed when true), 1 IA5 / ASCII, 3 Latin-1, 8
 /// UCS-2 big-endian (an odd trailing octet ignored, lone surrogates as U+FFFD), 0xF0..=0xFF
 /// GSM 7-bit when bit 2 is clear and 8-bit data when set, 0x10..=0x7F per the GSM 03.38 §4
 /// general data coding alphabet bits (00 GSM, 01 8-bit, 10 UCS-2), 0xC0..=0xEF per the
@@ -493,7 +519,8 @@ fn alphabet(data_coding: u8) -> Alphabet {
 ///
 /// [`ContentError::Udh`] when the UDH length runs past the data or an information element
 /// past the UDH.
-pub fn decode_sms(content: &SmsContent, gsm7_packed: bool) -> Result<DecodedSms, ContentError> {
+pub fn decode_sms(content: &SmsContent, dc0: impl Into<Dc0>) -> Result<DecodedSms, ContentError> {
+    let dc0 = dc0.into();
     let data = content
         .message_payload
         .as_deref()
@@ -512,7 +539,12 @@ pub fn decode_sms(content: &SmsContent, gsm7_packed: bool) -> Result<DecodedSms,
         .or(content.sar)
         .filter(|p| p.total > 1 && p.seq >= 1 && p.seq <= p.total);
     let text = match alphabet(content.data_coding) {
-        Alphabet::Gsm7 if gsm7_packed => unpack_with_padding(body, fill_bits(udh_octets)),
+        Alphabet::Gsm7 if content.data_coding == 0 && dc0 == Dc0::Latin1 => {
+            body.iter().copied().map(char::from).collect()
+        }
+        Alphabet::Gsm7 if dc0 == Dc0::Gsm7Packed => {
+            unpack_with_padding(body, fill_bits(udh_octets))
+        }
         Alphabet::Gsm7 => gsm7::from_septets(body),
         Alphabet::Ucs2 => gsm7::ucs2_from_be_bytes(body),
         Alphabet::Latin1 => body.iter().copied().map(char::from).collect(),
@@ -702,7 +734,8 @@ fn sms_pdu(
 /// [`ContentError::NotSms`] for any other PDU; [`ContentError::Receipt`] for a receipt with
 /// neither a receipted_message_id TLV nor a text with an id:; what [`decode_sms`] rejects in a
 /// message from a phone.
-pub fn read_delivery(command: &Command, gsm7_packed: bool) -> Result<Delivery, ContentError> {
+pub fn read_delivery(command: &Command, dc0: impl Into<Dc0>) -> Result<Delivery, ContentError> {
+    let dc0 = dc0.into();
     let pdu = match command.pdu() {
         Some(Pdu::DeliverSm(_) | Pdu::DataSm(_)) => sms_of(command),
         _ => None,
@@ -716,9 +749,9 @@ pub fn read_delivery(command: &Command, gsm7_packed: bool) -> Result<Delivery, C
     );
     let tlv_receipt = pdu.receipted_message_id.is_some() && pdu.message_state.is_some();
     if typed_receipt || tlv_receipt {
-        return read_receipt(&pdu, gsm7_packed);
+        return read_receipt(&pdu, dc0);
     }
-    let decoded = decode_sms(&pdu.content, gsm7_packed)?;
+    let decoded = decode_sms(&pdu.content, dc0)?;
     Ok(Delivery::Sms {
         from: gateway_number(&pdu.source),
         to: gateway_number(&pdu.dest),
@@ -736,7 +769,7 @@ fn gateway_number(address: &Address) -> String {
     }
 }
 
-fn read_receipt(pdu: &SmsPdu, gsm7_packed: bool) -> Result<Delivery, ContentError> {
+fn read_receipt(pdu: &SmsPdu, dc0: Dc0) -> Result<Delivery, ContentError> {
     let content = &pdu.content;
     let raw = content
         .message_payload
@@ -744,7 +777,7 @@ fn read_receipt(pdu: &SmsPdu, gsm7_packed: bool) -> Result<Delivery, ContentErro
         .unwrap_or(&content.short_message);
     let from_raw = || receipt::parse(raw).ok();
     let from_text = || {
-        decode_sms(content, gsm7_packed)
+        decode_sms(content, dc0)
             .ok()
             .and_then(|d| receipt::parse(d.text.as_bytes()).ok())
     };
@@ -1707,6 +1740,37 @@ mod tests {
                 text: "Test".into(),
                 part: None
             }
+        );
+    }
+
+    #[test]
+    fn data_coding_0_is_read_as_latin1_on_links_whose_smsc_writes_it_so() {
+        let mo = deliver(PHONE, 0, 0, b"Hi @ caf\xE9 $5", &[]);
+        let text = |dc0: Dc0| match read_delivery(&mo, dc0).unwrap() {
+            Delivery::Sms { text, .. } => text,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(text(Dc0::Latin1), "Hi @ café $5");
+        // Read as GSM 03.38, 0x40 is "¡" and 0x24 is "¤": what such a link would show.
+        assert_eq!(text(Dc0::Gsm7), text(Dc0::from(false)));
+        assert_ne!(text(Dc0::Gsm7), "Hi @ café $5");
+        // Only data_coding 0 is the SMSC's alphabet: 0xF0 stays GSM 7-bit.
+        let flash = deliver(PHONE, 0, 0xF0, b"\x00hi", &[]);
+        match read_delivery(&flash, Dc0::Latin1).unwrap() {
+            Delivery::Sms { text, .. } => assert_eq!(text, "@hi"),
+            other => panic!("{other:?}"),
+        }
+        // Receipts read the same either way.
+        let receipt = deliver(
+            PHONE,
+            0x04,
+            0,
+            b"id:0A1B sub:001 dlvrd:001 stat:DELIVRD err:000",
+            &[],
+        );
+        assert_eq!(
+            read_delivery(&receipt, Dc0::Latin1).unwrap(),
+            read_delivery(&receipt, Dc0::Gsm7).unwrap()
         );
     }
 

@@ -28,10 +28,10 @@ use crate::channel::{
     Channel, ChannelContext, ChannelError, ChannelEvent, ChannelTask, Closed, EventSink, Failure,
     LinkState, SendJob, StatusHandle,
 };
-use crate::config::{SmppBindMode, SmppClientSettings};
+use crate::config::{DefaultAlphabet, SmppBindMode, SmppClientSettings};
 use crate::message::{MessageId, now_millis};
 
-use super::content::{self, Delivery};
+use super::content::{self, Dc0, Delivery};
 use super::frame::{BindFields, BindMode, SmppCodec};
 use super::outbound::{self, PartSubmit};
 use super::session::{
@@ -704,7 +704,11 @@ impl Connection<'_> {
 
     /// A deliver_sm or data_sm: a receipt or a reply is committed, then acknowledged.
     fn on_deliver(&mut self, sequence_number: u32, command: &rusmpp::Command) {
-        let event = match content::read_delivery(command, self.link.settings.gsm7_packed) {
+        let dc0 = match self.link.settings.default_alphabet {
+            DefaultAlphabet::Latin1 => Dc0::Latin1,
+            DefaultAlphabet::Gsm7 => Dc0::from(self.link.settings.gsm7_packed),
+        };
+        let event = match content::read_delivery(command, dc0) {
             Ok(Delivery::Receipt {
                 remote_id,
                 state,
