@@ -592,27 +592,43 @@ impl Store {
     }
 }
 
+/// Longest wait for sled's file lock when opening.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn open_db(path: &Path, cache_capacity_bytes: u64) -> Result<sled::Db, StoreError> {
     std::fs::create_dir_all(path).map_err(|e| StoreError::Open {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;
-    sled::Config::new()
+    let config = sled::Config::new()
         .path(path)
         .cache_capacity(cache_capacity_bytes)
         // We flush (and fdatasync) after every group ourselves; a background flusher would only
         // add I/O that syncs nothing.
-        .flush_every_ms(None)
-        .open()
-        .map_err(|e| StoreError::Open {
-            path: path.to_path_buf(),
-            reason: match e {
-                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::Other => {
-                    format!("{io} (is another parla process using this store? stop it first)")
-                }
-                other => other.to_string(),
-            },
-        })
+        .flush_every_ms(None);
+    // sled's background threads release the file lock a moment after a store is dropped: a
+    // store reopened at once (a restart in the same process, a test) waits for it briefly.
+    let lock_deadline = std::time::Instant::now() + LOCK_WAIT;
+    let opened = loop {
+        match config.open() {
+            Err(sled::Error::Io(io))
+                if io.kind() == std::io::ErrorKind::Other
+                    && std::time::Instant::now() < lock_deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => break other,
+        }
+    };
+    opened.map_err(|e| StoreError::Open {
+        path: path.to_path_buf(),
+        reason: match e {
+            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::Other => {
+                format!("{io} (is another parla process using this store? stop it first)")
+            }
+            other => other.to_string(),
+        },
+    })
 }
 
 /// What `parla store compact` did.
