@@ -63,6 +63,91 @@ impl Settings {
 pub struct SmppSettings {
     /// `[[smpp.client]]`: links to carriers' SMSCs, one table each; each is a channel.
     pub client: Vec<SmppClientSettings>,
+    /// `[smpp.server]`: the SMPP server integrators bind to.
+    pub server: SmppServerSettings,
+}
+
+/// The SMPP server for integrators (parla as their SMSC).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmppServerSettings {
+    /// Whether it listens.
+    pub enabled: bool,
+    /// Where it listens.
+    pub listen: SocketAddr,
+    /// The system_id parla answers binds with.
+    pub system_id: String,
+    /// Connections open at most (binds or not).
+    pub max_connections: usize,
+    /// Silence after which a connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Silence after which parla sends enquire_link.
+    #[serde(with = "humantime_serde")]
+    pub enquire_link_interval: Duration,
+    /// Longest wait for a client's answer (deliver_sm_resp, enquire_link_resp), and for its
+    /// bind after it connects.
+    #[serde(with = "humantime_serde")]
+    pub response_timeout: Duration,
+    /// `[[smpp.server.account]]`: who may bind.
+    pub account: Vec<SmppAccountSettings>,
+}
+
+impl Default for SmppServerSettings {
+    fn default() -> Self {
+        SmppServerSettings {
+            enabled: false,
+            listen: SocketAddr::from(([127, 0, 0, 1], 2775)),
+            system_id: "parla".into(),
+            max_connections: 64,
+            idle_timeout: Duration::from_secs(300),
+            enquire_link_interval: Duration::from_secs(30),
+            response_timeout: Duration::from_secs(10),
+            account: Vec::new(),
+        }
+    }
+}
+
+/// An integrator's account on the SMPP server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmppAccountSettings {
+    /// The bind's system_id (at most 15 characters).
+    pub system_id: String,
+    /// Argon2id hash of the password in PHC form, from `parla hash-password`.
+    pub password_hash: String,
+    /// Bind modes allowed: transceiver, transmitter, receiver, transmitter_receiver (both
+    /// halves).
+    pub bind_modes: Vec<SmppBindMode>,
+    /// Binds of this account open at once at most.
+    pub max_binds: usize,
+    /// submit_sm per second at most over all its binds (ESME_RTHROTTLED beyond); 0: no limit.
+    pub max_rate: f64,
+    /// submit_sm awaiting their submit_sm_resp at most per bind (ESME_RMSGQFUL beyond).
+    pub window: usize,
+    /// Senders it may use (exact, as in source_addr or +E.164); empty: any.
+    pub allowed_sources: Vec<String>,
+    /// Client addresses it may bind from (CIDR, e.g. "10.0.0.0/8"); empty: any.
+    pub allowed_ips: Vec<ipnet::IpNet>,
+}
+
+impl Default for SmppAccountSettings {
+    fn default() -> Self {
+        SmppAccountSettings {
+            system_id: String::new(),
+            password_hash: String::new(),
+            bind_modes: vec![
+                SmppBindMode::Transceiver,
+                SmppBindMode::Transmitter,
+                SmppBindMode::Receiver,
+            ],
+            max_binds: 4,
+            max_rate: 0.0,
+            window: 100,
+            allowed_sources: Vec::new(),
+            allowed_ips: Vec::new(),
+        }
+    }
 }
 
 /// How a link binds to its SMSC.
@@ -488,8 +573,74 @@ fn validate_channels(s: &Settings, out: &mut Vec<ConfigProblem>) {
     }
     validate_modems(s, &mut names, out);
     validate_smpp_clients(s, &mut names, out);
+    validate_smpp_server(&s.smpp.server, out);
     for (key, message) in crate::route::check(&s.routes, &names) {
         out.push(problem(key, message));
+    }
+}
+
+fn validate_smpp_server(server: &SmppServerSettings, out: &mut Vec<ConfigProblem>) {
+    let key = |k: &str| format!("smpp.server.{k}");
+    if server.system_id.is_empty() || server.system_id.len() > 15 {
+        out.push(problem(key("system_id"), "1 to 15 characters"));
+    }
+    if server.max_connections == 0 {
+        out.push(problem(key("max_connections"), "must be at least 1"));
+    }
+    for (k, d) in [
+        ("idle_timeout", server.idle_timeout),
+        ("enquire_link_interval", server.enquire_link_interval),
+        ("response_timeout", server.response_timeout),
+    ] {
+        if d < Duration::from_millis(100) {
+            out.push(problem(key(k), "must be at least 100ms"));
+        }
+    }
+    if server.enabled && server.account.is_empty() {
+        out.push(problem(
+            key("account"),
+            "the server is enabled but no [[smpp.server.account]] may bind",
+        ));
+    }
+    let mut ids: Vec<&str> = Vec::new();
+    for (i, a) in server.account.iter().enumerate() {
+        let key = |k: &str| format!("smpp.server.account.{i}.{k}");
+        if a.system_id.is_empty()
+            || a.system_id.len() > 15
+            || !a.system_id.bytes().all(|b| b.is_ascii_graphic())
+        {
+            out.push(problem(
+                key("system_id"),
+                "1 to 15 printable ASCII characters",
+            ));
+        } else if ids.contains(&a.system_id.as_str()) {
+            out.push(problem(
+                key("system_id"),
+                format!("{} names another account already", a.system_id),
+            ));
+        }
+        ids.push(&a.system_id);
+        if let Err(e) = crate::smpp::auth::check_hash(&a.password_hash) {
+            out.push(problem(
+                key("password_hash"),
+                format!("not a password hash ({e}); make one with `parla hash-password`"),
+            ));
+        }
+        if a.bind_modes.is_empty() {
+            out.push(problem(key("bind_modes"), "at least one bind mode"));
+        }
+        if a.max_binds == 0 {
+            out.push(problem(key("max_binds"), "must be at least 1"));
+        }
+        if !(1..=1000).contains(&a.window) {
+            out.push(problem(key("window"), "must be between 1 and 1000"));
+        }
+        if !a.max_rate.is_finite() || a.max_rate < 0.0 {
+            out.push(problem(
+                key("max_rate"),
+                "messages per second, 0 for no limit",
+            ));
+        }
     }
 }
 
@@ -1076,6 +1227,21 @@ mod tests {
             "modem.init_commands",
             "route.prefixes",
             "route.channels",
+            "smpp.server.enabled",
+            "smpp.server.listen",
+            "smpp.server.system_id",
+            "smpp.server.max_connections",
+            "smpp.server.idle_timeout",
+            "smpp.server.enquire_link_interval",
+            "smpp.server.response_timeout",
+            "smpp.server.account.system_id",
+            "smpp.server.account.password_hash",
+            "smpp.server.account.bind_modes",
+            "smpp.server.account.max_binds",
+            "smpp.server.account.max_rate",
+            "smpp.server.account.window",
+            "smpp.server.account.allowed_sources",
+            "smpp.server.account.allowed_ips",
             "smpp.client.name",
             "smpp.client.host",
             "smpp.client.port",
@@ -1223,6 +1389,41 @@ mod tests {
         .unwrap_err();
         let keys: Vec<&str> = err.0.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(keys, ["route.0.prefixes.0", "route.0.channels.0"]);
+    }
+
+    #[test]
+    fn smpp_server_accounts_are_read_and_checked() {
+        let hash = crate::smpp::auth::hash_password("pw").unwrap();
+        let s = load_text(&format!(
+            "[smpp.server]\nenabled = true\n\
+             [[smpp.server.account]]\nsystem_id = \"shop\"\npassword_hash = \"{hash}\"\n\
+             allowed_ips = [\"10.0.0.0/8\"]\nbind_modes = [\"transmitter_receiver\"]\n"
+        ))
+        .unwrap();
+        let account = &s.smpp.server.account[0];
+        assert_eq!(account.bind_modes, [SmppBindMode::TransmitterReceiver]);
+        assert_eq!(account.window, 100);
+        assert_eq!(s.smpp.server.listen.port(), 2775);
+        let err = load_text(&format!(
+            "[smpp.server]\nenabled = true\nmax_connections = 0\n\
+             [[smpp.server.account]]\nsystem_id = \"shop\"\npassword_hash = \"secret\"\n\
+             [[smpp.server.account]]\nsystem_id = \"shop\"\npassword_hash = \"{hash}\"\n\
+             window = 0\nbind_modes = []\nallowed_ips = [\"10.0.0.300/8\"]\n"
+        ))
+        .unwrap_err();
+        let keys: Vec<&str> = err.0.iter().map(|p| p.key.as_str()).collect();
+        for key in [
+            "smpp.server.max_connections",
+            "smpp.server.account.0.password_hash",
+            "smpp.server.account.1.system_id",
+            "smpp.server.account.1.window",
+            "smpp.server.account.1.bind_modes",
+            "smpp.server.account.1.allowed_ips.0",
+        ] {
+            assert!(keys.contains(&key), "{key} not in {keys:?}");
+        }
+        let none = load_text("[smpp.server]\nenabled = true\n").unwrap_err();
+        assert_eq!(none.0[0].key, "smpp.server.account");
     }
 
     #[test]

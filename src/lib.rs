@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! src/main.rs          thin CLI (clap): serve, send, status, check-config, store compact,
-//!                      decode pdu|receipt|smpp, modem probe, sim modem|smsc
+//!                      decode pdu|receipt|smpp, modem probe, sim modem|smsc, hash-password
 //! src/lib.rs           this page
 //! src/config.rs        typed settings: built-in defaults < TOML file < PARLA_* environment
 //! src/message.rs       domain types: message, status, kind, history, inbound message
@@ -35,6 +35,7 @@
 //!   session.rs         the ESME (client) session as a state machine without I/O
 //!   outbound.rs        a queued message as submit_sm per the link's settings (TON/NPI, coding, parts)
 //!   link.rs            a carrier link as a Channel: the task per TCP connection, reconnect, throttle
+//!   auth.rs            integrator accounts of the SMPP server: password hashes, bind decisions, guessing guard
 //! src/http/            axum API: handlers, auth, JSON errors; server.rs the hyper loop
 //! src/daemon.rs        wiring of the running daemon and its graceful shutdown
 //! src/phone.rs         E.164 normalization and sender-id validation

@@ -59,6 +59,10 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Print the hash of a password for `password_hash` of an [[smpp.server.account]]. The
+    /// password is read from the first line of stdin, so it stays out of the shell's history
+    /// and the process list: `parla hash-password < file`, or type it and press Enter.
+    HashPassword,
     /// Maintenance of the message store (run while the daemon is stopped).
     Store {
         #[command(subcommand)]
@@ -249,6 +253,7 @@ fn main() -> ExitCode {
         } => send(&api, to, text, from, kind),
         Command::Status { id, api } => status(&api, &id),
         Command::CheckConfig { config } => return check_config(config.as_deref()),
+        Command::HashPassword => hash_password(),
         Command::Store {
             command: StoreCommand::Compact { config },
         } => compact(config.as_deref()),
@@ -758,5 +763,24 @@ fn status(args: &ApiArgs, id: &str) -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// `parla hash-password`: the first line of stdin, without its line end, hashed.
+fn hash_password() -> anyhow::Result<()> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the password from stdin")?;
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        anyhow::bail!("no password on stdin");
+    }
+    if password.len() > 8 {
+        // SMPP 3.4 carries at most 8 characters: a longer one could never be typed in a bind.
+        anyhow::bail!("an SMPP password has at most 8 characters");
+    }
+    let hash = parla::smpp::auth::hash_password(password).map_err(anyhow::Error::msg)?;
+    println!("{hash}");
     Ok(())
 }

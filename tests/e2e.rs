@@ -446,3 +446,39 @@ fn store_compact_keeps_live_messages() {
         assert_eq!(m.body["status"], expected, "{id}");
     }
 }
+
+#[test]
+fn hash_password_prints_a_hash_of_the_line_on_stdin() {
+    use std::io::Write;
+    let run = |input: &str| {
+        let mut child = std::process::Command::new(parla_bin())
+            .arg("hash-password")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = run("s3cret!\n");
+    assert!(out.status.success(), "{out:?}");
+    let hash = String::from_utf8(out.stdout).unwrap();
+    let hash = hash.trim();
+    assert!(
+        parla::smpp::auth::verify_password(hash, "s3cret!"),
+        "{hash}"
+    );
+    assert!(!parla::smpp::auth::verify_password(hash, "s3cret!\n"));
+    // Nothing to hash, or more than SMPP can carry: an error, no hash.
+    for bad in ["\n", "ninechars\n"] {
+        let out = run(bad);
+        assert!(!out.status.success(), "{bad:?}: {out:?}");
+        assert!(out.stdout.is_empty());
+    }
+}
