@@ -33,6 +33,7 @@
 //!   frame.rs           framing on rusmpp that survives malformed PDUs; PDU builders; JSON view
 //!   content.rs         what SMS PDUs carry: text by data_coding, UDH/SAR/payload parts, receipts vs replies
 //!   session.rs         the ESME (client) session as a state machine without I/O
+//!   server_session.rs  the SMSC side of one integrator connection as a state machine without I/O
 //!   outbound.rs        a queued message as submit_sm per the link's settings (TON/NPI, coding, parts)
 //!   link.rs            a carrier link as a Channel: the task per TCP connection, reconnect, throttle
 //!   auth.rs            integrator accounts of the SMPP server: password hashes, bind decisions, guessing guard

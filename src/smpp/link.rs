@@ -36,7 +36,7 @@ use super::frame::{BindFields, BindMode, SmppCodec};
 use super::outbound::{self, PartSubmit};
 use super::session::{
     ESME_RX_T_APPN, MAX_UNACKED_DELIVERIES, Output, Session, SessionConfig, SubmitError,
-    SubmitErrorKind,
+    SubmitErrorKind, status_text,
 };
 
 /// ESME_RX_P_APPN: permanent application error; for deliveries that can never be read, so
@@ -322,13 +322,6 @@ async fn recv_job(jobs: &mut Option<&mut mpsc::Receiver<SendJob>>) -> Option<Sen
     match jobs {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
-    }
-}
-
-fn status_text(status: u32) -> String {
-    match super::frame::status_name(status) {
-        Some(name) => format!("{name} (0x{status:08X})"),
-        None => format!("0x{status:08X}"),
     }
 }
 

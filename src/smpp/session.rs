@@ -272,13 +272,13 @@ impl Delivery {
 
 /// `now + d`, saturating far in the future instead of panicking on an
 /// absurd configured duration.
-fn after(now: Instant, d: Duration) -> Instant {
+pub(crate) fn after(now: Instant, d: Duration) -> Instant {
     now.checked_add(d)
         .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 86_400)))
         .unwrap_or(now)
 }
 
-fn status_text(status: u32) -> String {
+pub(crate) fn status_text(status: u32) -> String {
     match frame::status_name(status) {
         Some(name) => format!("{name} (0x{status:08X})"),
         None => format!("0x{status:08X}"),
@@ -286,12 +286,12 @@ fn status_text(status: u32) -> String {
 }
 
 /// A C-octet string as text; lossy, as it only feeds logs and ids.
-fn c_text<const MIN: usize, const MAX: usize>(s: &COctetString<MIN, MAX>) -> String {
+pub(crate) fn c_text<const MIN: usize, const MAX: usize>(s: &COctetString<MIN, MAX>) -> String {
     let bytes: &[u8] = s.as_ref();
     String::from_utf8_lossy(bytes.strip_suffix(&[0]).unwrap_or(bytes)).into_owned()
 }
 
-fn is_response_id(command_id: u32) -> bool {
+pub(crate) fn is_response_id(command_id: u32) -> bool {
     command_id & 0x8000_0000 != 0
 }
 
