@@ -99,8 +99,11 @@ for t in "${targets[@]}"; do
     fi
 
     mkdir -p "corpus/$t"
-    if [[ -d seeds/$t ]]; then
-        cp -n "seeds/$t"/* "corpus/$t"/ 2>/dev/null || true
+    # smpp_server reads the same PDUs as smpp: it starts from smpp's seeds.
+    seeds=$t
+    [[ $t == smpp_server ]] && seeds=smpp
+    if [[ -d seeds/$seeds ]]; then
+        cp -n "seeds/$seeds"/* "corpus/$t"/ 2>/dev/null || true
     fi
     echo "== $t: fuzzing for ${seconds}s (corpus/$t, $(ls "corpus/$t" | wc -l) inputs)"
     if cargo fuzz run "${flags[@]}" "$t" "corpus/$t" -- \
