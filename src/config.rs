@@ -596,6 +596,13 @@ fn validate_smpp_server(server: &SmppServerSettings, out: &mut Vec<ConfigProblem
             out.push(problem(key(k), "must be at least 100ms"));
         }
     }
+    if server.enabled {
+        // Refused rather than ignored: a config that asks for it must not seem to work.
+        out.push(problem(
+            key("enabled"),
+            "the SMPP server is still being built and cannot be enabled in this version",
+        ));
+    }
     if server.enabled && server.account.is_empty() {
         out.push(problem(
             key("account"),
@@ -1395,8 +1402,7 @@ mod tests {
     fn smpp_server_accounts_are_read_and_checked() {
         let hash = crate::smpp::auth::hash_password("pw").unwrap();
         let s = load_text(&format!(
-            "[smpp.server]\nenabled = true\n\
-             [[smpp.server.account]]\nsystem_id = \"shop\"\npassword_hash = \"{hash}\"\n\
+            "[[smpp.server.account]]\nsystem_id = \"shop\"\npassword_hash = \"{hash}\"\n\
              allowed_ips = [\"10.0.0.0/8\"]\nbind_modes = [\"transmitter_receiver\"]\n"
         ))
         .unwrap();
@@ -1423,7 +1429,8 @@ mod tests {
             assert!(keys.contains(&key), "{key} not in {keys:?}");
         }
         let none = load_text("[smpp.server]\nenabled = true\n").unwrap_err();
-        assert_eq!(none.0[0].key, "smpp.server.account");
+        let keys: Vec<&str> = none.0.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["smpp.server.enabled", "smpp.server.account"]);
     }
 
     #[test]
