@@ -47,8 +47,8 @@ use rusmpp::{
 
 use super::frame::{self, BindMode, ESME_RINVCMDID, ESME_ROK, ESME_RSYSERR, Frame, SubmitFields};
 use super::session::{
-    ESME_RALYBND, ESME_RBINDFAIL, ESME_RINVBNDSTS, ESME_RMSGQFUL, MAX_SEQUENCE_NUMBER, after,
-    c_text, data_sm_resp, is_response_id,
+    ESME_RALYBND, ESME_RBINDFAIL, ESME_RINVBNDSTS, ESME_RMSGQFUL, after, c_text, data_sm_resp,
+    is_response_id, next_free_seq,
 };
 
 /// Refused binds after which the connection is closed (SMSCs let an ESME retry a few times
@@ -746,17 +746,7 @@ impl ServerSession {
     /// The next free sequence number. Terminates: at most deliver_window + 2 numbers are in
     /// flight out of 2^31 - 1.
     fn alloc_seq(&mut self) -> u32 {
-        loop {
-            let seq = self.next_seq;
-            self.next_seq = if seq >= MAX_SEQUENCE_NUMBER {
-                1
-            } else {
-                seq + 1
-            };
-            if !self.pending.contains_key(&seq) {
-                return seq;
-            }
-        }
+        next_free_seq(&mut self.next_seq, |seq| self.pending.contains_key(&seq))
     }
 
     fn send(&mut self, command: Command) {

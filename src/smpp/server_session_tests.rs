@@ -2,6 +2,7 @@ use super::*;
 use crate::smpp::content::sms_of;
 use crate::smpp::frame::{Address, BindFields, decode_one, encode_to_vec};
 use crate::smpp::session::ESME_RINVPASWD;
+use crate::smpp::session::MAX_SEQUENCE_NUMBER;
 
 const GENERIC_NACK: u32 = 0x8000_0000;
 const BIND_RECEIVER_RESP: u32 = 0x8000_0001;

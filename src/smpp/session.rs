@@ -291,6 +291,23 @@ pub(crate) fn c_text<const MIN: usize, const MAX: usize>(s: &COctetString<MIN, M
     String::from_utf8_lossy(bytes.strip_suffix(&[0]).unwrap_or(bytes)).into_owned()
 }
 
+/// The next sequence number from `next` (1..=[`MAX_SEQUENCE_NUMBER`], wrapping) that is not
+/// `in_use`; both session sides use it. Terminates: the numbers in flight are bounded by a
+/// window, far below 2^31 - 1.
+pub(crate) fn next_free_seq(next: &mut u32, in_use: impl Fn(u32) -> bool) -> u32 {
+    loop {
+        let seq = *next;
+        *next = if seq >= MAX_SEQUENCE_NUMBER {
+            1
+        } else {
+            seq + 1
+        };
+        if !in_use(seq) {
+            return seq;
+        }
+    }
+}
+
 pub(crate) fn is_response_id(command_id: u32) -> bool {
     command_id & 0x8000_0000 != 0
 }
@@ -575,17 +592,7 @@ impl Session {
     /// The next free sequence number. Terminates: at most window + 3
     /// numbers are in flight out of 2^31 - 1.
     fn alloc_seq(&mut self) -> u32 {
-        loop {
-            let seq = self.next_seq;
-            self.next_seq = if seq >= MAX_SEQUENCE_NUMBER {
-                1
-            } else {
-                seq + 1
-            };
-            if !self.requests.contains_key(&seq) {
-                return seq;
-            }
-        }
+        next_free_seq(&mut self.next_seq, |seq| self.requests.contains_key(&seq))
     }
 
     fn send(&mut self, command: Command) {
