@@ -201,6 +201,69 @@ pub enum ReceiptOutcome {
     Expired,
 }
 
+/// An SMPP address as a client wrote it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OriginAddress {
+    /// The address digits or alphanumeric id, unnormalized.
+    pub addr: String,
+    /// Type of number, echoed back in receipts.
+    pub ton: u8,
+    /// Numbering plan indicator, echoed back in receipts.
+    pub npi: u8,
+}
+
+/// Which receipts the submitter asked for (registered_delivery bits 0-1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum ReceiptRequest {
+    /// No receipt.
+    #[default]
+    None,
+    /// A receipt for any final status.
+    Final,
+    /// A receipt only when the message did not reach the phone.
+    FailureOnly,
+    /// A receipt only when it was delivered.
+    SuccessOnly,
+}
+
+impl ReceiptRequest {
+    /// Reads the SMSC-delivery-receipt bits of an SMPP `registered_delivery` field.
+    pub fn from_registered_delivery(rd: u8) -> Self {
+        match rd & 0x03 {
+            0 => ReceiptRequest::None,
+            1 => ReceiptRequest::Final,
+            2 => ReceiptRequest::FailureOnly,
+            _ => ReceiptRequest::SuccessOnly,
+        }
+    }
+
+    /// Whether a message that reached `status` owes a receipt. Only final statuses do: "sent"
+    /// may still turn into anything.
+    pub fn wants(self, status: Status) -> bool {
+        match self {
+            ReceiptRequest::None => false,
+            ReceiptRequest::Final => status.is_final(),
+            ReceiptRequest::FailureOnly => {
+                matches!(status, Status::Failed | Status::Expired | Status::Canceled)
+            }
+            ReceiptRequest::SuccessOnly => status == Status::Delivered,
+        }
+    }
+}
+
+/// Who submitted a message through the SMPP server: receipts go back to that account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// The account's system_id.
+    pub account: String,
+    /// The receipts it asked for.
+    pub receipt: ReceiptRequest,
+    /// source_addr as submitted (becomes the receipt's destination).
+    pub source: OriginAddress,
+    /// destination_addr as submitted (becomes the receipt's source).
+    pub dest: OriginAddress,
+}
+
 /// A message as accepted by intake, before it has an id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewMessage {
@@ -222,6 +285,9 @@ pub struct NewMessage {
     pub send_at: Option<Millis>,
     /// How long after `send_at` (or acceptance) the message may still be sent.
     pub validity_ms: Millis,
+    /// The SMPP account that submitted it and the receipts it asked for; None for messages
+    /// from the HTTP API.
+    pub origin: Option<Origin>,
 }
 
 /// A stored message with its whole history.
@@ -263,6 +329,10 @@ pub struct Message {
     pub history: Vec<Transition>,
     /// The idempotency-index key that points at this message, deleted with it.
     pub idempotency_key: Option<Vec<u8>>,
+    /// Who submitted it through the SMPP server, so its final status goes back to that account
+    /// as a receipt. Last field on purpose: records written before it existed decode by
+    /// appending `None` (see the store's record format).
+    pub origin: Option<Origin>,
 }
 
 impl Message {
@@ -311,4 +381,29 @@ pub fn fingerprint(bytes: &[u8]) -> String {
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
     format!("{hash:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn receipt_requests_follow_the_registered_delivery_bits() {
+        use ReceiptRequest as R;
+        assert_eq!(R::from_registered_delivery(0x00), R::None);
+        assert_eq!(R::from_registered_delivery(0x01), R::Final);
+        assert_eq!(R::from_registered_delivery(0x02), R::FailureOnly);
+        assert_eq!(R::from_registered_delivery(0x03), R::SuccessOnly);
+        // Only bits 0-1 count: SME acknowledgement and intermediate bits are ignored.
+        assert_eq!(R::from_registered_delivery(0x1d), R::Final);
+        for status in Status::ALL {
+            assert!(!R::None.wants(status));
+            assert_eq!(R::Final.wants(status), status.is_final());
+            assert_eq!(R::SuccessOnly.wants(status), status == Status::Delivered);
+            assert_eq!(
+                R::FailureOnly.wants(status),
+                status.is_final() && status != Status::Delivered
+            );
+        }
+    }
 }

@@ -222,6 +222,7 @@ fn validate(state: &ApiState, req: SendRequest) -> Result<NewMessage, ApiError> 
         parts: u8::try_from(parts).unwrap_or(u8::MAX),
         send_at,
         validity_ms: i64::try_from(validity_s * 1000).unwrap_or(i64::MAX),
+        origin: None,
     })
 }
 

@@ -169,6 +169,7 @@ mod tests {
             ],
             history: Vec::new(),
             idempotency_key: None,
+            origin: None,
         }
     }
 

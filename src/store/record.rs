@@ -9,6 +9,8 @@ use crate::message::{InboundMessage, Message, ReceiptOutcome};
 
 /// Bumped when a stored type changes incompatibly; old versions are then migrated on read.
 const FORMAT_V1: u8 = 1;
+/// V2 added [`Message::origin`] as its last field; every other type is encoded as in V1.
+const FORMAT_V2: u8 = 2;
 
 /// A receipt that arrived before the channel reported the part as accepted.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -33,7 +35,7 @@ pub fn decode_assembly(key: &[u8], bytes: &[u8]) -> Result<Assembly, StoreError>
 }
 
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut out = vec![FORMAT_V1];
+    let mut out = vec![FORMAT_V2];
     // Serializing our own plain structs into a Vec cannot fail; keep the version byte alone if
     // it ever does, which decodes as corrupt rather than panicking.
     if let Ok(body) = postcard::to_allocvec(value) {
@@ -48,14 +50,27 @@ fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError
         reason,
     };
     match bytes.split_first() {
-        Some((&FORMAT_V1, body)) => postcard::from_bytes(body).map_err(|e| corrupt(e.to_string())),
+        Some((&(FORMAT_V1 | FORMAT_V2), body)) => {
+            postcard::from_bytes(body).map_err(|e| corrupt(e.to_string()))
+        }
         Some((v, _)) => Err(corrupt(format!("unknown format version {v}"))),
         None => Err(corrupt("empty record".into())),
     }
 }
 
 pub fn decode_message(key: &[u8], bytes: &[u8]) -> Result<Message, StoreError> {
-    decode(key, bytes)
+    match bytes.split_first() {
+        // A V1 message lacks the trailing `origin`; postcard is not self-describing, so it is
+        // read as V2 with that field's `None` (one 0x00 byte) appended.
+        Some((&FORMAT_V1, body)) => {
+            let mut migrated = Vec::with_capacity(bytes.len() + 1);
+            migrated.push(FORMAT_V2);
+            migrated.extend_from_slice(body);
+            migrated.push(0);
+            decode(key, &migrated)
+        }
+        _ => decode(key, bytes),
+    }
 }
 
 pub fn decode_inbound(key: &[u8], bytes: &[u8]) -> Result<InboundMessage, StoreError> {

@@ -1,6 +1,8 @@
 use super::*;
 use crate::codec::gsm7::Encoding;
-use crate::message::{Kind, NewMessage, ReceiptOutcome, Status, now_millis};
+use crate::message::{
+    Kind, NewMessage, Origin, OriginAddress, ReceiptOutcome, ReceiptRequest, Status, now_millis,
+};
 
 fn new_message(to: &str, parts: u8) -> NewMessage {
     NewMessage {
@@ -13,6 +15,7 @@ fn new_message(to: &str, parts: u8) -> NewMessage {
         parts,
         send_at: None,
         validity_ms: 3_600_000,
+        origin: None,
     }
 }
 
@@ -833,4 +836,73 @@ async fn a_refusal_hands_the_message_to_the_next_step_of_its_route_and_lanes_fol
     let store = Store::open(&StoreOptions::new(dir.path())).unwrap().0;
     assert_eq!(store.due(&[0], now_millis(), 10).unwrap(), vec![germany]);
     assert_eq!(store.lanes(), vec![0]);
+}
+
+#[tokio::test]
+async fn messages_written_before_origin_existed_still_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let id = submit(&store, "+393471234567").await;
+    let current = store.get(id).unwrap().unwrap();
+    // A V1 record is the V2 one without the trailing `None` of `origin`.
+    let mut v1 = record::encode(&current);
+    assert_eq!(v1.first(), Some(&2));
+    assert_eq!(v1.pop(), Some(0));
+    v1[0] = 1;
+    store.inner.tree.insert(keys::message(id), v1).unwrap();
+    assert_eq!(store.get(id).unwrap().unwrap(), current);
+    // And it is written as V2 with its next change.
+    store.cancel(id).await.unwrap();
+    let raw = store.inner.tree.get(keys::message(id)).unwrap().unwrap();
+    assert_eq!(raw.first(), Some(&2));
+    assert_eq!(store.get(id).unwrap().unwrap().status, Status::Canceled);
+    // Other types decode from either version, and an unknown version is corrupt.
+    let early = record::EarlyReceipt {
+        outcome: ReceiptOutcome::Failed,
+        reason: None,
+        at: 5,
+    };
+    let mut bytes = record::encode(&early);
+    bytes[0] = 1;
+    assert_eq!(record::decode_early_receipt(b"p", &bytes).unwrap().at, 5);
+    bytes[0] = 3;
+    assert!(matches!(
+        record::decode_early_receipt(b"p", &bytes),
+        Err(StoreError::Corrupt { .. })
+    ));
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_message_keeps_its_origin_and_a_repeat_must_have_the_same_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let address = |addr: &str| OriginAddress {
+        addr: addr.into(),
+        ton: 5,
+        npi: 0,
+    };
+    let mut new = new_message("+393471234567", 1);
+    new.origin = Some(Origin {
+        account: "shopA".into(),
+        receipt: ReceiptRequest::FailureOnly,
+        source: address("Shop"),
+        dest: address("393471234567"),
+    });
+    let key = Some(("smpp".to_string(), "k1".to_string()));
+    let id = store
+        .submit(new.clone(), key.clone())
+        .await
+        .unwrap()
+        .message()
+        .id;
+    assert_eq!(store.get(id).unwrap().unwrap().origin, new.origin);
+    let again = store.submit(new.clone(), key.clone()).await.unwrap();
+    assert!(matches!(again, Submitted::Existing(m) if m.id == id));
+    new.origin = None;
+    assert!(matches!(
+        store.submit(new, key).await,
+        Err(StoreError::IdempotencyConflict(same)) if same == id
+    ));
+    store.close().await;
 }

@@ -36,6 +36,9 @@ use crate::message::{
 pub type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 /// A write request for the writer thread.
+// Each is moved once through the channel, whose slots are allocated in small blocks as they
+// fill: boxing the large submissions would add an allocation per request for nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Op {
     Submit {
         new: NewMessage,
@@ -578,6 +581,7 @@ fn same_request(existing: &Message, new: &NewMessage) -> bool {
         && existing.reference == new.reference
         && existing.send_at == new.send_at
         && validity_of(existing) == new.validity_ms
+        && existing.origin == new.origin
 }
 
 fn submit(
@@ -635,6 +639,7 @@ fn submit(
             reason: None,
         }],
         idempotency_key: idem_key.clone(),
+        origin: new.origin,
     };
     let extra = match idem_key {
         Some(k) => vec![(k, Some(id.to_bytes().to_vec()))],
