@@ -10,7 +10,10 @@
 //! reads only the messages it may take: a channel takes lane (route, step) when it belongs to
 //! the first step at or after `step` that has a channel up. A message's lane follows from its
 //! recipient and the channel that tried it last ([`Router::lane`]), so it needs no stored
-//! field of its own. Pure: no I/O.
+//! field of its own.
+//!
+//! Customers' messages are routed too, to the integrator account they answer
+//! ([`ReplyRules`]). Pure: no I/O.
 
 use serde::{Deserialize, Serialize};
 
@@ -204,6 +207,71 @@ fn lane(route: usize, step: usize) -> Lane {
     (r << 8) | s
 }
 
+/// Which integrator account a customer's message goes to.
+#[derive(Debug, Clone, Default)]
+pub struct ReplyRules {
+    /// The accounts, in configuration order (the first match wins within each rule).
+    pub accounts: Vec<ReplyAccount>,
+    /// How long after an account's message to a customer that customer's message counts as an
+    /// answer to it.
+    pub conversation_window_ms: crate::message::Millis,
+}
+
+/// One account that may receive customers' messages.
+#[derive(Debug, Clone)]
+pub struct ReplyAccount {
+    /// The outbox target: "smpp:" + system_id.
+    pub target: String,
+    /// The account's system_id (what submitted messages record as their origin).
+    pub account: String,
+    /// The numbers whose incoming messages are the account's.
+    pub numbers: Vec<String>,
+    /// Messages whose first word is one of these (any case) are the account's.
+    pub keywords: Vec<String>,
+    /// The account takes messages no other rule gives anyone.
+    pub catch_all: bool,
+}
+
+impl ReplyRules {
+    /// Precedence: (1) keyword: the first word of the text, case-insensitive, equals one of an
+    /// account's keywords; (2) conversation: `conversation_account` (the account that submitted
+    /// the latest message to this customer within the window, computed by the store); (3)
+    /// number: `to` equals one of an account's numbers (compared without a leading '+'); (4) the
+    /// catch_all account. None: the reply goes to no account (it is still stored and listed by
+    /// the API).
+    pub fn target_for(
+        &self,
+        to: &str,
+        text: &str,
+        conversation_account: Option<&str>,
+    ) -> Option<&ReplyAccount> {
+        let first_word = text.split_whitespace().next().map(str::to_lowercase);
+        let by_keyword = first_word.and_then(|word| {
+            self.accounts
+                .iter()
+                .find(|a| a.keywords.iter().any(|k| k.to_lowercase() == word))
+        });
+        let by_conversation = || {
+            conversation_account.and_then(|name| self.accounts.iter().find(|a| a.account == name))
+        };
+        let by_number = || {
+            let to = without_plus(to);
+            self.accounts
+                .iter()
+                .find(|a| a.numbers.iter().any(|n| without_plus(n) == to))
+        };
+        by_keyword
+            .or_else(by_conversation)
+            .or_else(by_number)
+            .or_else(|| self.accounts.iter().find(|a| a.catch_all))
+    }
+}
+
+/// A number without its leading '+', so "+39..." and "39..." compare equal.
+pub(crate) fn without_plus(number: &str) -> &str {
+    number.strip_prefix('+').unwrap_or(number)
+}
+
 /// Problems of `[[route]]` tables: (key path, message). `channels` are the configured
 /// channels' names.
 pub fn check(settings: &[RouteSettings], channels: &[&str]) -> Vec<(String, String)> {
@@ -370,6 +438,57 @@ mod tests {
         assert_eq!(d.lanes_for("x", |_| true), vec![0]);
         assert!(d.lanes_for("x", |_| false).is_empty());
         assert_ne!(r.fingerprint(), router().fingerprint());
+    }
+
+    fn account(name: &str, numbers: &[&str], keywords: &[&str], catch_all: bool) -> ReplyAccount {
+        ReplyAccount {
+            target: format!("smpp:{name}"),
+            account: name.into(),
+            numbers: numbers.iter().map(|n| n.to_string()).collect(),
+            keywords: keywords.iter().map(|k| k.to_string()).collect(),
+            catch_all,
+        }
+    }
+
+    #[test]
+    fn replies_go_by_keyword_then_conversation_then_number_then_catch_all() {
+        let rules = ReplyRules {
+            accounts: vec![
+                account("shopA", &["+3900111"], &["Info", "ORDINE"], false),
+                account("shopB", &["3900222"], &["promo"], false),
+                account("desk", &[], &[], true),
+            ],
+            conversation_window_ms: 60_000,
+        };
+        let target = |to: &str, text: &str, conv: Option<&str>| {
+            rules.target_for(to, text, conv).map(|a| a.account.as_str())
+        };
+        // Keyword beats conversation and number; case and surrounding spaces do not matter.
+        assert_eq!(
+            target("+3900222", "  info please", Some("shopB")),
+            Some("shopA")
+        );
+        assert_eq!(target("+3900111", "PROMO\nyes", None), Some("shopB"));
+        // Only the first word is a keyword.
+        assert_eq!(target("+3900999", "please info", None), Some("desk"));
+        // Conversation beats number.
+        assert_eq!(target("+3900111", "yes", Some("shopB")), Some("shopB"));
+        // An account not in the rules is no conversation for them.
+        assert_eq!(target("+3900111", "yes", Some("gone")), Some("shopA"));
+        // Numbers compare with or without '+'.
+        assert_eq!(target("3900111", "yes", None), Some("shopA"));
+        assert_eq!(target("+3900222", "yes", None), Some("shopB"));
+        assert_eq!(target("+3900999", "", None), Some("desk"));
+        let no_catch_all = ReplyRules {
+            accounts: rules.accounts[..2].to_vec(),
+            conversation_window_ms: 0,
+        };
+        assert!(no_catch_all.target_for("+3900999", "hi", None).is_none());
+        assert!(
+            ReplyRules::default()
+                .target_for("+3900111", "info", None)
+                .is_none()
+        );
     }
 
     #[test]
