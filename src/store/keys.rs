@@ -15,10 +15,16 @@
 //! | `i`    | id                                    | encoded [`InboundMessage`]     |
 //! | `u`    | channel + 0 + fingerprint             | received millis (BE): seen inbound, for dedupe |
 //! | `a`    | channel + 0 + from + 0 + ref (BE) + total | encoded parts of an inbound message being reassembled |
+//! | `o`    | target + 0x00 + entry id              | encoded [`OutboxItem`]: a receipt or reply owed to the target |
 //! | `c`    | counter name                          | u64 BE                         |
 //!
 //! [`Message`]: crate::message::Message
 //! [`InboundMessage`]: crate::message::InboundMessage
+//! [`OutboxItem`]: super::OutboxItem
+//!
+//! Names inside keys (channels, targets, addresses) end with 0x00 so one name never matches as
+//! the prefix of another ("smpp:a" vs "smpp:ab"); they must not contain 0x00 themselves (SMPP
+//! strings cannot).
 
 use crate::message::{MessageId, Millis, Status};
 use crate::route::Lane;
@@ -35,6 +41,7 @@ pub const INBOUND: u8 = b'i';
 pub const COUNTER: u8 = b'c';
 pub const ASSEMBLY: u8 = b'a';
 pub const SEEN: u8 = b'u';
+pub const OUTBOX: u8 = b'o';
 
 /// Counter holding the fingerprint of the routes the queue's lanes were filed under.
 pub const ROUTES_FINGERPRINT: &[u8] = b"routes_fingerprint";
@@ -173,6 +180,16 @@ pub fn assembly(channel: &str, from: &str, reference: u16, total: u8) -> Vec<u8>
     k
 }
 
+/// An outbox entry of `target`; ids are time-ordered, so the target's entries sort oldest first.
+pub fn outbox(target: &str, id: MessageId) -> Vec<u8> {
+    named(OUTBOX, target, &id.to_bytes())
+}
+
+/// The prefix of every outbox entry of `target` (its name and the 0x00 after it).
+pub fn outbox_prefix(target: &str) -> Vec<u8> {
+    named(OUTBOX, target, &[])
+}
+
 pub fn seen(channel: &str, fingerprint: &str) -> Vec<u8> {
     named(SEEN, channel, fingerprint.as_bytes())
 }
@@ -206,6 +223,15 @@ mod tests {
         assert_eq!(normalize_remote_id("000A1b"), normalize_remote_id("a1B"));
         assert_eq!(normalize_remote_id("000"), "0");
         assert_ne!(normalize_remote_id("10"), normalize_remote_id("1"));
+    }
+
+    #[test]
+    fn outbox_keys_of_one_target_never_fall_under_a_longer_or_shorter_name() {
+        let id = MessageId(ulid::Ulid::from_parts(5, 1));
+        assert!(outbox("smpp:a", id).starts_with(&outbox_prefix("smpp:a")));
+        assert!(!outbox("smpp:ab", id).starts_with(&outbox_prefix("smpp:a")));
+        assert!(!outbox("smpp:a", id).starts_with(&outbox_prefix("smpp:ab")));
+        assert_eq!(id_suffix(&outbox("smpp:a", id)), Some(id));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The durable store: messages with their full history, the due-time queue, idempotency keys, the
-//! remote-id index and inbound messages, in one sled tree (layout in [`keys`]).
+//! remote-id index, inbound messages and the outbox of receipts and replies owed to SMPP
+//! accounts ([`outbox`]), in one sled tree (layout in [`keys`]).
 //!
 //! All writes go through one writer thread ([`writer`]) that applies them in order and commits them
 //! in groups: every request waiting while a flush runs shares the next flush, and no caller hears
@@ -8,6 +9,7 @@
 //! Nothing outside this module touches sled, so the engine can be replaced behind these functions.
 
 mod keys;
+mod outbox;
 mod record;
 mod writer;
 
@@ -16,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::route::{Lane, Router};
 
@@ -25,6 +27,7 @@ use crate::message::{
 };
 
 pub use keys::normalize_remote_id;
+pub use outbox::{OutboxEntry, OutboxItem, OutboxKey, smpp_target};
 
 /// Errors of the store layer.
 #[derive(Debug, thiserror::Error)]
@@ -256,6 +259,8 @@ struct Inner {
     stats: Arc<StoreStats>,
     path: PathBuf,
     router: Arc<Router>,
+    /// Bumped by the syncer after a commit that added outbox entries is durable.
+    outbox_changed: Arc<watch::Sender<u64>>,
 }
 
 /// Handle to the store; cheap to clone.
@@ -290,9 +295,20 @@ impl Store {
         let (tx, rx) = mpsc::channel(options.max_group.max(1) * 2);
         let thread_stats = stats.clone();
         let max_group = options.max_group.max(1);
+        let outbox_changed = Arc::new(watch::Sender::new(0u64));
+        let thread_outbox = outbox_changed.clone();
         let thread = std::thread::Builder::new()
             .name("parla-store".into())
-            .spawn(move || writer::run(committer, durability, rx, thread_stats, max_group))
+            .spawn(move || {
+                writer::run(
+                    committer,
+                    durability,
+                    rx,
+                    thread_stats,
+                    max_group,
+                    thread_outbox,
+                )
+            })
             .map_err(|e| StoreError::Open {
                 path: options.path.clone(),
                 reason: e.to_string(),
@@ -303,6 +319,7 @@ impl Store {
                 stats,
                 path: options.path.clone(),
                 router: options.router.clone(),
+                outbox_changed,
             }),
             ops: tx,
             thread: Arc::new(std::sync::Mutex::new(Some(thread))),
@@ -407,6 +424,72 @@ impl Store {
             reply,
         })
         .await
+    }
+
+    /// Up to `limit` entries owed to `target`, oldest first, strictly after `after` when given.
+    /// An entry stays until [`Store::outbox_done`] deletes it.
+    pub fn outbox(
+        &self,
+        target: &str,
+        after: Option<&OutboxKey>,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        use std::ops::Bound;
+        self.readable()?;
+        let prefix = keys::outbox_prefix(target);
+        // The prefix ends with the name's 0x00: every key of the target sorts below the same
+        // name followed by 0x01.
+        let mut end = prefix.clone();
+        if let Some(last) = end.last_mut() {
+            *last = 1;
+        }
+        let start = match after {
+            Some(k) if k.0 >= end => return Ok(Vec::new()),
+            Some(k) if k.0 >= prefix => Bound::Excluded(k.0.clone()),
+            _ => Bound::Included(prefix),
+        };
+        let mut out = Vec::with_capacity(limit.min(1000));
+        for item in self
+            .inner
+            .tree
+            .range((start, Bound::Excluded(end)))
+            .take(limit)
+        {
+            let (key, value) = item?;
+            out.push(OutboxEntry {
+                item: record::decode_outbox(&key, &value)?,
+                key: OutboxKey(key.to_vec()),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Deletes delivered outbox entries, durably; keys no longer there are ignored.
+    pub async fn outbox_done(&self, keys: Vec<OutboxKey>) -> Result<(), StoreError> {
+        self.call(|reply| writer::Op::OutboxDone { keys, reply })
+            .await
+    }
+
+    /// How many entries `target` is owed (a scan: for tests and periodic metrics).
+    pub fn outbox_len(&self, target: &str) -> Result<usize, StoreError> {
+        self.readable()?;
+        let mut n = 0;
+        for item in self
+            .inner
+            .tree
+            .scan_prefix(keys::outbox_prefix(target))
+            .keys()
+        {
+            item?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Changes after every commit that added outbox entries, once they are durable. A consumer
+    /// reads [`Store::outbox`] once at start, then again after each `changed()`.
+    pub fn outbox_changed(&self) -> watch::Receiver<u64> {
+        self.inner.outbox_changed.subscribe()
     }
 
     /// Refuses reads once memory may differ from the disk (see [`StoreStats::broken`]).
@@ -747,3 +830,6 @@ pub(crate) fn stat_add(counter: &AtomicU64, n: u64) {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod outbox_tests;

@@ -4,7 +4,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::StoreError;
+use super::{OutboxItem, StoreError};
 use crate::message::{InboundMessage, Message, ReceiptOutcome};
 
 /// Bumped when a stored type changes incompatibly; old versions are then migrated on read.
@@ -31,6 +31,10 @@ pub struct Assembly {
 }
 
 pub fn decode_assembly(key: &[u8], bytes: &[u8]) -> Result<Assembly, StoreError> {
+    decode(key, bytes)
+}
+
+pub fn decode_outbox(key: &[u8], bytes: &[u8]) -> Result<OutboxItem, StoreError> {
     decode(key, bytes)
 }
 

@@ -21,9 +21,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::keys;
+use super::outbox::{self, OutboxItem, OutboxKey};
 use super::record::{self, Assembly, EarlyReceipt};
 use super::{
     Applied, Claimed, InboundNew, Recovery, StoreError, StoreStats, Submitted, Update, stat_add,
@@ -72,6 +73,10 @@ pub enum Op {
         now: Millis,
         max: usize,
         reply: Reply<usize>,
+    },
+    OutboxDone {
+        keys: Vec<OutboxKey>,
+        reply: Reply<()>,
     },
     Close {
         reply: oneshot::Sender<()>,
@@ -144,6 +149,8 @@ pub struct Committer {
     ids: ulid::Generator,
     /// The routes: which lane of the queue a message waits in, and failover on refusal.
     router: Arc<Router>,
+    /// Set when the open group wrote an outbox entry: its consumers are woken once it is durable.
+    outbox_added: bool,
 }
 
 /// One key to write (Some) or delete (None).
@@ -166,6 +173,7 @@ impl Committer {
             overlay: HashMap::new(),
             ids: ulid::Generator::new(),
             router,
+            outbox_added: false,
         }
     }
 
@@ -253,9 +261,22 @@ impl Committer {
         for added in after.difference(&before) {
             extra.push((added.clone(), Some(Vec::new())));
         }
+        // Every status change passes here, so this is the one place receipts are owed from.
+        if let Some((target, item)) = outbox::receipt_for(old, new) {
+            extra.push(self.outbox_entry(&target, &item));
+        }
         extra.push((keys::message(new.id), Some(record::encode(new))));
         self.write(extra);
         Ok(())
+    }
+
+    /// An outbox entry for `target`, to be written with the change that owes it.
+    fn outbox_entry(&mut self, target: &str, item: &OutboxItem) -> Entry {
+        self.outbox_added = true;
+        (
+            keys::outbox(target, self.next_id()),
+            Some(record::encode(item)),
+        )
     }
 }
 
@@ -378,6 +399,8 @@ fn refile_queue(db: &sled::Db, c: &mut Committer) -> Result<(), StoreError> {
 struct AppliedGroup {
     finishers: Vec<Finish>,
     close: Option<oneshot::Sender<()>>,
+    /// The group wrote outbox entries: wake their consumers once durable.
+    outbox_added: bool,
 }
 
 /// Groups waiting for the syncer; the writer waits when this many are pending.
@@ -392,12 +415,13 @@ pub fn run(
     mut rx: mpsc::Receiver<Op>,
     stats: Arc<StoreStats>,
     max_group: usize,
+    outbox_changed: Arc<watch::Sender<u64>>,
 ) {
     let (to_syncer, syncer_rx) = std::sync::mpsc::sync_channel::<AppliedGroup>(PENDING_GROUPS);
     let syncer_stats = stats.clone();
     let syncer = std::thread::Builder::new()
         .name("parla-sync".into())
-        .spawn(move || sync_loop(durability, syncer_rx, syncer_stats));
+        .spawn(move || sync_loop(durability, syncer_rx, syncer_stats, &outbox_changed));
     let syncer = match syncer {
         Ok(handle) => handle,
         Err(e) => {
@@ -416,6 +440,7 @@ pub fn run(
         }
         let mut close = None;
         let mut finishers: Vec<Finish> = Vec::with_capacity(group.len());
+        c.outbox_added = false;
         // Refuse the whole group before touching the database when the disk is nearly full:
         // sled poisons itself on ENOSPC, while a refusal here changes nothing and ends by itself
         // when space comes back.
@@ -439,6 +464,7 @@ pub fn run(
                 let _ = to_syncer.send(AppliedGroup {
                     finishers: Vec::new(),
                     close: Some(reply),
+                    outbox_added: false,
                 });
                 break;
             }
@@ -454,9 +480,16 @@ pub fn run(
                 continue;
             }
             finishers = Vec::new();
+            c.outbox_added = false;
         }
         let closing = close.is_some();
-        if to_syncer.send(AppliedGroup { finishers, close }).is_err() || closing {
+        let outbox_added = std::mem::take(&mut c.outbox_added);
+        let group = AppliedGroup {
+            finishers,
+            close,
+            outbox_added,
+        };
+        if to_syncer.send(group).is_err() || closing {
             break;
         }
     }
@@ -471,6 +504,7 @@ fn sync_loop(
     mut durability: Durability,
     rx: std::sync::mpsc::Receiver<AppliedGroup>,
     stats: Arc<StoreStats>,
+    outbox_changed: &watch::Sender<u64>,
 ) {
     let mut pending: Vec<AppliedGroup> = Vec::new();
     while let Ok(first) = rx.recv() {
@@ -495,6 +529,10 @@ fn sync_loop(
                     );
                 }
             }
+        }
+        // Before the answers: a writer that hears "done" finds its entries' consumers woken.
+        if result.is_ok() && pending.iter().any(|g| g.outbox_added) {
+            outbox_changed.send_modify(|n| *n = n.wrapping_add(1));
         }
         let mut close = None;
         for group in pending.drain(..) {
@@ -525,6 +563,7 @@ fn refuse(op: Op, reason: &str) -> Finish {
         Op::Sweep { reply, .. } => finish(reply, Err(error())),
         Op::ExpireAssemblies { reply, .. } => finish(reply, Err(error())),
         Op::ExpireQueued { reply, .. } => finish(reply, Err(error())),
+        Op::OutboxDone { reply, .. } => finish(reply, Err(error())),
         Op::Close { reply } => Box::new(move |_| {
             let _ = reply.send(());
         }),
@@ -562,6 +601,10 @@ fn process(c: &mut Committer, op: Op) -> Finish {
             reply,
         } => finish(reply, expire_assemblies(c, started_before, max)),
         Op::ExpireQueued { now, max, reply } => finish(reply, expire_queued(c, now, max)),
+        Op::OutboxDone { keys, reply } => {
+            outbox_done(c, keys);
+            finish(reply, Ok(()))
+        }
         Op::Close { reply } => Box::new(move |_| {
             let _ = reply.send(());
         }),
@@ -608,10 +651,20 @@ fn submit(
         }
         // The message was swept after its retention: the key is free again.
     }
-    let now = now_millis();
     let id = c.next_id();
+    let m = queued(id, new, now_millis(), idem_key.clone());
+    let extra = match idem_key {
+        Some(k) => vec![(k, Some(id.to_bytes().to_vec()))],
+        None => Vec::new(),
+    };
+    c.put_message(None, &m, extra)?;
+    Ok(Submitted::Created(m))
+}
+
+/// A new message, queued at `now` under `id` (what every way of submitting stores).
+fn queued(id: MessageId, new: NewMessage, now: Millis, idem_key: Option<Vec<u8>>) -> Message {
     let start = new.send_at.unwrap_or(now).max(now);
-    let m = Message {
+    Message {
         id,
         to: new.to,
         from: new.from,
@@ -638,15 +691,19 @@ fn submit(
             at: now,
             reason: None,
         }],
-        idempotency_key: idem_key.clone(),
+        idempotency_key: idem_key,
         origin: new.origin,
-    };
-    let extra = match idem_key {
-        Some(k) => vec![(k, Some(id.to_bytes().to_vec()))],
-        None => Vec::new(),
-    };
-    c.put_message(None, &m, extra)?;
-    Ok(Submitted::Created(m))
+    }
+}
+
+fn outbox_done(c: &mut Committer, done: Vec<OutboxKey>) {
+    // Only outbox keys: the type is opaque, but a stray key must never delete anything else.
+    let entries = done
+        .into_iter()
+        .filter(|k| k.0.first() == Some(&keys::OUTBOX))
+        .map(|k| (k.0, None))
+        .collect();
+    c.write(entries);
 }
 
 fn cancel(c: &mut Committer, id: MessageId) -> Result<Message, StoreError> {

@@ -1,0 +1,107 @@
+//! The durable outbox: receipts and replies owed to one target (an SMPP account, later a
+//! webhook), written in the same batch as the state change that causes them, so a crash can
+//! neither lose one nor produce one for a change that was not committed. The target's consumer
+//! reads them in order, delivers them, and deletes them with [`Store::outbox_done`]; an entry
+//! stays (and is delivered again after a restart) until then.
+//!
+//! [`Store::outbox_done`]: super::Store::outbox_done
+
+use serde::{Deserialize, Serialize};
+
+use super::keys;
+use crate::message::{Message, MessageId, Millis, OriginAddress, Status};
+
+/// Opaque key of one outbox entry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OutboxKey(pub(super) Vec<u8>);
+
+impl OutboxKey {
+    /// The entry's id (the key's ULID suffix): unique, and ordered like the entries.
+    pub fn id(&self) -> Option<MessageId> {
+        keys::id_suffix(&self.0)
+    }
+}
+
+/// What is owed to a target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OutboxItem {
+    /// A final status of a message submitted by the target's account.
+    Receipt {
+        /// The message.
+        message_id: MessageId,
+        /// The final status (delivered, failed, expired or canceled).
+        status: Status,
+        /// When the message was accepted (its `created_at`).
+        submitted_at: Millis,
+        /// When it became final.
+        done_at: Millis,
+        /// The last transition's reason (the network's error text, say).
+        reason: Option<String>,
+        /// How many SMS parts the message had.
+        parts: u8,
+        /// The first 20 characters of the text (the receipt's "text:" field).
+        text_head: String,
+        /// source_addr as submitted.
+        source: OriginAddress,
+        /// destination_addr as submitted.
+        dest: OriginAddress,
+    },
+    /// A customer's message routed to the target's account.
+    Reply {
+        /// The stored inbound message.
+        inbound_id: MessageId,
+        /// The customer (E.164 when it could be normalized).
+        from: String,
+        /// The number the customer wrote to.
+        to: String,
+        /// The text.
+        text: String,
+        /// When the gateway received it.
+        received_at: Millis,
+        /// The outgoing message it answers, when known.
+        in_reply_to: Option<MessageId>,
+    },
+}
+
+/// One outbox entry as read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    /// Its key, to page on and to pass to [`Store::outbox_done`](super::Store::outbox_done).
+    pub key: OutboxKey,
+    /// What it carries.
+    pub item: OutboxItem,
+}
+
+/// How many characters of the text a receipt repeats (SMPP's receipt format has 20).
+const TEXT_HEAD_CHARS: usize = 20;
+
+/// The receipt `m` owes its submitter now that it moved from `old` to its status, with the
+/// target it goes to; None when it owes none (no origin, not newly final, not asked for).
+pub(super) fn receipt_for(old: Option<&Message>, m: &Message) -> Option<(String, OutboxItem)> {
+    // Only the move into a final status counts: a final message is never rewritten with a
+    // different status, but a rewrite of a final one (none today) must not repeat the receipt.
+    if !m.status.is_final() || old.is_some_and(|o| o.status.is_final()) {
+        return None;
+    }
+    let origin = m.origin.as_ref()?;
+    if !origin.receipt.wants(m.status) {
+        return None;
+    }
+    let item = OutboxItem::Receipt {
+        message_id: m.id,
+        status: m.status,
+        submitted_at: m.created_at,
+        done_at: m.status_since(),
+        reason: m.history.last().and_then(|t| t.reason.clone()),
+        parts: u8::try_from(m.parts.len()).unwrap_or(u8::MAX),
+        text_head: m.text.chars().take(TEXT_HEAD_CHARS).collect(),
+        source: origin.source.clone(),
+        dest: origin.dest.clone(),
+    };
+    Some((smpp_target(&origin.account), item))
+}
+
+/// The outbox target of an SMPP server account.
+pub fn smpp_target(account: &str) -> String {
+    format!("smpp:{account}")
+}
