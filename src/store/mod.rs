@@ -20,7 +20,7 @@ use std::thread::JoinHandle;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::route::{Lane, Router};
+use crate::route::{Lane, ReplyRules, Router};
 
 use crate::message::{
     InboundMessage, Message, MessageId, Millis, NewMessage, ReceiptOutcome, Status,
@@ -89,6 +89,8 @@ pub struct StoreOptions {
     pub min_free_bytes: u64,
     /// The routes: the queue keeps one lane per route step.
     pub router: Arc<Router>,
+    /// Which SMPP account each customer's message goes to (as an outbox reply); empty: none.
+    pub replies: Arc<ReplyRules>,
 }
 
 impl StoreOptions {
@@ -100,6 +102,7 @@ impl StoreOptions {
             max_group: 4096,
             min_free_bytes: 64 * 1024 * 1024,
             router: Arc::new(Router::default()),
+            replies: Arc::new(ReplyRules::default()),
         }
     }
 }
@@ -289,6 +292,7 @@ impl Store {
             options.min_free_bytes,
             stats.clone(),
             options.router.clone(),
+            options.replies.clone(),
         );
         let mut durability = writer::Durability::new(db.clone(), db_file, &options.path);
         let recovery = writer::recover(&db, &mut committer, &mut durability)?;

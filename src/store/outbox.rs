@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::keys;
-use crate::message::{Message, MessageId, Millis, OriginAddress, Status};
+use crate::message::{InboundMessage, Message, MessageId, Millis, OriginAddress, Status};
 
 /// Opaque key of one outbox entry.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -99,6 +99,18 @@ pub(super) fn receipt_for(old: Option<&Message>, m: &Message) -> Option<(String,
         dest: origin.dest.clone(),
     };
     Some((smpp_target(&origin.account), item))
+}
+
+/// The reply entry for a stored inbound message.
+pub(super) fn reply_for(m: &InboundMessage) -> OutboxItem {
+    OutboxItem::Reply {
+        inbound_id: m.id,
+        from: m.from.clone(),
+        to: m.to.clone(),
+        text: m.text.clone(),
+        received_at: m.received_at,
+        in_reply_to: m.in_reply_to,
+    }
 }
 
 /// The outbox target of an SMPP server account.

@@ -3,6 +3,7 @@
 use super::*;
 use crate::codec::gsm7::Encoding;
 use crate::message::{Kind, Origin, OriginAddress, ReceiptRequest, now_millis};
+use crate::route::ReplyAccount;
 
 fn address(addr: &str) -> OriginAddress {
     OriginAddress {
@@ -320,5 +321,189 @@ async fn outbox_changed_fires_once_entries_are_committed() {
         .unwrap()
         .unwrap();
     assert!(woke);
+    store.close().await;
+}
+
+fn reply_account(name: &str, numbers: &[&str], keywords: &[&str], catch_all: bool) -> ReplyAccount {
+    ReplyAccount {
+        target: smpp_target(name),
+        account: name.into(),
+        numbers: numbers.iter().map(|n| n.to_string()).collect(),
+        keywords: keywords.iter().map(|k| k.to_string()).collect(),
+        catch_all,
+    }
+}
+
+fn open_with_replies(dir: &Path, accounts: Vec<ReplyAccount>) -> Store {
+    let mut options = StoreOptions::new(dir);
+    options.replies = Arc::new(ReplyRules {
+        accounts,
+        conversation_window_ms: 60_000,
+    });
+    Store::open(&options).unwrap().0
+}
+
+fn inbound_new(from: &str, to: &str, text: &str, received_at: Millis) -> InboundNew {
+    InboundNew {
+        channel: "modem1".into(),
+        from: from.into(),
+        to: to.into(),
+        text: text.into(),
+        received_at,
+        in_reply_to: None,
+        part: None,
+        dedupe: None,
+    }
+}
+
+fn inbound(from: &str, to: &str, text: &str, received_at: Millis) -> Update {
+    Update::Inbound(inbound_new(from, to, text, received_at))
+}
+
+async fn receive(store: &Store, update: Update) -> InboundMessage {
+    let applied = store.apply(vec![update]).await.unwrap();
+    let Applied::Inbound(id) = applied[0] else {
+        panic!("{applied:?}");
+    };
+    store
+        .list_inbound(None, 100)
+        .unwrap()
+        .into_iter()
+        .find(|m| m.id == id)
+        .unwrap()
+}
+
+/// The replies owed to `target`: (inbound id, in_reply_to).
+fn replies(store: &Store, target: &str) -> Vec<(MessageId, Option<MessageId>)> {
+    store
+        .outbox(target, None, 100)
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| match e.item {
+            OutboxItem::Reply {
+                inbound_id,
+                in_reply_to,
+                ..
+            } => Some((inbound_id, in_reply_to)),
+            OutboxItem::Receipt { .. } => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn replies_go_to_the_account_by_keyword_conversation_number_or_catch_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_with_replies(
+        dir.path(),
+        vec![
+            reply_account("shopA", &["+3900111"], &["info"], false),
+            reply_account("shopB", &["+3900222"], &[], false),
+            reply_account("desk", &[], &[], true),
+        ],
+    );
+    let customer = "+393471234567";
+    // shopB wrote to the customer from shopA's number; an API message (no origin) came later.
+    let mut from_b = new_message(customer, Some(origin("shopB", ReceiptRequest::None)));
+    from_b.from = Some("+3900111".into());
+    let b_msg = store.submit(from_b, None).await.unwrap().message().clone();
+    let mut api = new_message(customer, None);
+    api.from = Some("+3900111".into());
+    store.submit(api, None).await.unwrap();
+    let mut changed = store.outbox_changed();
+
+    // Keyword first, whatever the conversation.
+    let now = now_millis();
+    let keyword = receive(&store, inbound(customer, "+3900111", "INFO please", now)).await;
+    assert!(changed.has_changed().unwrap(), "a reply wakes the consumer");
+    changed.borrow_and_update();
+    // Conversation: the answer to shopB's message goes to shopB, not to the number's owner.
+    let answer = receive(&store, inbound(customer, "3900111", "yes", now)).await;
+    assert_eq!(
+        answer.in_reply_to,
+        Some(b_msg.id),
+        "stored with what it answers"
+    );
+    // Past the window it is no conversation: the number decides.
+    let late = b_msg.created_at + 60_001;
+    let late_answer = receive(&store, inbound(customer, "+3900111", "yes", late)).await;
+    assert_eq!(late_answer.in_reply_to, None);
+    // Writing to another number is not answering shopB.
+    let to_b = receive(&store, inbound(customer, "+3900222", "hello", now)).await;
+    // Nobody's number, no conversation: the catch-all.
+    let stranger = receive(&store, inbound("+393479999999", "+3900999", "hi", now)).await;
+
+    let owned = |m: &InboundMessage| (m.id, m.in_reply_to);
+    assert_eq!(
+        replies(&store, "smpp:shopA"),
+        vec![owned(&keyword), owned(&late_answer)]
+    );
+    assert_eq!(keyword.in_reply_to, Some(b_msg.id));
+    assert_eq!(
+        replies(&store, "smpp:shopB"),
+        vec![owned(&answer), owned(&to_b)]
+    );
+    assert_eq!(replies(&store, "smpp:desk"), vec![owned(&stranger)]);
+    let entry = &store.outbox("smpp:shopB", None, 1).unwrap()[0];
+    assert_eq!(
+        entry.item,
+        OutboxItem::Reply {
+            inbound_id: answer.id,
+            from: customer.into(),
+            to: "3900111".into(),
+            text: "yes".into(),
+            received_at: now,
+            in_reply_to: Some(b_msg.id),
+        }
+    );
+    // The latest conversation wins: the desk wrote to the customer after shopB.
+    let mut from_desk = new_message(customer, Some(origin("desk", ReceiptRequest::None)));
+    from_desk.from = None;
+    let desk_msg = store
+        .submit(from_desk, None)
+        .await
+        .unwrap()
+        .message()
+        .clone();
+    let to_desk = receive(&store, inbound(customer, "+3900111", "ok", now_millis())).await;
+    assert_eq!(to_desk.in_reply_to, Some(desk_msg.id));
+    assert_eq!(replies(&store, "smpp:desk").last(), Some(&owned(&to_desk)));
+    store.close().await;
+}
+
+#[tokio::test]
+async fn replies_nobody_claims_are_stored_without_an_outbox_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_with_replies(
+        dir.path(),
+        vec![reply_account("shopA", &["+3900111"], &[], false)],
+    );
+    let changed = store.outbox_changed();
+    let m = receive(
+        &store,
+        inbound("+393471234567", "+3900999", "hi", now_millis()),
+    )
+    .await;
+    assert_eq!(m.text, "hi");
+    assert_eq!(store.outbox_len("smpp:shopA").unwrap(), 0);
+    assert!(!changed.has_changed().unwrap());
+    // A concatenated message stored incomplete is routed like any other.
+    let part = Update::Inbound(InboundNew {
+        part: Some(crate::channel::InboundPart {
+            reference: 3,
+            total: 2,
+            seq: 1,
+        }),
+        ..inbound_new("+393471234567", "+3900111", "first half", now_millis())
+    });
+    assert_eq!(
+        store.apply(vec![part]).await.unwrap(),
+        vec![Applied::PartKept]
+    );
+    assert_eq!(
+        store.expire_assemblies(now_millis() + 1, 10).await.unwrap(),
+        1
+    );
+    assert_eq!(replies(&store, "smpp:shopA").len(), 1);
+    assert!(changed.has_changed().unwrap());
     store.close().await;
 }

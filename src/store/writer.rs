@@ -16,7 +16,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::ops::RangeInclusive;
 
-use crate::route::Router;
+use crate::route::{ReplyRules, Router, without_plus};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -149,6 +149,8 @@ pub struct Committer {
     ids: ulid::Generator,
     /// The routes: which lane of the queue a message waits in, and failover on refusal.
     router: Arc<Router>,
+    /// Which account a customer's message is a reply for.
+    replies: Arc<ReplyRules>,
     /// Set when the open group wrote an outbox entry: its consumers are woken once it is durable.
     outbox_added: bool,
 }
@@ -164,6 +166,7 @@ impl Committer {
         min_free_bytes: u64,
         stats: Arc<StoreStats>,
         router: Arc<Router>,
+        replies: Arc<ReplyRules>,
     ) -> Self {
         Committer {
             db,
@@ -173,6 +176,7 @@ impl Committer {
             overlay: HashMap::new(),
             ids: ulid::Generator::new(),
             router,
+            replies,
             outbox_added: false,
         }
     }
@@ -1117,7 +1121,7 @@ fn inbound(c: &mut Committer, mut new: InboundNew) -> Result<Applied, StoreError
             parts: 1,
             missing_parts: Vec::new(),
         };
-        return Ok(store_inbound(c, record, Vec::new()));
+        return store_inbound(c, record, Vec::new());
     };
     if part.seq == 0 || part.seq > part.total {
         return Ok(Applied::Ignored(format!(
@@ -1158,7 +1162,7 @@ fn inbound(c: &mut Committer, mut new: InboundNew) -> Result<Applied, StoreError
         assembly,
         new.received_at,
     );
-    Ok(store_inbound(c, record, vec![(key, None)]))
+    store_inbound(c, record, vec![(key, None)])
 }
 
 /// The inbound message made of an assembly's parts; missing ones are named, not invented.
@@ -1195,11 +1199,70 @@ fn assembled(
     }
 }
 
-fn store_inbound(c: &mut Committer, record: InboundMessage, mut extra: Vec<Entry>) -> Applied {
+/// Stores a customer's message (single, reassembled or stored incomplete) and, when the reply
+/// rules give it to an account, the reply owed to that account, in the same write.
+fn store_inbound(
+    c: &mut Committer,
+    mut record: InboundMessage,
+    mut extra: Vec<Entry>,
+) -> Result<Applied, StoreError> {
     let id = record.id;
+    // Without accounts nothing is routed, and the conversation scan is not worth its reads.
+    if !c.replies.accounts.is_empty() {
+        let conversation = conversation(c, &record)?;
+        if let Some(answered) = &conversation
+            && record.in_reply_to.is_none()
+        {
+            record.in_reply_to = Some(answered.id);
+        }
+        let account = conversation
+            .as_ref()
+            .and_then(|m| m.origin.as_ref())
+            .map(|o| o.account.as_str());
+        let replies = c.replies.clone();
+        if let Some(to) = replies.target_for(&record.to, &record.text, account) {
+            extra.push(c.outbox_entry(&to.target, &outbox::reply_for(&record)));
+        }
+    }
     extra.push((keys::inbound(id), Some(record::encode(&record))));
     c.write(extra);
-    Applied::Inbound(id)
+    Ok(Applied::Inbound(id))
+}
+
+/// How many of a customer's latest messages are looked at for the one they answer.
+const CONVERSATION_SCAN: usize = 20;
+
+/// The message an inbound one answers: the customer's latest message that an SMPP account
+/// submitted, from the number the customer wrote to (or the channel's default sender), within
+/// the conversation window.
+fn conversation(c: &Committer, inbound: &InboundMessage) -> Result<Option<Message>, StoreError> {
+    let window = c.replies.conversation_window_ms;
+    let to = without_plus(&inbound.to);
+    // Committed keys only: a message submitted in this very group is not answered yet.
+    let recent: Vec<_> =
+        c.db.scan_prefix(keys::recipient_prefix(&inbound.from))
+            .keys()
+            .rev()
+            .take(CONVERSATION_SCAN)
+            .collect();
+    for key in recent {
+        let Some(id) = keys::id_suffix(&key?) else {
+            continue;
+        };
+        let Some(m) = c.get_message(id)? else {
+            continue;
+        };
+        // A customer writing to another number is not answering this message.
+        let same_number = m
+            .from
+            .as_deref()
+            .is_none_or(|from| without_plus(from) == to);
+        let in_window = inbound.received_at.saturating_sub(m.created_at) <= window;
+        if m.origin.is_some() && same_number && in_window {
+            return Ok(Some(m));
+        }
+    }
+    Ok(None)
 }
 
 fn expire_assemblies(
@@ -1229,7 +1292,7 @@ fn expire_assemblies(
         let at = assembly.first_at;
         let record = assembled(c.next_id(), channel, from, assembly, at);
         tracing::warn!(id = %record.id, from = %record.from, missing = ?record.missing_parts, "stored an incomplete concatenated message: its other parts never came");
-        store_inbound(c, record, vec![(key, None)]);
+        store_inbound(c, record, vec![(key, None)])?;
         stored += 1;
     }
     Ok(stored)
