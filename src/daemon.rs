@@ -251,7 +251,8 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// Deletes finished messages past their retention, in small batches; stores concatenated
-/// inbound messages whose missing parts are overdue.
+/// inbound messages whose missing parts are overdue, and fails SMPP multi-part submits whose
+/// missing parts are.
 async fn sweep_loop(
     store: Store,
     retention: Duration,
@@ -273,6 +274,20 @@ async fn sweep_loop(
         let started_before = now_millis().saturating_sub(reassembly_ms);
         if let Err(e) = store.expire_assemblies(started_before, SWEEP_BATCH).await {
             tracing::warn!(error = %e, "storing overdue incomplete messages failed; will try again");
+        }
+        // SMPP clients' multi-part submits wait for their missing parts as long.
+        match store
+            .expire_submit_assemblies(started_before, SWEEP_BATCH)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                failed = n,
+                "multi-part submits whose other parts never came were failed"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "failing overdue multi-part submits failed; will try again")
+            }
         }
         loop {
             if shutdown.is_cancelled() {

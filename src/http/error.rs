@@ -103,6 +103,8 @@ impl From<StoreError> for ApiError {
                      nothing was stored: retry later",
                 )
             }
+            // The HTTP API submits no parts; mapped for completeness.
+            StoreError::InvalidPart(reason) => ApiError::bad_request("invalid_part", reason),
             StoreError::Closed => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "shutting_down",

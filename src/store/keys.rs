@@ -15,6 +15,7 @@
 //! | `i`    | id                                    | encoded [`InboundMessage`]     |
 //! | `u`    | channel + 0 + fingerprint             | received millis (BE): seen inbound, for dedupe |
 //! | `a`    | channel + 0 + from + 0 + ref (BE) + total | encoded parts of an inbound message being reassembled |
+//! | `b`    | scope + 0 + source + 0 + dest + 0 + ref (BE u16) + total | encoded parts of an SMPP multi-part submit being reassembled |
 //! | `o`    | target + 0x00 + entry id              | encoded [`OutboxItem`]: a receipt or reply owed to the target |
 //! | `c`    | counter name                          | u64 BE                         |
 //!
@@ -41,6 +42,7 @@ pub const INBOUND: u8 = b'i';
 pub const COUNTER: u8 = b'c';
 pub const ASSEMBLY: u8 = b'a';
 pub const SEEN: u8 = b'u';
+pub const SUBMIT_ASSEMBLY: u8 = b'b';
 pub const OUTBOX: u8 = b'o';
 
 /// Counter holding the fingerprint of the routes the queue's lanes were filed under.
@@ -180,6 +182,26 @@ pub fn assembly(channel: &str, from: &str, reference: u16, total: u8) -> Vec<u8>
     k
 }
 
+/// The assembly of an SMPP client's multi-part submit: per account (`scope`), source,
+/// destination and the client's reference and part count.
+pub fn submit_assembly(
+    scope: &str,
+    source: &str,
+    dest: &str,
+    reference: u16,
+    total: u8,
+) -> Vec<u8> {
+    let mut k = Vec::with_capacity(scope.len() + source.len() + dest.len() + 7);
+    k.push(SUBMIT_ASSEMBLY);
+    for name in [scope, source, dest] {
+        k.extend_from_slice(name.as_bytes());
+        k.push(0);
+    }
+    k.extend_from_slice(&reference.to_be_bytes());
+    k.push(total);
+    k
+}
+
 /// An outbox entry of `target`; ids are time-ordered, so the target's entries sort oldest first.
 pub fn outbox(target: &str, id: MessageId) -> Vec<u8> {
     named(OUTBOX, target, &id.to_bytes())
@@ -232,6 +254,10 @@ mod tests {
         assert!(!outbox("smpp:ab", id).starts_with(&outbox_prefix("smpp:a")));
         assert!(!outbox("smpp:a", id).starts_with(&outbox_prefix("smpp:ab")));
         assert_eq!(id_suffix(&outbox("smpp:a", id)), Some(id));
+        assert_ne!(
+            submit_assembly("smpp:a", "1", "23", 7, 2),
+            submit_assembly("smpp:a", "12", "3", 7, 2)
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The durable store: messages with their full history, the due-time queue, idempotency keys, the
-//! remote-id index, inbound messages and the outbox of receipts and replies owed to SMPP
-//! accounts ([`outbox`]), in one sled tree (layout in [`keys`]).
+//! remote-id index, inbound messages, SMPP multi-part submits being reassembled and the outbox of
+//! receipts and replies owed to SMPP accounts ([`outbox`]), in one sled tree (layout in [`keys`]).
 //!
 //! All writes go through one writer thread ([`writer`]) that applies them in order and commits them
 //! in groups: every request waiting while a flush runs shares the next flush, and no caller hears
@@ -57,6 +57,10 @@ pub enum StoreError {
     /// The idempotency key was used before with a different request.
     #[error("idempotency key already used for message {0} with a different request")]
     IdempotencyConflict(MessageId),
+    /// A part of a multi-part submit that cannot belong to one (part number 0 or above the
+    /// total, or a total below 2): the client's error, nothing was kept.
+    #[error("invalid message part: {0}")]
+    InvalidPart(String),
     /// The writer thread has stopped (shutdown in progress, or it failed).
     #[error("store is closed")]
     Closed,
@@ -122,6 +126,49 @@ impl Submitted {
     pub fn message(&self) -> &Message {
         match self {
             Submitted::Created(m) | Submitted::Existing(m) => m,
+        }
+    }
+}
+
+/// One part of a long message an SMPP client submits as several submit_sm. The parts are kept
+/// until all are there, then become one message.
+#[derive(Debug, Clone)]
+pub struct SubmitPart {
+    /// The submitting account's scope: [`smpp_target`] of its system_id.
+    pub scope: String,
+    /// source_addr as written; with the destination, reference and total it names the assembly.
+    pub source: String,
+    /// The client's reference for the whole message (UDH or SAR).
+    pub reference: u16,
+    /// How many parts the whole message has (at least 2).
+    pub total: u8,
+    /// This part's number, from 1.
+    pub seq: u8,
+    /// This part's decoded text.
+    pub text: String,
+    /// The message as this part describes it; when it is the first part to arrive, this is the
+    /// message made (text, encoding and parts are recomputed from the joined parts).
+    pub message: NewMessage,
+}
+
+/// What a submitted part did.
+// One value per request, moved once: boxing the message would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum PartSubmitted {
+    /// The part is kept (or was kept already: a repeat); other parts are missing. The id is the
+    /// one the whole message will have, the same for every part.
+    Kept(MessageId),
+    /// This part completed the message, now queued under the id every part was given.
+    Complete(Message),
+}
+
+impl PartSubmitted {
+    /// The message's id either way.
+    pub fn id(&self) -> MessageId {
+        match self {
+            PartSubmitted::Kept(id) => *id,
+            PartSubmitted::Complete(m) => m.id,
         }
     }
 }
@@ -423,6 +470,33 @@ impl Store {
         max: usize,
     ) -> Result<usize, StoreError> {
         self.call(|reply| writer::Op::ExpireAssemblies {
+            started_before,
+            max,
+            reply,
+        })
+        .await
+    }
+
+    /// Keeps one part of an SMPP client's multi-part submit, durably, and returns the id the
+    /// whole message has (every part gets the same one, also when a part is sent again after a
+    /// lost response). The part that completes the set turns the parts into one message, queued
+    /// like [`Store::submit`] queues one, in the same write. A part number of 0 or above the
+    /// total, or a total below 2, is refused with [`StoreError::InvalidPart`].
+    pub async fn submit_part(&self, part: SubmitPart) -> Result<PartSubmitted, StoreError> {
+        self.call(|reply| writer::Op::SubmitPart { part, reply })
+            .await
+    }
+
+    /// Turns up to `max` multi-part submits whose first part came before `started_before` and
+    /// whose other parts never came into failed messages, under the id their parts were given,
+    /// so the client learns it from query_sm and (when it asked for one) a receipt. Returns how
+    /// many.
+    pub async fn expire_submit_assemblies(
+        &self,
+        started_before: Millis,
+        max: usize,
+    ) -> Result<usize, StoreError> {
+        self.call(|reply| writer::Op::ExpireSubmitAssemblies {
             started_before,
             max,
             reply,

@@ -1,4 +1,4 @@
-//! Receipts and replies owed to SMPP accounts.
+//! Receipts and replies owed to SMPP accounts, and SMPP multi-part submits.
 
 use super::*;
 use crate::codec::gsm7::Encoding;
@@ -321,6 +321,165 @@ async fn outbox_changed_fires_once_entries_are_committed() {
         .unwrap()
         .unwrap();
     assert!(woke);
+    store.close().await;
+}
+
+fn part(reference: u16, total: u8, seq: u8, text: &str, new: &NewMessage) -> SubmitPart {
+    SubmitPart {
+        scope: smpp_target("shopA"),
+        source: "3900111".into(),
+        reference,
+        total,
+        seq,
+        text: text.into(),
+        message: new.clone(),
+    }
+}
+
+#[tokio::test]
+async fn multi_part_submits_become_one_message_under_the_id_every_part_was_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let new = new_message(
+        "+393471234567",
+        Some(origin("shopA", ReceiptRequest::Final)),
+    );
+    let (a, b, c) = ("a".repeat(153), "b".repeat(153), "c".repeat(100));
+    let PartSubmitted::Kept(id) = store.submit_part(part(7, 3, 3, &c, &new)).await.unwrap() else {
+        panic!("one part of three");
+    };
+    let second = store.submit_part(part(7, 3, 1, &a, &new)).await.unwrap();
+    assert!(matches!(second, PartSubmitted::Kept(same) if same == id));
+    // A resent part (its response was lost) gets the same id and keeps its first text.
+    let resent = store
+        .submit_part(part(7, 3, 1, "changed", &new))
+        .await
+        .unwrap();
+    assert!(matches!(resent, PartSubmitted::Kept(same) if same == id));
+    // Same reference to another recipient: another message.
+    let elsewhere = new_message("+393471234599", None);
+    let other = store
+        .submit_part(part(7, 3, 1, &a, &elsewhere))
+        .await
+        .unwrap();
+    assert_ne!(other.id(), id);
+    assert!(store.get(id).unwrap().is_none(), "not a message yet");
+
+    let PartSubmitted::Complete(m) = store.submit_part(part(7, 3, 2, &b, &new)).await.unwrap()
+    else {
+        panic!("the last part completes it");
+    };
+    assert_eq!(m.id, id);
+    assert_eq!(m.text, format!("{a}{b}{c}"));
+    assert_eq!(m.encoding, Encoding::Gsm7);
+    assert_eq!(m.parts.len(), 3);
+    assert_eq!(m.status, Status::Queued);
+    assert_eq!(m.origin, new.origin);
+    assert_eq!(store.get(id).unwrap().unwrap(), m);
+    assert_eq!(store.due(&[0], now_millis(), 10).unwrap(), vec![id]);
+    // The assembly is gone: only the other recipient's is left to expire.
+    assert_eq!(
+        store
+            .expire_submit_assemblies(now_millis() + 1, 10)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(store.get(id).unwrap().unwrap().status, Status::Queued);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn impossible_part_numbers_are_refused_and_nothing_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let new = new_message("+393471234567", None);
+    for (total, seq) in [(3, 0), (3, 4), (1, 1), (0, 0)] {
+        let refused = store.submit_part(part(1, total, seq, "x", &new)).await;
+        assert!(
+            matches!(refused, Err(StoreError::InvalidPart(_))),
+            "{total}/{seq}: {refused:?}"
+        );
+    }
+    assert_eq!(
+        store
+            .expire_submit_assemblies(now_millis() + 1, 10)
+            .await
+            .unwrap(),
+        0
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_multi_part_submit_that_never_completes_fails_with_a_receipt_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let asked = new_message(
+        "+393471234567",
+        Some(origin("shopA", ReceiptRequest::Final)),
+    );
+    let silent = new_message("+393471234568", Some(origin("shopA", ReceiptRequest::None)));
+    let id = store
+        .submit_part(part(9, 3, 1, "Hello ", &asked))
+        .await
+        .unwrap()
+        .id();
+    let quiet = store
+        .submit_part(part(9, 2, 2, "there", &silent))
+        .await
+        .unwrap()
+        .id();
+    // Young assemblies wait.
+    assert_eq!(
+        store
+            .expire_submit_assemblies(now_millis() - 60_000, 10)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .expire_submit_assemblies(now_millis() + 1, 10)
+            .await
+            .unwrap(),
+        2
+    );
+    let m = store.get(id).unwrap().unwrap();
+    assert_eq!(m.status, Status::Failed);
+    assert_eq!(m.parts.len(), 3);
+    assert_eq!(
+        m.history.last().and_then(|t| t.reason.as_deref()),
+        Some("parts 2, 3 of 3 never arrived from the client")
+    );
+    assert_eq!(m.text, "Hello [part 2 of 3 missing][part 3 of 3 missing]");
+    assert_eq!(
+        store.get(quiet).unwrap().unwrap().history[0]
+            .reason
+            .as_deref(),
+        Some("part 1 of 2 never arrived from the client")
+    );
+    let entries = store.outbox("smpp:shopA", None, 10).unwrap();
+    assert_eq!(entries.len(), 1, "only the one that asked: {entries:?}");
+    let OutboxItem::Receipt {
+        message_id,
+        status,
+        parts,
+        ..
+    } = &entries[0].item
+    else {
+        panic!("{entries:?}");
+    };
+    assert_eq!((*message_id, *status, *parts), (id, Status::Failed, 3));
+    // Nothing is left to expire, and the failed message is not sent.
+    assert_eq!(
+        store
+            .expire_submit_assemblies(now_millis() + 1, 10)
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(store.due(&[0], now_millis(), 10).unwrap().is_empty());
     store.close().await;
 }
 

@@ -5,7 +5,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{OutboxItem, StoreError};
-use crate::message::{InboundMessage, Message, ReceiptOutcome};
+use crate::message::{InboundMessage, Kind, Message, MessageId, Millis, Origin, ReceiptOutcome};
 
 /// Bumped when a stored type changes incompatibly; old versions are then migrated on read.
 const FORMAT_V1: u8 = 1;
@@ -31,6 +31,30 @@ pub struct Assembly {
 }
 
 pub fn decode_assembly(key: &[u8], bytes: &[u8]) -> Result<Assembly, StoreError> {
+    decode(key, bytes)
+}
+
+/// Parts of an SMPP client's multi-part submit received so far, with the message they will make.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SubmitAssembly {
+    /// The message's id, given when the first part came: every part's response carries it.
+    pub id: MessageId,
+    /// When the first part came (for the expiry of assemblies that never complete).
+    pub first_at: Millis,
+    /// The message as the first part to arrive described it; text, encoding and parts are
+    /// recomputed from the joined parts.
+    pub to: String,
+    pub from: Option<String>,
+    pub kind: Kind,
+    pub reference: Option<String>,
+    pub send_at: Option<Millis>,
+    pub validity_ms: Millis,
+    pub origin: Option<Origin>,
+    /// One slot per part, in order.
+    pub parts: Vec<Option<String>>,
+}
+
+pub fn decode_submit_assembly(key: &[u8], bytes: &[u8]) -> Result<SubmitAssembly, StoreError> {
     decode(key, bytes)
 }
 

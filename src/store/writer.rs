@@ -25,9 +25,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::keys;
 use super::outbox::{self, OutboxItem, OutboxKey};
-use super::record::{self, Assembly, EarlyReceipt};
+use super::record::{self, Assembly, EarlyReceipt, SubmitAssembly};
 use super::{
-    Applied, Claimed, InboundNew, Recovery, StoreError, StoreStats, Submitted, Update, stat_add,
+    Applied, Claimed, InboundNew, PartSubmitted, Recovery, StoreError, StoreStats, SubmitPart,
+    Submitted, Update, stat_add,
 };
 use crate::message::{
     InboundMessage, Message, MessageId, Millis, NewMessage, PartState, ReceiptOutcome, Status,
@@ -71,6 +72,15 @@ pub enum Op {
     },
     ExpireQueued {
         now: Millis,
+        max: usize,
+        reply: Reply<usize>,
+    },
+    SubmitPart {
+        part: SubmitPart,
+        reply: Reply<PartSubmitted>,
+    },
+    ExpireSubmitAssemblies {
+        started_before: Millis,
         max: usize,
         reply: Reply<usize>,
     },
@@ -567,6 +577,8 @@ fn refuse(op: Op, reason: &str) -> Finish {
         Op::Sweep { reply, .. } => finish(reply, Err(error())),
         Op::ExpireAssemblies { reply, .. } => finish(reply, Err(error())),
         Op::ExpireQueued { reply, .. } => finish(reply, Err(error())),
+        Op::SubmitPart { reply, .. } => finish(reply, Err(error())),
+        Op::ExpireSubmitAssemblies { reply, .. } => finish(reply, Err(error())),
         Op::OutboxDone { reply, .. } => finish(reply, Err(error())),
         Op::Close { reply } => Box::new(move |_| {
             let _ = reply.send(());
@@ -605,6 +617,12 @@ fn process(c: &mut Committer, op: Op) -> Finish {
             reply,
         } => finish(reply, expire_assemblies(c, started_before, max)),
         Op::ExpireQueued { now, max, reply } => finish(reply, expire_queued(c, now, max)),
+        Op::SubmitPart { part, reply } => finish(reply, submit_part(c, part)),
+        Op::ExpireSubmitAssemblies {
+            started_before,
+            max,
+            reply,
+        } => finish(reply, expire_submit_assemblies(c, started_before, max)),
         Op::OutboxDone { keys, reply } => {
             outbox_done(c, keys);
             finish(reply, Ok(()))
@@ -698,6 +716,151 @@ fn queued(id: MessageId, new: NewMessage, now: Millis, idem_key: Option<Vec<u8>>
         idempotency_key: idem_key,
         origin: new.origin,
     }
+}
+
+fn submit_part(c: &mut Committer, part: SubmitPart) -> Result<PartSubmitted, StoreError> {
+    if part.total < 2 || part.seq == 0 || part.seq > part.total {
+        return Err(StoreError::InvalidPart(format!(
+            "part {} of {}: parts are numbered from 1 to a total of at least 2",
+            part.seq, part.total
+        )));
+    }
+    let key = keys::submit_assembly(
+        &part.scope,
+        &part.source,
+        &part.message.to,
+        part.reference,
+        part.total,
+    );
+    let mut assembly = match c.get(&key)? {
+        Some(v) => record::decode_submit_assembly(&key, &v)?,
+        None => {
+            let new = part.message;
+            SubmitAssembly {
+                // Allocated now: the first part's response already names the message.
+                id: c.next_id(),
+                first_at: now_millis(),
+                to: new.to,
+                from: new.from,
+                kind: new.kind,
+                reference: new.reference,
+                send_at: new.send_at,
+                validity_ms: new.validity_ms,
+                origin: new.origin,
+                parts: vec![None; usize::from(part.total)],
+            }
+        }
+    };
+    let corrupt = || StoreError::Corrupt {
+        key: String::from_utf8_lossy(&key).into_owned(),
+        reason: "assembly has the wrong number of parts".into(),
+    };
+    let slot = assembly
+        .parts
+        .get_mut(usize::from(part.seq - 1))
+        .ok_or_else(corrupt)?;
+    if slot.is_none() {
+        *slot = Some(part.text);
+    }
+    // A repeat (the client resends after a lost response) keeps the first text and is
+    // answered with the same id.
+    if assembly.parts.iter().any(Option::is_none) {
+        let id = assembly.id;
+        c.write(vec![(key, Some(record::encode(&assembly)))]);
+        return Ok(PartSubmitted::Kept(id));
+    }
+    let id = assembly.id;
+    let text: String = assembly
+        .parts
+        .iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
+    let m = queued(id, assembly.into_message(text), now_millis(), None);
+    c.put_message(None, &m, vec![(key, None)])?;
+    Ok(PartSubmitted::Complete(m))
+}
+
+impl SubmitAssembly {
+    /// The message the parts make, with `text` (encoding and part count follow from it).
+    fn into_message(self, text: String) -> NewMessage {
+        let (encoding, parts) = crate::codec::gsm7::count_parts(&text);
+        NewMessage {
+            to: self.to,
+            from: self.from,
+            text,
+            kind: self.kind,
+            reference: self.reference,
+            encoding,
+            parts: u8::try_from(parts).unwrap_or(u8::MAX),
+            send_at: self.send_at,
+            validity_ms: self.validity_ms,
+            origin: self.origin,
+        }
+    }
+}
+
+/// Multi-part submits that never completed become failed messages under their ids: the client
+/// was told the id with every part's response, and learns the outcome from it.
+fn expire_submit_assemblies(
+    c: &mut Committer,
+    started_before: Millis,
+    max: usize,
+) -> Result<usize, StoreError> {
+    let mut candidates = Vec::new();
+    for key in c.db.scan_prefix([keys::SUBMIT_ASSEMBLY]).keys() {
+        candidates.push(key?.to_vec());
+    }
+    let now = now_millis();
+    let mut failed = 0;
+    for key in candidates {
+        if failed >= max {
+            break;
+        }
+        // Through the open group: a part may have just completed it.
+        let Some(value) = c.get(&key)? else { continue };
+        let assembly = record::decode_submit_assembly(&key, &value)?;
+        if assembly.first_at >= started_before {
+            continue;
+        }
+        let total = assembly.parts.len();
+        let mut missing = Vec::new();
+        let mut text = String::new();
+        for (i, part) in assembly.parts.iter().enumerate() {
+            match part {
+                Some(t) => text.push_str(t),
+                None => {
+                    missing.push((i + 1).to_string());
+                    text.push_str(&format!("[part {} of {total} missing]", i + 1));
+                }
+            }
+        }
+        let reason = format!(
+            "{} {} of {total} never arrived from the client",
+            if missing.len() == 1 { "part" } else { "parts" },
+            missing.join(", ")
+        );
+        let id = assembly.id;
+        let first_at = assembly.first_at;
+        let mut m = queued(id, assembly.into_message(text), first_at, None);
+        // The client sent `total` parts' worth, whatever the placeholders count as.
+        m.parts = (0..total)
+            .map(|_| PartState {
+                status: Status::Failed,
+                remote_id: None,
+            })
+            .collect();
+        m.status = Status::Failed;
+        m.history = vec![Transition {
+            status: Status::Failed,
+            at: now,
+            reason: Some(reason),
+        }];
+        tracing::warn!(%id, missing = ?missing, "a multi-part submit never completed: stored as failed");
+        c.put_message(None, &m, vec![(key, None)])?;
+        failed += 1;
+    }
+    Ok(failed)
 }
 
 fn outbox_done(c: &mut Committer, done: Vec<OutboxKey>) {
