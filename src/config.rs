@@ -89,6 +89,10 @@ pub struct SmppServerSettings {
     /// bind after it connects.
     #[serde(with = "humantime_serde")]
     pub response_timeout: Duration,
+    /// How long after a message to a customer their reply still belongs to the account that
+    /// sent it (reply routing by conversation).
+    #[serde(with = "humantime_serde")]
+    pub conversation_window: Duration,
     /// `[[smpp.server.account]]`: who may bind.
     pub account: Vec<SmppAccountSettings>,
 }
@@ -103,6 +107,7 @@ impl Default for SmppServerSettings {
             idle_timeout: Duration::from_secs(300),
             enquire_link_interval: Duration::from_secs(30),
             response_timeout: Duration::from_secs(10),
+            conversation_window: Duration::from_secs(7 * 24 * 3600),
             account: Vec::new(),
         }
     }
@@ -129,6 +134,18 @@ pub struct SmppAccountSettings {
     pub allowed_sources: Vec<String>,
     /// Client addresses it may bind from (CIDR, e.g. "10.0.0.0/8"); empty: any.
     pub allowed_ips: Vec<ipnet::IpNet>,
+    /// deliver_sm (receipts, replies) sent and unanswered at most per bind.
+    pub deliver_window: usize,
+    /// What its data_coding 0 means, both in its submits and in the replies sent to it.
+    pub default_alphabet: DefaultAlphabet,
+    /// How replies longer than one SMS are delivered to it: "udh", "sar" or "payload".
+    pub long_messages: crate::smpp::content::LongMethod,
+    /// Customer replies to these numbers (the number they wrote to) go to this account.
+    pub reply_numbers: Vec<String>,
+    /// Customer messages whose first word is one of these (any case) go to this account.
+    pub reply_keywords: Vec<String>,
+    /// Customer messages no rule gives to an account go to this one (at most one account).
+    pub catch_all_replies: bool,
 }
 
 impl Default for SmppAccountSettings {
@@ -146,6 +163,12 @@ impl Default for SmppAccountSettings {
             window: 100,
             allowed_sources: Vec::new(),
             allowed_ips: Vec::new(),
+            deliver_window: 10,
+            default_alphabet: DefaultAlphabet::Gsm7,
+            long_messages: crate::smpp::content::LongMethod::Udh,
+            reply_numbers: Vec::new(),
+            reply_keywords: Vec::new(),
+            catch_all_replies: false,
         }
     }
 }
@@ -596,12 +619,8 @@ fn validate_smpp_server(server: &SmppServerSettings, out: &mut Vec<ConfigProblem
             out.push(problem(key(k), "must be at least 100ms"));
         }
     }
-    if server.enabled {
-        // Refused rather than ignored: a config that asks for it must not seem to work.
-        out.push(problem(
-            key("enabled"),
-            "the SMPP server is still being built and cannot be enabled in this version",
-        ));
+    if server.conversation_window < Duration::from_secs(1) {
+        out.push(problem(key("conversation_window"), "must be at least 1s"));
     }
     if server.enabled && server.account.is_empty() {
         out.push(problem(
@@ -648,6 +667,45 @@ fn validate_smpp_server(server: &SmppServerSettings, out: &mut Vec<ConfigProblem
                 "messages per second, 0 for no limit",
             ));
         }
+        if !(1..=1000).contains(&a.deliver_window) {
+            out.push(problem(key("deliver_window"), "must be between 1 and 1000"));
+        }
+        for (j, n) in a.reply_numbers.iter().enumerate() {
+            let digits = n.strip_prefix('+').unwrap_or(n);
+            if digits.is_empty()
+                || digits.len() > 20
+                || !digits.bytes().all(|b| b.is_ascii_alphanumeric())
+            {
+                out.push(problem(
+                    format!("smpp.server.account.{i}.reply_numbers.{j}"),
+                    "a number or short code as customers write to it (e.g. \"+393400000001\" or \"4242\")",
+                ));
+            }
+        }
+        for (j, k) in a.reply_keywords.iter().enumerate() {
+            if k.is_empty() || k.chars().any(char::is_whitespace) {
+                out.push(problem(
+                    format!("smpp.server.account.{i}.reply_keywords.{j}"),
+                    "one word, without spaces",
+                ));
+            }
+        }
+    }
+    let catch_all: Vec<&str> = server
+        .account
+        .iter()
+        .filter(|a| a.catch_all_replies)
+        .map(|a| a.system_id.as_str())
+        .collect();
+    if catch_all.len() > 1 {
+        out.push(problem(
+            key("account"),
+            format!(
+                "catch_all_replies is set on {} accounts ({}); at most one may take the replies no rule routes",
+                catch_all.len(),
+                catch_all.join(", ")
+            ),
+        ));
     }
 }
 
@@ -1241,6 +1299,7 @@ mod tests {
             "smpp.server.idle_timeout",
             "smpp.server.enquire_link_interval",
             "smpp.server.response_timeout",
+            "smpp.server.conversation_window",
             "smpp.server.account.system_id",
             "smpp.server.account.password_hash",
             "smpp.server.account.bind_modes",
@@ -1249,6 +1308,12 @@ mod tests {
             "smpp.server.account.window",
             "smpp.server.account.allowed_sources",
             "smpp.server.account.allowed_ips",
+            "smpp.server.account.deliver_window",
+            "smpp.server.account.default_alphabet",
+            "smpp.server.account.long_messages",
+            "smpp.server.account.reply_numbers",
+            "smpp.server.account.reply_keywords",
+            "smpp.server.account.catch_all_replies",
             "smpp.client.name",
             "smpp.client.host",
             "smpp.client.port",
@@ -1413,8 +1478,10 @@ mod tests {
         let err = load_text(&format!(
             "[smpp.server]\nenabled = true\nmax_connections = 0\n\
              [[smpp.server.account]]\nsystem_id = \"shop\"\npassword_hash = \"secret\"\n\
+             catch_all_replies = true\nreply_numbers = [\"+39 340\"]\n\
              [[smpp.server.account]]\nsystem_id = \"shop\"\npassword_hash = \"{hash}\"\n\
-             window = 0\nbind_modes = []\nallowed_ips = [\"10.0.0.300/8\"]\n"
+             window = 0\nbind_modes = []\nallowed_ips = [\"10.0.0.300/8\"]\n\
+             catch_all_replies = true\nreply_keywords = [\"two words\"]\ndeliver_window = 0\n"
         ))
         .unwrap_err();
         let keys: Vec<&str> = err.0.iter().map(|p| p.key.as_str()).collect();
@@ -1425,12 +1492,16 @@ mod tests {
             "smpp.server.account.1.window",
             "smpp.server.account.1.bind_modes",
             "smpp.server.account.1.allowed_ips.0",
+            "smpp.server.account.0.reply_numbers.0",
+            "smpp.server.account.1.reply_keywords.0",
+            "smpp.server.account.1.deliver_window",
+            "smpp.server.account",
         ] {
             assert!(keys.contains(&key), "{key} not in {keys:?}");
         }
         let none = load_text("[smpp.server]\nenabled = true\n").unwrap_err();
         let keys: Vec<&str> = none.0.iter().map(|p| p.key.as_str()).collect();
-        assert_eq!(keys, ["smpp.server.enabled", "smpp.server.account"]);
+        assert_eq!(keys, ["smpp.server.account"]);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The running daemon: opens the store, starts channels, the correlator, the dispatcher, the
-//! retention sweeper and the HTTP API, and shuts them down in order when asked: stop taking
+//! retention sweeper, the HTTP API and the SMPP server, and shuts them down in order when asked: stop taking
 //! requests, stop dispatching, let channels hand back unfinished work, apply the last events,
 //! then flush and close the store.
 
@@ -19,9 +19,10 @@ use crate::dispatch::{ChannelHandle, Dispatcher, RetryPolicy};
 use crate::http::{ApiState, router};
 use crate::message::now_millis;
 use crate::modem::ModemChannel;
-use crate::route::Router;
+use crate::route::{ReplyRules, Router};
 use crate::sim::SimChannel;
 use crate::smpp::SmppChannel;
+use crate::smpp::server::ServerContext;
 use crate::store::{Store, StoreError, StoreOptions};
 
 /// Errors that stop the daemon from starting or running.
@@ -33,6 +34,14 @@ pub enum DaemonError {
     /// The API's address is taken or not allowed.
     #[error("cannot listen on {addr}")]
     Bind {
+        /// The configured address.
+        addr: SocketAddr,
+        /// Why binding failed.
+        source: std::io::Error,
+    },
+    /// The SMPP server's address is taken or not allowed.
+    #[error("SMPP server cannot listen on {addr}")]
+    SmppBind {
         /// The configured address.
         addr: SocketAddr,
         /// Why binding failed.
@@ -56,6 +65,8 @@ const CHANNEL_STOP_TIMEOUT: Duration = Duration::from_secs(20);
 pub struct RunningDaemon {
     /// Where the HTTP API listens (useful when the config asked for port 0).
     pub http_addr: SocketAddr,
+    /// Where the SMPP server listens, when it is enabled.
+    pub smpp_addr: Option<SocketAddr>,
     /// The store, for tests and tools that look inside.
     pub store: Store,
     shutdown: CancellationToken,
@@ -74,6 +85,18 @@ pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
         source,
     })?;
     let http_addr = listener.local_addr().map_err(DaemonError::Http)?;
+    let server = &settings.smpp.server;
+    let smpp_listener = if server.enabled {
+        let smpp_bind_error = |source| DaemonError::SmppBind {
+            addr: server.listen,
+            source,
+        };
+        let l = bind(server.listen).map_err(smpp_bind_error)?;
+        let addr = l.local_addr().map_err(smpp_bind_error)?;
+        Some((l, addr))
+    } else {
+        None
+    };
     let store_path = settings.store.resolved_path();
     let mut options = StoreOptions::new(&store_path);
     options.cache_capacity_bytes = settings.store.cache_capacity_mb.saturating_mul(1024 * 1024);
@@ -81,6 +104,9 @@ pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
     options.min_free_bytes = settings.store.min_free_mb.saturating_mul(1024 * 1024);
     let routes = Arc::new(Router::new(&settings.routes, &settings.channel_names()));
     options.router = routes.clone();
+    if server.enabled {
+        options.replies = Arc::new(ReplyRules::from_server(server));
+    }
     let (store, recovery) = tokio::task::spawn_blocking(move || Store::open(&options))
         .await
         .map_err(|e| StoreError::Unavailable(e.to_string()))??;
@@ -169,6 +195,23 @@ pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
         shutdown.clone(),
     ));
 
+    let smpp_addr = smpp_listener.as_ref().map(|(_, addr)| *addr);
+    if let Some((listener, addr)) = smpp_listener {
+        let ctx = ServerContext {
+            store: store.clone(),
+            wake: wake.clone(),
+            defaults: settings.defaults.clone(),
+            region,
+        };
+        tasks.spawn(crate::smpp::server::serve(
+            listener,
+            settings.smpp.server.clone(),
+            ctx,
+            shutdown.clone(),
+        ));
+        tracing::info!(%addr, accounts = settings.smpp.server.account.len(), "SMPP server listening");
+    }
+
     let state = Arc::new(ApiState::new(
         store.clone(),
         wake,
@@ -191,6 +234,7 @@ pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
 
     Ok(RunningDaemon {
         http_addr,
+        smpp_addr,
         store,
         shutdown,
         channel_shutdown,

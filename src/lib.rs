@@ -17,11 +17,13 @@
 //!   keys.rs            the key layout of the one tree
 //!   record.rs          versioned compact encoding of stored values
 //!   writer.rs          writer + syncer threads: staged groups, pipelined group commit, fdatasync
+//!   outbox.rs          durable per-target outbox: receipts and replies owed to SMPP accounts
 //! src/channel.rs       the Channel abstraction: send jobs in, events out; channel status
 //! src/modem/           GSM modem channel
 //!   session.rs         the AT session as a state machine without I/O (init, send, read, health)
 //!   driver.rs          the task owning the serial port (tokio-serial): recovery, pacing, probe
-//! src/route.rs         routes: destination prefixes -> ordered channel steps; queue lanes, failover
+//! src/route.rs         routes: destination prefixes -> ordered channel steps; queue lanes, failover;
+//!                      reply rules: customers' messages -> integrator accounts
 //! src/dispatch.rs      due messages -> channels that are up; retry policy with backoff and jitter
 //! src/conversation.rs  the correlator: channel events -> message state (acks, receipts, replies)
 //! src/sim/             the simulated channel used by the embedded demo and the tests
@@ -32,19 +34,25 @@
 //! src/smpp/            SMPP 3.4
 //!   frame.rs           framing on rusmpp that survives malformed PDUs; PDU builders; JSON view
 //!   content.rs         what SMS PDUs carry: text by data_coding, UDH/SAR/payload parts, receipts vs replies
+//!   time.rs            SMPP absolute and relative times (schedule_delivery_time, validity_period)
 //!   session.rs         the ESME (client) session as a state machine without I/O
 //!   server_session.rs  the SMSC side of one integrator connection as a state machine without I/O
 //!   outbound.rs        a queued message as submit_sm per the link's settings (TON/NPI, coding, parts)
 //!   link.rs            a carrier link as a Channel: the task per TCP connection, reconnect, throttle
 //!   auth.rs            integrator accounts of the SMPP server: password hashes, bind decisions, guessing guard
+//!   intake.rs          an integrator's submit_sm / data_sm as a message (or part), query_sm / cancel_sm answers
+//!   deliveries.rs      receipts and replies from an account's outbox as deliver_sm
+//!   server.rs          the SMPP server: listener, task per connection, outbox pump per account
 //! src/http/            axum API: handlers, auth, JSON errors; server.rs the hyper loop
 //! src/daemon.rs        wiring of the running daemon and its graceful shutdown
 //! src/phone.rs         E.164 normalization and sender-id validation
 //! ```
 //!
-//! Data flows one way: intake (HTTP) only writes to the store; the dispatcher only reads due work
-//! and hands it to a channel; channels only report events; the correlator is the one place that
-//! turns events into message state.
+//! Data flows one way: intake (HTTP, SMPP server) only writes to the store; the dispatcher only
+//! reads due work and hands it to a channel; channels only report events; the correlator is the
+//! one place that turns events into message state; what integrators are owed (receipts,
+//! replies) is written to the store's outbox with the change that causes it, and the SMPP
+//! server only reads and deletes it.
 
 #![warn(missing_docs)]
 

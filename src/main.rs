@@ -565,7 +565,11 @@ fn serve(config: Option<&Path>) -> Result<()> {
             std::process::exit(130);
         });
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-        tracing::info!(api = %daemon.http_addr, "parla is ready");
+        match daemon.smpp_addr {
+            // Fields before api=: tools read the API address as the line's last word.
+            Some(smpp) => tracing::info!(smpp = %smpp, api = %daemon.http_addr, "parla is ready"),
+            None => tracing::info!(api = %daemon.http_addr, "parla is ready"),
+        }
         daemon.wait().await?;
         Ok(())
     })

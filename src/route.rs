@@ -233,6 +233,26 @@ pub struct ReplyAccount {
 }
 
 impl ReplyRules {
+    /// The rules of the SMPP server's accounts (`[[smpp.server.account]]` reply_numbers,
+    /// reply_keywords, catch_all_replies; `[smpp.server]` conversation_window).
+    pub fn from_server(server: &crate::config::SmppServerSettings) -> Self {
+        ReplyRules {
+            accounts: server
+                .account
+                .iter()
+                .map(|a| ReplyAccount {
+                    target: crate::store::smpp_target(&a.system_id),
+                    account: a.system_id.clone(),
+                    numbers: a.reply_numbers.clone(),
+                    keywords: a.reply_keywords.clone(),
+                    catch_all: a.catch_all_replies,
+                })
+                .collect(),
+            conversation_window_ms: i64::try_from(server.conversation_window.as_millis())
+                .unwrap_or(i64::MAX),
+        }
+    }
+
     /// Precedence: (1) keyword: the first word of the text, case-insensitive, equals one of an
     /// account's keywords; (2) conversation: `conversation_account` (the account that submitted
     /// the latest message to this customer within the window, computed by the store); (3)

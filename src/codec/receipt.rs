@@ -21,6 +21,36 @@
 
 use crate::message::ReceiptOutcome;
 
+// ---------------------------------------------------------------------------------- writing
+
+/// A receipt's "submit date:" / "done date:" value: "YYMMDDhhmm" in UTC.
+pub fn date(unix_secs: i64) -> String {
+    jiff::Timestamp::from_second(unix_secs)
+        .map(|t| {
+            t.to_zoned(jiff::tz::TimeZone::UTC)
+                .strftime("%y%m%d%H%M")
+                .to_string()
+        })
+        .unwrap_or_else(|_| "0000000000".into())
+}
+
+/// The first 20 characters of a text, printable ASCII only ('?' for the rest), as receipt
+/// texts are sent with data_coding 0.
+pub fn text_head(text: &str) -> String {
+    text.chars()
+        .take(20)
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------- reading
+
 /// Why a text could not be read as a delivery receipt.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReceiptError {

@@ -35,7 +35,7 @@ use crate::channel::InboundPart;
 use crate::codec::gsm7::{self, Encoding, Gsm7Error, PartPayload};
 use crate::codec::receipt::{self, ReceiptState};
 use crate::codec::tpdu::{Concat, InformationElement};
-use crate::smpp::frame::{self, Address};
+use crate::smpp::frame::{self, Address, SubmitFields};
 
 /// esm_class UDHI bit: short_message (or message_payload) starts with a user data header.
 const ESM_UDHI: u8 = 0x40;
@@ -604,6 +604,23 @@ fn unpack_with_padding(packed: &[u8], fill: u8) -> String {
     gsm7::from_septets(&septets)
 }
 
+/// The submit_sm / deliver_sm fields that carry `content` from `source` to `dest` (the other
+/// fields at their defaults).
+pub fn fields_of(source: &Address, dest: &Address, content: SmsContent) -> SubmitFields {
+    SubmitFields {
+        source: source.clone(),
+        dest: dest.clone(),
+        esm_class: content.esm_class,
+        data_coding: content.data_coding,
+        short_message: content.short_message,
+        message_payload: content.message_payload,
+        sar_msg_ref_num: content.sar.map(|p| p.reference),
+        sar_total_segments: content.sar.map(|p| p.total),
+        sar_segment_seqnum: content.sar.map(|p| p.seq),
+        ..SubmitFields::default()
+    }
+}
+
 // ---------------------------------------------------------------------------------- PDU fields
 
 /// The content fields and addresses of a submit_sm, deliver_sm or data_sm; `None` for other
@@ -908,7 +925,7 @@ pub fn address_for(number: &str) -> Result<Address, ContentError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::smpp::frame::{Frame, SubmitFields, decode_hex, decode_one, encode_to_vec};
+    use crate::smpp::frame::{Frame, decode_hex, decode_one, encode_to_vec};
     use serde_json::Value;
 
     const VECTORS: &str = include_str!(concat!(

@@ -35,13 +35,10 @@ use super::content::{self, Dc0, Delivery};
 use super::frame::{BindFields, BindMode, SmppCodec};
 use super::outbound::{self, PartSubmit};
 use super::session::{
-    ESME_RX_T_APPN, MAX_UNACKED_DELIVERIES, Output, Session, SessionConfig, SubmitError,
-    SubmitErrorKind, status_text,
+    ESME_RX_P_APPN, ESME_RX_T_APPN, MAX_UNACKED_DELIVERIES, Output, Session, SessionConfig,
+    SubmitError, SubmitErrorKind, status_text,
 };
 
-/// ESME_RX_P_APPN: permanent application error; for deliveries that can never be read, so
-/// the SMSC stops offering them.
-const ESME_RX_P_APPN: u32 = 0x65;
 /// Throttle pauses double up to this.
 const MAX_THROTTLE_PAUSE: Duration = Duration::from_secs(60);
 /// Throttled answers for one part after which its message goes back to the queue (and may be

@@ -123,16 +123,13 @@ fn source_address(sender: Option<&str>, settings: &SmppClientSettings) -> Result
     Ok(address)
 }
 
-/// validity_period in SMPP absolute form (UTC, "YYMMDDhhmmss000+"), or "" (the SMSC's
-/// default) when the message has no time left or its end cannot be written.
+/// validity_period in SMPP absolute form (UTC), or "" (the SMSC's default) when the message
+/// has no time left or its end cannot be written.
 fn validity(expires_at: Millis, now: Millis) -> String {
     if expires_at <= now {
         return String::new();
     }
-    match jiff::Timestamp::from_millisecond(expires_at) {
-        Ok(ts) => ts.strftime("%y%m%d%H%M%S000+").to_string(),
-        Err(_) => String::new(),
-    }
+    super::time::format(expires_at)
 }
 
 #[cfg(test)]

@@ -343,6 +343,14 @@ impl ServerSession {
         }
     }
 
+    /// Sets the submit and deliver windows of the account being bound (they are per account,
+    /// and the account is known only once the bind is judged); call before
+    /// [`ServerSession::accept_bind`]. 0 is taken as 1.
+    pub fn set_windows(&mut self, window: usize, deliver_window: usize) {
+        self.config.window = window.max(1);
+        self.config.deliver_window = deliver_window.max(1);
+    }
+
     /// The next output, if any.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()
@@ -552,6 +560,25 @@ impl ServerSession {
         response.sequence_number = sequence_number;
         self.send(response);
         self.maybe_unbound();
+    }
+
+    /// Answers the query_sm / cancel_sm `sequence_number` from [`Output::Request`] with the
+    /// error `status` in its own response type (0 is sent as ESME_RSYSERR). Unknown or
+    /// already answered numbers are ignored.
+    pub fn answer_error(&mut self, sequence_number: u32, status: u32) {
+        let Some(expected) = self.requests.get(&sequence_number).copied() else {
+            tracing::warn!(sequence_number, "answer_error for no request awaiting one");
+            return;
+        };
+        let status = if status == ESME_ROK {
+            ESME_RSYSERR
+        } else {
+            status
+        };
+        // The request's id is its response's without the response bit.
+        let request_id = u32::from(expected) & !0x8000_0000;
+        let response = error_resp(request_id, sequence_number, status, &self.config.system_id);
+        self.answer(sequence_number, response);
     }
 
     /// Sends a deliver_sm built from `fields`; its outcome comes later as

@@ -487,6 +487,49 @@ fn query_and_cancel_are_answered_by_the_caller() {
 }
 
 #[test]
+fn answer_error_uses_the_request_s_own_response() {
+    let (mut s, t0) = bound(BindMode::Transmitter);
+    s.on_frame(raw(QUERY_SM, 0, 1, QUERY_SM_BODY), t0);
+    s.on_frame(raw(CANCEL_SM, 0, 2, CANCEL_SM_BODY), t0);
+    drain(&mut s);
+    s.answer_error(1, 0x67);
+    s.answer_error(2, 0);
+    // Already answered: nothing more.
+    s.answer_error(2, 0x11);
+    assert_eq!(
+        sent(&drain(&mut s)),
+        [(QUERY_SM_RESP, 0x67, 1), (CANCEL_SM_RESP, ESME_RSYSERR, 2)]
+    );
+}
+
+#[test]
+fn windows_set_at_bind_time_apply() {
+    let t0 = Instant::now();
+    let mut config = config();
+    config.window = 1;
+    let mut s = ServerSession::new(config, t0);
+    s.on_frame(bind_frame(BindMode::Transceiver, 1, "secret"), t0);
+    drain(&mut s);
+    s.set_windows(3, 1);
+    s.accept_bind(1, t0);
+    drain(&mut s);
+    for seq in 2..=5 {
+        s.on_frame(submit(seq), t0);
+    }
+    let out = drain(&mut s);
+    let submits = out
+        .iter()
+        .filter(|o| matches!(o, Output::Submit { .. }))
+        .count();
+    assert_eq!(submits, 3);
+    assert_eq!(sent(&out), [(SUBMIT_SM_RESP, ESME_RMSGQFUL, 5)]);
+    // Deliver window 1: a second delivery waits for the first's answer.
+    assert!(s.can_deliver());
+    s.deliver(1, &fields(), t0).unwrap();
+    assert!(!s.can_deliver());
+}
+
+#[test]
 fn enquire_link_both_ways() {
     let (mut s, t0) = bound(BindMode::Transceiver);
     s.on_frame(raw(ENQUIRE_LINK, 0, 5, b""), t0 + secs(10));

@@ -49,6 +49,9 @@ pub const ESME_RINVSYSTYP: u32 = 0x53;
 pub const ESME_RTHROTTLED: u32 = 0x58;
 /// ESME_RX_T_APPN: temporary application error; the SMSC retries later.
 pub const ESME_RX_T_APPN: u32 = 0x64;
+/// ESME_RX_P_APPN: permanent application error; for deliveries that can never be read, so
+/// the sender stops offering them.
+pub const ESME_RX_P_APPN: u32 = 0x65;
 
 /// Highest sequence number (SMPP 3.4 §3.2: 0x00000001..=0x7FFFFFFF).
 pub const MAX_SEQUENCE_NUMBER: u32 = 0x7FFF_FFFF;

@@ -27,8 +27,8 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::channel::InboundPart;
-use crate::codec::gsm7;
-use crate::smpp::content::{self, ContentError, ContentOptions, LongMethod, SmsContent};
+use crate::codec::{gsm7, receipt};
+use crate::smpp::content::{self, ContentError, ContentOptions, LongMethod};
 use crate::smpp::frame::{self, Address, BindMode, Frame, SubmitFields};
 
 /// system_id the simulator gives in its bind responses.
@@ -677,32 +677,6 @@ fn mode_name(mode: BindMode) -> &'static str {
     }
 }
 
-/// "YYMMDDhhmm" in UTC.
-fn receipt_date(unix_secs: i64) -> String {
-    jiff::Timestamp::from_second(unix_secs)
-        .map(|t| {
-            t.to_zoned(jiff::tz::TimeZone::UTC)
-                .strftime("%y%m%d%H%M")
-                .to_string()
-        })
-        .unwrap_or_else(|_| "0000000000".into())
-}
-
-/// The first 20 characters of a text, printable ASCII only ('?' for the rest), as receipt
-/// texts are sent with data_coding 0.
-fn receipt_text(text: &str) -> String {
-    text.chars()
-        .take(20)
-        .map(|c| {
-            if c.is_ascii_graphic() || c == ' ' {
-                c
-            } else {
-                '?'
-            }
-        })
-        .collect()
-}
-
 impl SmscCore {
     /// A core started at `now`, which stands for the Unix time `unix_now` (for receipt dates).
     pub fn new(config: SmscConfig, now: Instant, unix_now: i64) -> Self {
@@ -1119,7 +1093,9 @@ impl SmscCore {
             delivered: !undeliverable,
             submit_secs,
             done_secs: self.unix(due),
-            text: decoded.map(|d| receipt_text(&d.text)).unwrap_or_default(),
+            text: decoded
+                .map(|d| receipt::text_head(&d.text))
+                .unwrap_or_default(),
         };
         self.pending += 1;
         self.schedule(
@@ -1296,8 +1272,8 @@ impl SmscCore {
                 "id:{} sub:001 dlvrd:{} submit date:{} done date:{} stat:{stat} err:{err} text:{}",
                 r.receipt_id,
                 if r.delivered { "001" } else { "000" },
-                receipt_date(r.submit_secs),
-                receipt_date(r.done_secs),
+                receipt::date(r.submit_secs),
+                receipt::date(r.done_secs),
                 r.text
             )
             .into_bytes()
@@ -1543,7 +1519,7 @@ impl SmscCore {
         let mo = self.next_mo;
         let mut deliveries = Vec::with_capacity(parts.len());
         for (index, part) in parts.into_iter().enumerate() {
-            let fields = mo_fields(&source, &dest, part);
+            let fields = content::fields_of(&source, &dest, part);
             frame::deliver_sm(1, &fields).map_err(|e| MoError::Frame(e.to_string()))?;
             deliveries.push(Delivery {
                 target: Target::Any,
@@ -1616,22 +1592,6 @@ impl SmscCore {
                 self.close(conn, CloseKind::Graceful);
             }
         }
-    }
-}
-
-/// The deliver_sm fields of one MO part.
-fn mo_fields(source: &Address, dest: &Address, part: SmsContent) -> SubmitFields {
-    SubmitFields {
-        source: source.clone(),
-        dest: dest.clone(),
-        esm_class: part.esm_class,
-        data_coding: part.data_coding,
-        short_message: part.short_message,
-        message_payload: part.message_payload,
-        sar_msg_ref_num: part.sar.map(|p| p.reference),
-        sar_total_segments: part.sar.map(|p| p.total),
-        sar_segment_seqnum: part.sar.map(|p| p.seq),
-        ..SubmitFields::default()
     }
 }
 

@@ -1,0 +1,845 @@
+//! The SMPP server for integrators: parla as an SMSC that shop platforms and CRMs bind to.
+//!
+//! One task accepts connections (at most `max_connections`; more are closed at once) and one
+//! task per connection drives its [`ServerSession`]: binds are judged against the accounts
+//! (Argon2 off the runtime's threads, a guard against password guessing), submits are read by
+//! [`intake`] and answered only once the store has them on disk, query_sm / cancel_sm work on
+//! the account's own messages.
+//!
+//! Receipts and replies for an account wait in its durable outbox (written by the store in the
+//! same commit as the change they report). One pump task per account hands them to the
+//! account's receiver and transceiver binds, within each bind's deliver window, and deletes
+//! each only once its deliver_sm_resp came back; what fails or was in flight on a dropped
+//! connection is delivered again (so a client may see a receipt twice, never zero times).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use rusmpp::{Command, Pdu};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::time::Instant;
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::auth::{self, BindAttempt, GuessGuard};
+use super::deliveries;
+use super::frame::{BindMode, SmppCodec};
+use super::intake::{self, ESME_RCANCELFAIL, ESME_RQUERYFAIL, Intake, IntakeRules};
+use super::server_session::{BindRequest, DeliverError, Output, ServerConfig, ServerSession};
+use super::session::{
+    ESME_RALYBND, ESME_RBINDFAIL, ESME_RINVPASWD, ESME_RINVSYSID, ESME_RTHROTTLED,
+};
+use crate::config::{Defaults, SmppAccountSettings, SmppServerSettings};
+use crate::message::{MessageId, now_millis};
+use crate::store::{OutboxEntry, OutboxKey, PartSubmitted, Store, StoreError, Submitted};
+use phonenumber::country::Id as Region;
+
+/// What the server needs from the rest of the daemon.
+#[derive(Clone)]
+pub struct ServerContext {
+    /// Where submits go and receipts and replies come from.
+    pub store: Store,
+    /// Wakes the dispatcher when a submit made a message due.
+    pub wake: Arc<Notify>,
+    /// Validity, kind and part limit of messages that do not say.
+    pub defaults: Defaults,
+    /// Region of numbers written without a country code.
+    pub region: Option<Region>,
+}
+
+/// Outbox entries read from the store at a time by an account's pump.
+const OUTBOX_BATCH: usize = 256;
+/// Delivered entries deleted from the outbox per store request at most.
+const DONE_BATCH: usize = 512;
+/// The longest wait before a refused or unanswered delivery is tried again.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
+
+struct Shared {
+    settings: SmppServerSettings,
+    ctx: ServerContext,
+    accounts: HashMap<String, Arc<Account>>,
+    guard: Mutex<GuessGuard>,
+    shutdown: CancellationToken,
+    next_conn: AtomicU64,
+}
+
+/// One account's state shared by its connections and its outbox pump.
+struct Account {
+    settings: SmppAccountSettings,
+    target: String,
+    rate: Option<DefaultDirectRateLimiter>,
+    binds: AtomicUsize,
+    receivers: Mutex<Vec<ReceiverSlot>>,
+    receivers_changed: Notify,
+    results: mpsc::Sender<DeliveryResult>,
+}
+
+/// A bound receiver or transceiver of an account: where its pump hands outbox entries.
+struct ReceiverSlot {
+    conn: u64,
+    handouts: mpsc::Sender<OutboxEntry>,
+}
+
+/// What became of one handed-out outbox entry.
+struct DeliveryResult {
+    entry: OutboxEntry,
+    result: Result<(), DeliverError>,
+}
+
+impl Account {
+    fn new(settings: SmppAccountSettings, results: mpsc::Sender<DeliveryResult>) -> Self {
+        let rate = rate_limiter(settings.max_rate);
+        Account {
+            target: crate::store::smpp_target(&settings.system_id),
+            rate,
+            binds: AtomicUsize::new(0),
+            receivers: Mutex::new(Vec::new()),
+            receivers_changed: Notify::new(),
+            results,
+            settings,
+        }
+    }
+
+    /// Offers `entry` to a receiver with room, starting after the last one served; gives it
+    /// back when none has.
+    fn offer(&self, mut entry: OutboxEntry, start: &mut usize) -> Option<OutboxEntry> {
+        let mut receivers = lock(&self.receivers);
+        let mut i = 0;
+        while i < receivers.len() {
+            let slot = (*start + i) % receivers.len();
+            let Some(receiver) = receivers.get(slot) else {
+                break;
+            };
+            match receiver.handouts.try_send(entry) {
+                Ok(()) => {
+                    *start = slot + 1;
+                    return None;
+                }
+                Err(mpsc::error::TrySendError::Full(back)) => {
+                    entry = back;
+                    i += 1;
+                }
+                Err(mpsc::error::TrySendError::Closed(back)) => {
+                    entry = back;
+                    receivers.remove(slot);
+                }
+            }
+        }
+        Some(entry)
+    }
+}
+
+/// A GCRA limiter allowing `per_second` with bursts of a tenth of a second's worth; `None`
+/// when unlimited.
+fn rate_limiter(per_second: f64) -> Option<DefaultDirectRateLimiter> {
+    if !(per_second.is_finite() && per_second > 0.0) {
+        return None;
+    }
+    let burst = NonZeroU32::new((per_second / 10.0).clamp(1.0, 10_000.0) as u32)?;
+    let quota = Quota::with_period(Duration::from_secs_f64(1.0 / per_second))?.allow_burst(burst);
+    Some(RateLimiter::direct(quota))
+}
+
+/// A poisoned lock only means another task panicked while holding it; the data (counters,
+/// lists) is still usable.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Serves integrators on `listener` until `shutdown`: then every connection is unbound
+/// gracefully and the pumps stop. Returns once all have.
+pub async fn serve(
+    listener: TcpListener,
+    settings: SmppServerSettings,
+    ctx: ServerContext,
+    shutdown: CancellationToken,
+) {
+    let tracker = TaskTracker::new();
+    let mut accounts = HashMap::new();
+    let mut pumps = Vec::new();
+    for account in &settings.account {
+        let capacity = account
+            .max_binds
+            .saturating_mul(account.deliver_window)
+            .clamp(16, 65_536);
+        let (results_tx, results_rx) = mpsc::channel(capacity);
+        let shared_account = Arc::new(Account::new(account.clone(), results_tx));
+        accounts.insert(account.system_id.clone(), shared_account.clone());
+        pumps.push((shared_account, results_rx));
+    }
+    let shared = Arc::new(Shared {
+        settings,
+        ctx,
+        accounts,
+        guard: Mutex::new(GuessGuard::default()),
+        shutdown: shutdown.clone(),
+        next_conn: AtomicU64::new(1),
+    });
+    for (account, results) in pumps {
+        tracker.spawn(pump(shared.clone(), account, results));
+    }
+    let connections = Arc::new(Semaphore::new(shared.settings.max_connections.max(1)));
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: wait instead of spinning.
+                tracing::warn!(error = %e, "SMPP server: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, max = shared.settings.max_connections, "SMPP server: connection limit reached; closing the new connection");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        tracker.spawn(async move {
+            let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+            let mut conn = Connection::new(shared, id, peer, stream);
+            conn.run().await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tracker.close();
+    tracker.wait().await;
+}
+
+// ----------------------------------------------------------------------------- connections
+
+/// A decision taken off the connection task, coming back to it.
+enum Answer {
+    Bind {
+        sequence_number: u32,
+        result: Result<Arc<Account>, u32>,
+    },
+    Submit {
+        sequence_number: u32,
+        result: Result<MessageId, u32>,
+    },
+    Request {
+        sequence_number: u32,
+        result: Result<Box<Command>, u32>,
+    },
+}
+
+/// An outbox entry being delivered on this connection.
+struct Delivering {
+    entry: OutboxEntry,
+    /// Its deliver_sm not yet answered (or not yet sent).
+    waiting: usize,
+    failure: Option<DeliverError>,
+}
+
+struct Connection {
+    shared: Arc<Shared>,
+    id: u64,
+    peer: SocketAddr,
+    framed: Framed<TcpStream, SmppCodec>,
+    session: ServerSession,
+    account: Option<Arc<Account>>,
+    /// Set once a bind slot of `account` is taken (released at the end).
+    holds_bind: bool,
+    handouts: Option<mpsc::Receiver<OutboxEntry>>,
+    answers: (mpsc::Sender<Answer>, mpsc::Receiver<Answer>),
+    /// deliver_sm built and waiting for room in the deliver window: (delivery, command).
+    outgoing: VecDeque<(u64, Command)>,
+    delivering: HashMap<u64, Delivering>,
+    /// Session token -> delivery.
+    tokens: HashMap<u64, u64>,
+    next_token: u64,
+    unbind_sent: bool,
+}
+
+impl Connection {
+    fn new(shared: Arc<Shared>, id: u64, peer: SocketAddr, stream: TcpStream) -> Self {
+        let s = &shared.settings;
+        let mut config = ServerConfig::new(&s.system_id);
+        config.response_timeout = s.response_timeout;
+        config.bind_timeout = s.response_timeout;
+        config.idle_timeout = s.idle_timeout;
+        config.enquire_link_interval = s.enquire_link_interval;
+        // The account's own windows are set when it binds; until then one request at a time.
+        config.window = 1;
+        config.deliver_window = 1;
+        let session = ServerSession::new(config, std::time::Instant::now());
+        let answers = mpsc::channel(64);
+        Connection {
+            shared,
+            id,
+            peer,
+            framed: Framed::new(stream, SmppCodec::default()),
+            session,
+            account: None,
+            holds_bind: false,
+            handouts: None,
+            answers,
+            outgoing: VecDeque::new(),
+            delivering: HashMap::new(),
+            tokens: HashMap::new(),
+            next_token: 1,
+            unbind_sent: false,
+        }
+    }
+
+    fn system_id(&self) -> &str {
+        self.account
+            .as_ref()
+            .map_or("", |a| a.settings.system_id.as_str())
+    }
+
+    async fn run(&mut self) {
+        tracing::debug!(peer = %self.peer, conn = self.id, "SMPP client connected");
+        loop {
+            let mut closed = None;
+            while let Some(output) = self.session.poll_output() {
+                match output {
+                    Output::Send(command) => {
+                        if let Err(e) = self.framed.feed(command).await {
+                            self.session.connection_lost(&e.to_string());
+                        }
+                    }
+                    Output::Authenticate {
+                        sequence_number,
+                        request,
+                    } => self.authenticate(sequence_number, request),
+                    Output::Bound { mode, system_id } => self.on_bound(mode, &system_id),
+                    Output::Submit {
+                        sequence_number,
+                        command,
+                    } => self.on_submit(sequence_number, &command),
+                    Output::Request {
+                        sequence_number,
+                        command,
+                    } => self.on_request(sequence_number, &command),
+                    Output::Delivered { token, result } => self.on_delivered(token, result).await,
+                    Output::Closed { reason } => closed = Some(reason),
+                }
+            }
+            if let Some(reason) = closed {
+                let _ = SinkExt::<Command>::flush(&mut self.framed).await;
+                self.finish(&reason).await;
+                return;
+            }
+            self.send_deliveries();
+            if let Err(e) = SinkExt::<Command>::flush(&mut self.framed).await {
+                self.session.connection_lost(&e.to_string());
+                continue;
+            }
+            let wake = self.session.next_deadline().map(Instant::from_std);
+            let take_handouts = self.outgoing.is_empty() && self.session.can_deliver();
+            tokio::select! {
+                () = self.shared.shutdown.cancelled(), if !self.unbind_sent => {
+                    self.unbind_sent = true;
+                    self.session.unbind(std::time::Instant::now());
+                }
+                frame = self.framed.next() => {
+                    let now = std::time::Instant::now();
+                    match frame {
+                        Some(Ok(frame)) => self.session.on_frame(frame, now),
+                        Some(Err(e)) => self.session.connection_lost(&e.to_string()),
+                        None => self.session.connection_lost("closed by the client"),
+                    }
+                }
+                Some(answer) = self.answers.1.recv() => self.on_answer(answer),
+                Some(entry) = recv_handout(&mut self.handouts), if take_handouts => self.take(entry).await,
+                () = sleep_until(wake) => self.session.on_tick(std::time::Instant::now()),
+            }
+        }
+    }
+
+    // --- binds
+
+    fn authenticate(&mut self, sequence_number: u32, request: BindRequest) {
+        let now = std::time::Instant::now();
+        let ip = self.peer.ip();
+        if !lock(&self.shared.guard).may_try(ip, now) {
+            tracing::warn!(peer = %self.peer, system_id = %request.system_id, "SMPP bind refused: too many failed binds from this address");
+            self.session
+                .refuse_bind(sequence_number, ESME_RBINDFAIL, now);
+            return;
+        }
+        let shared = self.shared.clone();
+        let answers = self.answers.0.clone();
+        let peer = self.peer;
+        tokio::spawn(async move {
+            let open_binds = shared
+                .accounts
+                .get(&request.system_id)
+                .map_or(0, |a| a.binds.load(Ordering::Relaxed));
+            // Argon2 takes tens of milliseconds of CPU: off the runtime's threads.
+            let judged = {
+                let shared = shared.clone();
+                let request = request.clone();
+                tokio::task::spawn_blocking(move || {
+                    let attempt = BindAttempt {
+                        system_id: &request.system_id,
+                        password: &request.password,
+                        mode: request.mode,
+                        peer: peer.ip(),
+                        open_binds,
+                    };
+                    auth::judge(&shared.settings.account, &attempt).map(|a| a.system_id.clone())
+                })
+                .await
+                .unwrap_or(Err(ESME_RBINDFAIL))
+            };
+            let result = judged.and_then(|system_id| {
+                shared
+                    .accounts
+                    .get(&system_id)
+                    .cloned()
+                    .ok_or(ESME_RINVSYSID)
+            });
+            let _ = answers
+                .send(Answer::Bind {
+                    sequence_number,
+                    result,
+                })
+                .await;
+        });
+    }
+
+    fn on_bind_judged(&mut self, sequence_number: u32, result: Result<Arc<Account>, u32>) {
+        let now = std::time::Instant::now();
+        let ip: IpAddr = self.peer.ip();
+        match result {
+            Ok(account) => {
+                let max = account.settings.max_binds;
+                let slot = account
+                    .binds
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                        (n < max).then_some(n + 1)
+                    });
+                if slot.is_err() {
+                    tracing::warn!(peer = %self.peer, system_id = %account.settings.system_id, max, "SMPP bind refused: the account has its most binds open");
+                    self.session.refuse_bind(sequence_number, ESME_RALYBND, now);
+                    return;
+                }
+                lock(&self.shared.guard).succeeded(ip);
+                self.session
+                    .set_windows(account.settings.window, account.settings.deliver_window);
+                self.account = Some(account);
+                self.holds_bind = true;
+                self.session.accept_bind(sequence_number, now);
+            }
+            Err(status) => {
+                // Only a wrong password or an unknown account counts as a guess.
+                if matches!(status, ESME_RINVPASWD | ESME_RINVSYSID)
+                    && let Some(lockout) = lock(&self.shared.guard).failed(ip, now)
+                {
+                    tracing::warn!(peer = %self.peer, ?lockout, "SMPP binds from this address refused for a while after repeated failures");
+                }
+                tracing::info!(peer = %self.peer, status = format_args!("0x{status:08X}"), "SMPP bind refused");
+                self.session.refuse_bind(sequence_number, status, now);
+            }
+        }
+    }
+
+    fn on_bound(&mut self, mode: BindMode, system_id: &str) {
+        tracing::info!(peer = %self.peer, conn = self.id, %system_id, ?mode, "SMPP client bound");
+        let Some(account) = self.account.clone() else {
+            return;
+        };
+        if matches!(mode, BindMode::Receiver | BindMode::Transceiver) {
+            let (tx, rx) = mpsc::channel(account.settings.deliver_window.max(1));
+            lock(&account.receivers).push(ReceiverSlot {
+                conn: self.id,
+                handouts: tx,
+            });
+            self.handouts = Some(rx);
+            account.receivers_changed.notify_one();
+        }
+    }
+
+    // --- submits, queries, cancels
+
+    fn on_submit(&mut self, sequence_number: u32, command: &Command) {
+        let Some(account) = self.account.clone() else {
+            self.session
+                .submit_refused(sequence_number, super::session::ESME_RINVBNDSTS);
+            return;
+        };
+        if account.rate.as_ref().is_some_and(|r| r.check().is_err()) {
+            self.session
+                .submit_refused(sequence_number, ESME_RTHROTTLED);
+            return;
+        }
+        let ctx = &self.shared.ctx;
+        let rules = IntakeRules {
+            account: &account.settings,
+            defaults: &ctx.defaults,
+            region: ctx.region,
+        };
+        let intake = match intake::read_submit(command, rules, now_millis()) {
+            Ok(intake) => intake,
+            Err(refusal) => {
+                tracing::info!(system_id = %account.settings.system_id, status = format_args!("0x{:08X}", refusal.status), reason = %refusal.reason, "submit refused");
+                self.session.submit_refused(sequence_number, refusal.status);
+                return;
+            }
+        };
+        let store = ctx.store.clone();
+        let wake = ctx.wake.clone();
+        let answers = self.answers.0.clone();
+        let system_id = account.settings.system_id.clone();
+        // The commit waits for a disk sync; the connection reads on meanwhile (the session's
+        // window bounds how many wait).
+        tokio::spawn(async move {
+            let stored = match intake {
+                Intake::Whole(new) => store.submit(new, None).await.map(|s| match s {
+                    Submitted::Created(m) | Submitted::Existing(m) => (m.id, true),
+                }),
+                Intake::Part(part) => store.submit_part(part).await.map(|p| match p {
+                    PartSubmitted::Kept(id) => (id, false),
+                    PartSubmitted::Complete(m) => (m.id, true),
+                }),
+            };
+            let result = match stored {
+                Ok((id, queued)) => {
+                    if queued {
+                        wake.notify_one();
+                    }
+                    Ok(id)
+                }
+                Err(e) => {
+                    tracing::warn!(%system_id, error = %e, "submit not stored; answered ESME_RSYSERR");
+                    Err(store_status(&e))
+                }
+            };
+            let _ = answers
+                .send(Answer::Submit {
+                    sequence_number,
+                    result,
+                })
+                .await;
+        });
+    }
+
+    fn on_request(&mut self, sequence_number: u32, command: &Command) {
+        let system_id = self.system_id().to_owned();
+        let id = match intake::requested_id(command) {
+            Ok(id) => id,
+            Err(status) => {
+                self.session.answer_error(sequence_number, status);
+                return;
+            }
+        };
+        let store = self.shared.ctx.store.clone();
+        let found = match store.get(id) {
+            Ok(found) => found.filter(|m| intake::owned_by(m, &system_id)),
+            Err(e) => {
+                tracing::warn!(error = %e, "query_sm / cancel_sm: store unreadable");
+                self.session.answer_error(sequence_number, store_status(&e));
+                return;
+            }
+        };
+        match (command.pdu(), found) {
+            (Some(Pdu::QuerySm(_)), Some(message)) => {
+                let resp = intake::query_resp(sequence_number, &message);
+                self.session.answer(sequence_number, resp);
+            }
+            (Some(Pdu::QuerySm(_)), None) => {
+                self.session.answer_error(sequence_number, ESME_RQUERYFAIL);
+            }
+            (Some(Pdu::CancelSm(_)), Some(message)) => {
+                let answers = self.answers.0.clone();
+                tokio::spawn(async move {
+                    let result = match store.cancel(message.id).await {
+                        Ok(_) => Ok(Box::new(intake::cancel_resp(sequence_number))),
+                        Err(StoreError::WrongStatus { .. } | StoreError::NotFound(_)) => {
+                            Err(ESME_RCANCELFAIL)
+                        }
+                        Err(e) => Err(store_status(&e)),
+                    };
+                    let _ = answers
+                        .send(Answer::Request {
+                            sequence_number,
+                            result,
+                        })
+                        .await;
+                });
+            }
+            _ => self.session.answer_error(sequence_number, ESME_RCANCELFAIL),
+        }
+    }
+
+    fn on_answer(&mut self, answer: Answer) {
+        match answer {
+            Answer::Bind {
+                sequence_number,
+                result,
+            } => self.on_bind_judged(sequence_number, result),
+            Answer::Submit {
+                sequence_number,
+                result: Ok(id),
+            } => {
+                if let Err(e) = self
+                    .session
+                    .submit_accepted(sequence_number, &id.to_string())
+                {
+                    tracing::error!(error = %e, "submit_sm_resp could not carry the message id");
+                    self.session
+                        .submit_refused(sequence_number, super::frame::ESME_RSYSERR);
+                }
+            }
+            Answer::Submit {
+                sequence_number,
+                result: Err(status),
+            } => self.session.submit_refused(sequence_number, status),
+            Answer::Request {
+                sequence_number,
+                result: Ok(resp),
+            } => self.session.answer(sequence_number, *resp),
+            Answer::Request {
+                sequence_number,
+                result: Err(status),
+            } => self.session.answer_error(sequence_number, status),
+        }
+    }
+
+    // --- deliveries
+
+    /// Builds the deliver_sm of an outbox entry handed to this connection.
+    async fn take(&mut self, entry: OutboxEntry) {
+        let Some(account) = self.account.clone() else {
+            self.report(entry, Err(DeliverError::Closed)).await;
+            return;
+        };
+        match deliveries::commands_for(&entry.item, &account.settings) {
+            Ok(commands) if !commands.is_empty() => {
+                let delivery = self.next_token;
+                self.next_token += 1;
+                self.delivering.insert(
+                    delivery,
+                    Delivering {
+                        entry,
+                        waiting: commands.len(),
+                        failure: None,
+                    },
+                );
+                self.outgoing
+                    .extend(commands.into_iter().map(|c| (delivery, c)));
+            }
+            Ok(_) => self.report(entry, Ok(())).await,
+            Err(reason) => {
+                self.report(entry, Err(DeliverError::Invalid { reason }))
+                    .await;
+            }
+        }
+    }
+
+    /// Sends built deliver_sm while the deliver window has room.
+    fn send_deliveries(&mut self) {
+        while self.session.can_deliver() {
+            let Some((delivery, command)) = self.outgoing.pop_front() else {
+                return;
+            };
+            let token = self.next_token;
+            self.next_token += 1;
+            self.tokens.insert(token, delivery);
+            if self
+                .session
+                .deliver_command(token, command.clone(), std::time::Instant::now())
+                .is_err()
+            {
+                self.tokens.remove(&token);
+                self.outgoing.push_front((delivery, command));
+                return;
+            }
+        }
+    }
+
+    async fn on_delivered(&mut self, token: u64, result: Result<(), DeliverError>) {
+        let Some(delivery) = self.tokens.remove(&token) else {
+            return;
+        };
+        let finished = match self.delivering.get_mut(&delivery) {
+            Some(d) => {
+                d.waiting = d.waiting.saturating_sub(1);
+                if let Err(e) = result {
+                    d.failure.get_or_insert(e);
+                }
+                d.waiting == 0
+            }
+            None => false,
+        };
+        if finished && let Some(d) = self.delivering.remove(&delivery) {
+            let result = d.failure.map_or(Ok(()), Err);
+            self.report(d.entry, result).await;
+        }
+    }
+
+    async fn report(&self, entry: OutboxEntry, result: Result<(), DeliverError>) {
+        if let Some(account) = &self.account {
+            let _ = account.results.send(DeliveryResult { entry, result }).await;
+        }
+    }
+
+    /// The session closed: everything handed to this connection goes back to the pump, the
+    /// bind slot is released.
+    async fn finish(&mut self, reason: &str) {
+        tracing::info!(peer = %self.peer, conn = self.id, system_id = %self.system_id(), %reason, "SMPP client disconnected");
+        if let Some(account) = self.account.clone() {
+            lock(&account.receivers).retain(|r| r.conn != self.id);
+            if let Some(mut rx) = self.handouts.take() {
+                rx.close();
+                while let Ok(entry) = rx.try_recv() {
+                    self.report(entry, Err(DeliverError::Closed)).await;
+                }
+            }
+            self.outgoing.clear();
+            self.tokens.clear();
+            for (_, d) in std::mem::take(&mut self.delivering) {
+                self.report(d.entry, Err(DeliverError::Closed)).await;
+            }
+            if self.holds_bind {
+                account.binds.fetch_sub(1, Ordering::AcqRel);
+                self.holds_bind = false;
+            }
+            account.receivers_changed.notify_one();
+        }
+    }
+}
+
+/// The command_status a store failure is answered with: the message was not taken, and the
+/// client must not think it was.
+fn store_status(_e: &StoreError) -> u32 {
+    super::frame::ESME_RSYSERR
+}
+
+async fn recv_handout(rx: &mut Option<mpsc::Receiver<OutboxEntry>>) -> Option<OutboxEntry> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+// ------------------------------------------------------------------------------ outbox pump
+
+/// Hands an account's outbox to its bound receivers until shutdown.
+async fn pump(
+    shared: Arc<Shared>,
+    account: Arc<Account>,
+    mut results: mpsc::Receiver<DeliveryResult>,
+) {
+    let store = shared.ctx.store.clone();
+    let mut changed = store.outbox_changed();
+    let mut cursor: Option<OutboxKey> = None;
+    let mut fresh: VecDeque<OutboxEntry> = VecDeque::new();
+    // Entries to try again, by when; the counter keeps keys unique.
+    let mut retry: BTreeMap<(Instant, u64), OutboxEntry> = BTreeMap::new();
+    let mut failures: HashMap<OutboxKey, u32> = HashMap::new();
+    let mut done: Vec<OutboxKey> = Vec::new();
+    let mut serial = 0u64;
+    let mut start = 0usize;
+    loop {
+        // Hand out while a receiver has room: due retries first, then what is new.
+        loop {
+            let due_retry = retry
+                .first_key_value()
+                .is_some_and(|((at, _), _)| *at <= Instant::now());
+            let entry = if due_retry {
+                retry.pop_first().map(|(_, e)| e)
+            } else if let Some(e) = fresh.pop_front() {
+                Some(e)
+            } else {
+                if lock(&account.receivers).is_empty() {
+                    break;
+                }
+                match store.outbox(&account.target, cursor.as_ref(), OUTBOX_BATCH) {
+                    Ok(entries) => {
+                        if let Some(last) = entries.last() {
+                            cursor = Some(last.key.clone());
+                        }
+                        fresh.extend(entries);
+                        fresh.pop_front()
+                    }
+                    Err(e) => {
+                        tracing::warn!(account = %account.settings.system_id, error = %e, "outbox unreadable; will try again");
+                        None
+                    }
+                }
+            };
+            let Some(entry) = entry else { break };
+            if let Some(back) = account.offer(entry, &mut start) {
+                // No room anywhere: it goes first once a receiver has some.
+                fresh.push_front(back);
+                break;
+            }
+        }
+        if !done.is_empty() && (done.len() >= DONE_BATCH || results.is_empty()) {
+            let keys = std::mem::take(&mut done);
+            if let Err(e) = store.outbox_done(keys.clone()).await {
+                // They stay in the outbox and would be delivered again after a restart.
+                tracing::warn!(account = %account.settings.system_id, error = %e, "delivered receipts not yet removed from the outbox; will try again");
+                done = keys;
+            }
+        }
+        let next_retry = retry.first_key_value().map(|((at, _), _)| *at);
+        tokio::select! {
+            () = shared.shutdown.cancelled() => break,
+            r = changed.changed() => {
+                if r.is_err() {
+                    // The store closed.
+                    break;
+                }
+            }
+            () = account.receivers_changed.notified() => {}
+            Some(r) = results.recv() => {
+                let key = r.entry.key.clone();
+                match r.result {
+                    Ok(()) => {
+                        failures.remove(&key);
+                        done.push(key);
+                    }
+                    Err(e @ (DeliverError::Invalid { .. } | DeliverError::Refused { status: super::session::ESME_RX_P_APPN })) => {
+                        // The client will never take it: keeping it would block nothing but
+                        // would be retried forever.
+                        tracing::warn!(account = %account.settings.system_id, error = %e, item = ?r.entry.item, "delivery dropped: the client refuses it for good");
+                        failures.remove(&key);
+                        done.push(key);
+                    }
+                    Err(DeliverError::Closed) => {
+                        // Not the client's refusal: on to another bind (or the next one) now.
+                        fresh.push_front(r.entry);
+                    }
+                    Err(e) => {
+                        let n = failures.entry(key).or_insert(0);
+                        *n = n.saturating_add(1);
+                        let delay = Duration::from_secs(1u64 << (*n).min(9)).min(MAX_RETRY_DELAY);
+                        tracing::debug!(account = %account.settings.system_id, error = %e, ?delay, "delivery will be tried again");
+                        serial += 1;
+                        retry.insert((Instant::now() + delay, serial), r.entry);
+                    }
+                }
+            }
+            () = sleep_until(next_retry), if next_retry.is_some() => {}
+        }
+    }
+    if !done.is_empty() {
+        let _ = store.outbox_done(done).await;
+    }
+}
