@@ -9,38 +9,16 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use serde_json::{Value, json};
-use support::{Binary, Client, GUARD, Listening, wait_api, write_config};
+use support::{Binary, Client, GUARD, Listening, interop_dir, wait_api, write_config};
 
 const SYSTEM_ID: &str = "parla";
 const PASSWORD: &str = "secret1";
 const CUSTOMER: &str = "+393471234567";
 const SHOP_NUMBER: &str = "+393400000001";
-
-/// The directory of smsc.js, once node and its package are there; `None` when skipped.
-fn interop_dir() -> Option<PathBuf> {
-    if std::env::var("PARLA_SKIP_INTEROP").as_deref() == Ok("1") {
-        eprintln!("interop test skipped: PARLA_SKIP_INTEROP=1");
-        return None;
-    }
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
-    let node = Command::new("node").arg("--version").output();
-    assert!(
-        matches!(&node, Ok(out) if out.status.success()),
-        "the interop test needs node (and npm) on PATH: install them (apt-get install -y nodejs \
-         npm), then run `npm ci --prefix tests/interop`; or set PARLA_SKIP_INTEROP=1 to skip it \
-         ({node:?})"
-    );
-    assert!(
-        dir.join("node_modules/smpp/package.json").exists(),
-        "the interop test needs the npm package smpp: run `npm ci --prefix tests/interop` \
-         (or set PARLA_SKIP_INTEROP=1 to skip it)"
-    );
-    Some(dir)
-}
 
 /// tests/interop/smsc.js, listening on a free port.
 fn start_smsc(dir: &Path) -> Listening {

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Binary, Client, GUARD, Listening, parla_bin, wait_api, write_config};
+use support::{Binary, Client, GUARD, Listening, long_gsm, parla_bin, wait_api, write_config};
 
 /// `parla sim smsc` listening on a free port.
 struct Smsc;
@@ -74,21 +74,6 @@ fn wait_delivered(client: &Client, id: &str) -> Value {
         );
         m["status"] == "delivered"
     })
-}
-
-/// A GSM text of three parts (more than 2 x 153 characters).
-fn long_gsm(tag: &str) -> String {
-    let mut text = String::new();
-    let mut i = 0;
-    while text.chars().count() < 380 {
-        text.push_str(&format!("{tag} item {i} ships today; "));
-        i += 1;
-    }
-    text.chars()
-        .take(380)
-        .collect::<String>()
-        .trim_end()
-        .to_string()
 }
 
 /// A UCS-2 text of two parts (more than 70 units).

@@ -39,6 +39,7 @@
 'use strict';
 
 const smpp = require('smpp');
+const sms = require('./sms');
 
 // ------------------------------------------------------------------------------ options
 
@@ -82,13 +83,7 @@ function usage(message) {
 	if (!(options.receiptDelayMs >= 0)) usage('bad --receipt-delay-ms');
 }
 
-// node-smpp decodes short_message, message_payload and times with its own codec: switch that
-// off, so this SMSC reads the octets that came on the wire (and spends no time on it).
-for (const name of Object.keys(smpp.commands)) {
-	const params = smpp.commands[name].params || {};
-	for (const key of Object.keys(params)) delete params[key].filter;
-}
-delete smpp.tlvs.message_payload.filter;
+sms.rawCodec(smpp);
 
 const E = smpp.errors;
 const MESSAGE_STATE = {
@@ -106,99 +101,6 @@ function emit(event) {
 // Per-PDU lines: none in quiet mode.
 function trace(event) {
 	if (!options.quiet) emit(event);
-}
-
-// ------------------------------------------------------------------------------ GSM 03.38
-
-const GSM_BASIC =
-	'@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞ\x1bÆæßÉ !"#¤%&\'()*+,-./0123456789:;<=>?' +
-	'¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà';
-const GSM_EXTENSION = { 0x0a: '\f', 0x14: '^', 0x28: '{', 0x29: '}', 0x2f: '\\', 0x3c: '[', 0x3d: '~', 0x3e: ']', 0x40: '|', 0x65: '€' };
-const GSM_ENCODE = new Map();
-[...GSM_BASIC].forEach((c, i) => { if (i !== 0x1b) GSM_ENCODE.set(c, [i]); });
-for (const [code, c] of Object.entries(GSM_EXTENSION)) GSM_ENCODE.set(c, [0x1b, Number(code)]);
-
-const GSM_BASIC_CHARS = [...GSM_BASIC];
-function gsmDecode(octets) {
-	let out = '';
-	for (let i = 0; i < octets.length; i++) {
-		const b = octets[i] & 0x7f;
-		if (b === 0x1b && i + 1 < octets.length) {
-			const next = octets[++i] & 0x7f;
-			out += GSM_EXTENSION[next] !== undefined ? GSM_EXTENSION[next] : ' ';
-		} else {
-			out += GSM_BASIC_CHARS[b];
-		}
-	}
-	return out;
-}
-
-// Septets of `text` (one octet each, unpacked), or null when a character is not in GSM 03.38.
-function gsmEncode(text) {
-	const out = [];
-	for (const c of text) {
-		const code = GSM_ENCODE.get(c);
-		if (!code) return null;
-		out.push(...code);
-	}
-	return out;
-}
-
-function ucs2Decode(octets) {
-	const even = octets.length - (octets.length % 2);
-	const swapped = Buffer.from(octets.subarray(0, even));
-	swapped.swap16();
-	return swapped.toString('utf16le');
-}
-
-function ucs2Encode(text) {
-	const buffer = Buffer.from(text, 'utf16le');
-	buffer.swap16();
-	return buffer;
-}
-
-function decodeText(octets, dataCoding) {
-	switch (dataCoding) {
-		case 0: return gsmDecode(octets);
-		case 1: return octets.toString('ascii');
-		case 3: return octets.toString('latin1');
-		case 8: return ucs2Decode(octets);
-		default:
-			// General data coding group 00xx: bits 2-3 say the alphabet.
-			if ((dataCoding & 0xc0) === 0 || (dataCoding & 0xf0) === 0xf0) {
-				const alphabet = (dataCoding & 0xf0) === 0xf0 ? (dataCoding & 0x04) : (dataCoding & 0x0c);
-				if (alphabet === 0) return gsmDecode(octets);
-				if (alphabet === 0x08) return ucs2Decode(octets);
-			}
-			return `hex:${octets.toString('hex')}`;
-	}
-}
-
-// The concatenation of a user data header: {ref, total, seq} or null.
-function concatOf(udh) {
-	let i = 1;
-	while (i + 1 < udh.length) {
-		const iei = udh[i];
-		const len = udh[i + 1];
-		const data = udh.subarray(i + 2, i + 2 + len);
-		if (iei === 0x00 && len === 3) return { ref: data[0], total: data[1], seq: data[2] };
-		if (iei === 0x08 && len === 4) return { ref: data.readUInt16BE(0), total: data[2], seq: data[3] };
-		i += 2 + len;
-	}
-	return null;
-}
-
-// ------------------------------------------------------------------------------ addresses
-
-function addressFields(number) {
-	if (/^\+\d+$/.test(number)) return { ton: 1, npi: 1, addr: number.slice(1) };
-	if (/^\d{1,8}$/.test(number)) return { ton: 3, npi: 0, addr: number };
-	if (/^\d+$/.test(number)) return { ton: 1, npi: 1, addr: number };
-	return { ton: 5, npi: 0, addr: number };
-}
-
-function shown(ton, addr) {
-	return ton === 1 && addr && !addr.startsWith('+') ? `+${addr}` : addr;
 }
 
 // ------------------------------------------------------------------------------ sessions
@@ -293,7 +195,7 @@ function onSubmit(session, pdu) {
 	}
 	if (options.submitStatus) {
 		session.send(pdu.response({ command_status: options.submitStatus }));
-		trace({ event: 'submit_refused', status: options.submitStatus, to: shown(pdu.dest_addr_ton, pdu.destination_addr) });
+		trace({ event: 'submit_refused', status: options.submitStatus, to: sms.shown(pdu.dest_addr_ton, pdu.destination_addr) });
 		return;
 	}
 	const id = (nextId++).toString(16);
@@ -301,12 +203,12 @@ function onSubmit(session, pdu) {
 	counters.submits++;
 	let receiptText = '';
 	if (!options.quiet) {
-		const part = readSubmit(pdu);
+		const part = sms.readSms(pdu);
 		receiptText = part.text;
 		emit({
 			event: 'submit', id, system_id: session.systemId,
-			from: shown(pdu.source_addr_ton, pdu.source_addr), source_ton: pdu.source_addr_ton, source_npi: pdu.source_addr_npi,
-			to: shown(pdu.dest_addr_ton, pdu.destination_addr), dest_ton: pdu.dest_addr_ton, dest_npi: pdu.dest_addr_npi,
+			from: sms.shown(pdu.source_addr_ton, pdu.source_addr), source_ton: pdu.source_addr_ton, source_npi: pdu.source_addr_npi,
+			to: sms.shown(pdu.dest_addr_ton, pdu.destination_addr), dest_ton: pdu.dest_addr_ton, dest_npi: pdu.dest_addr_npi,
 			esm_class: pdu.esm_class, data_coding: pdu.data_coding, registered_delivery: pdu.registered_delivery,
 			service_type: pdu.service_type, validity_period: pdu.validity_period,
 			concat: part.concat, text: part.text,
@@ -318,24 +220,10 @@ function onSubmit(session, pdu) {
 	}
 }
 
-// The text and concatenation of one submit_sm.
-function readSubmit(pdu) {
-	let octets = pdu.short_message && pdu.short_message.length ? pdu.short_message : (pdu.message_payload || Buffer.alloc(0));
-	let concat = null;
-	if ((pdu.esm_class & 0x40) && octets.length > 0) {
-		const udhLength = octets[0] + 1;
-		concat = concatOf(octets.subarray(0, udhLength));
-		octets = octets.subarray(udhLength);
-	} else if (pdu.sar_msg_ref_num !== undefined) {
-		concat = { ref: pdu.sar_msg_ref_num, total: pdu.sar_total_segments, seq: pdu.sar_segment_seqnum };
-	}
-	return { text: decodeText(octets, pdu.data_coding), concat };
-}
-
 // Prints the whole message once its last part came.
 function collect(pdu, part) {
-	const from = shown(pdu.source_addr_ton, pdu.source_addr);
-	const to = shown(pdu.dest_addr_ton, pdu.destination_addr);
+	const from = sms.shown(pdu.source_addr_ton, pdu.source_addr);
+	const to = sms.shown(pdu.dest_addr_ton, pdu.destination_addr);
 	if (!part.concat || part.concat.total <= 1) {
 		emit({ event: 'message', to, from, text: part.text, parts: 1 });
 		return;
@@ -375,18 +263,12 @@ function scheduleReceipt(session, pdu, id, text) {
 	if (!receiptTimer) receiptTimer = setTimeout(sendReceipts, options.receiptDelayMs);
 }
 
-function smppDate(date) {
-	const p = (n) => String(n).padStart(2, '0');
-	return p(date.getUTCFullYear() % 100) + p(date.getUTCMonth() + 1) + p(date.getUTCDate()) +
-		p(date.getUTCHours()) + p(date.getUTCMinutes());
-}
-
 function sendReceipts() {
 	receiptTimer = null;
 	const batch = dueReceipts;
 	dueReceipts = [];
 	const stat = options.receiptStat;
-	const done = smppDate(new Date());
+	const done = sms.smppDate(new Date());
 	const err = stat === 'DELIVRD' ? '000' : '001';
 	const dlvrd = stat === 'DELIVRD' ? '001' : '000';
 	for (const r of batch) {
@@ -398,7 +280,7 @@ function sendReceipts() {
 		}
 		const decimal = BigInt(`0x${r.id}`).toString(10);
 		const text = [...r.text.replace(/[^\x20-\x7e]/g, '?')].slice(0, 20).join('');
-		const body = `id:${decimal} sub:001 dlvrd:${dlvrd} submit date:${smppDate(r.submitted)} done date:${done} stat:${stat} err:${err} text:${text}`;
+		const body = `id:${decimal} sub:001 dlvrd:${dlvrd} submit date:${sms.smppDate(r.submitted)} done date:${done} stat:${stat} err:${err} text:${text}`;
 		const fields = {
 			source_addr_ton: r.source.ton, source_addr_npi: r.source.npi, source_addr: r.source.addr,
 			dest_addr_ton: r.dest.ton, dest_addr_npi: r.dest.npi, destination_addr: r.dest.addr,
@@ -427,34 +309,9 @@ function sendMo(from, to, text) {
 		emit({ event: 'mo_failed', reason: 'no bound session receives' });
 		return;
 	}
-	const septets = gsmEncode(text);
-	let dataCoding;
-	let units; // one entry per character: its octets (escape pairs and surrogate pairs stay whole)
-	if (septets) {
-		dataCoding = 0;
-		units = [...text].map((c) => GSM_ENCODE.get(c));
-	} else {
-		dataCoding = 8;
-		units = [...text].map((c) => [...ucs2Encode(c)]);
-	}
-	const total = units.reduce((n, u) => n + u.length, 0);
-	const parts = [];
-	if (total <= 140 + (dataCoding === 0 ? 20 : 0)) {
-		parts.push(Buffer.from(units.flat()));
-	} else {
-		const limit = dataCoding === 0 ? 153 : 134;
-		let current = [];
-		for (const u of units) {
-			if (current.length + u.length > limit) {
-				parts.push(Buffer.from(current));
-				current = [];
-			}
-			current.push(...u);
-		}
-		if (current.length) parts.push(Buffer.from(current));
-	}
-	const source = addressFields(from);
-	const dest = addressFields(to);
+	const { dataCoding, parts } = sms.splitText(text);
+	const source = sms.addressFields(from);
+	const dest = sms.addressFields(to);
 	const ref = (moReference = (moReference + 1) & 0xff);
 	parts.forEach((octets, i) => {
 		let shortMessage = octets;
@@ -485,18 +342,7 @@ function quit() {
 	process.exit(0);
 }
 
-let pending = '';
-process.stdin.setEncoding('utf8');
-process.stdin.on('data', (chunk) => {
-	pending += chunk;
-	let newline;
-	while ((newline = pending.indexOf('\n')) >= 0) {
-		const line = pending.slice(0, newline).replace(/\r$/, '');
-		pending = pending.slice(newline + 1);
-		command(line);
-	}
-});
-process.stdin.on('end', quit);
+sms.readLines(command, quit);
 
 function command(line) {
 	const m = /^\s*(\S+)\s*(.*)$/.exec(line);

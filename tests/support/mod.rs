@@ -515,3 +515,41 @@ impl std::ops::DerefMut for Listening {
         &mut self.process
     }
 }
+
+/// tests/interop (smsc.js, esme.js), once node and the npm package smpp are there; `None` when
+/// PARLA_SKIP_INTEROP=1 skips the tests that use it.
+pub fn interop_dir() -> Option<PathBuf> {
+    if std::env::var("PARLA_SKIP_INTEROP").as_deref() == Ok("1") {
+        eprintln!("test skipped: PARLA_SKIP_INTEROP=1");
+        return None;
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
+    let node = Command::new("node").arg("--version").output();
+    assert!(
+        matches!(&node, Ok(out) if out.status.success()),
+        "the tests with node-smpp need node (and npm) on PATH: install them (apt-get install -y nodejs \
+         npm), then run `npm ci --prefix tests/interop`; or set PARLA_SKIP_INTEROP=1 to skip it \
+         ({node:?})"
+    );
+    assert!(
+        dir.join("node_modules/smpp/package.json").exists(),
+        "the tests with node-smpp need the npm package smpp: run `npm ci --prefix tests/interop` \
+         (or set PARLA_SKIP_INTEROP=1 to skip it)"
+    );
+    Some(dir)
+}
+
+/// A GSM text of three SMS parts (380 characters, more than 2 x 153), naming `tag`.
+pub fn long_gsm(tag: &str) -> String {
+    let mut text = String::new();
+    let mut i = 0;
+    while text.chars().count() < 380 {
+        text.push_str(&format!("{tag} item {i} ships today; "));
+        i += 1;
+    }
+    text.chars()
+        .take(380)
+        .collect::<String>()
+        .trim_end()
+        .to_string()
+}
