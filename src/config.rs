@@ -146,6 +146,15 @@ pub struct SmppAccountSettings {
     pub reply_keywords: Vec<String>,
     /// Customer messages no rule gives to an account go to this one (at most one account).
     pub catch_all_replies: bool,
+    /// Where the integrator's ESME listens for an SMPP outbind: while receipts or replies wait
+    /// and no bind of the account receives, parla connects there and asks it to bind. Unset:
+    /// parla waits for the client to bind.
+    pub outbind: Option<SocketAddr>,
+    /// The password parla's outbind carries (the ESME may check it; at most 8 characters).
+    pub outbind_password: String,
+    /// How long parla waits between outbind attempts.
+    #[serde(with = "humantime_serde")]
+    pub outbind_interval: Duration,
 }
 
 impl Default for SmppAccountSettings {
@@ -169,6 +178,9 @@ impl Default for SmppAccountSettings {
             reply_numbers: Vec::new(),
             reply_keywords: Vec::new(),
             catch_all_replies: false,
+            outbind: None,
+            outbind_password: String::new(),
+            outbind_interval: Duration::from_secs(30),
         }
     }
 }
@@ -681,6 +693,16 @@ fn validate_smpp_server(server: &SmppServerSettings, out: &mut Vec<ConfigProblem
                     "a number or short code as customers write to it (e.g. \"+393400000001\" or \"4242\")",
                 ));
             }
+        }
+        if a.outbind_password.len() > 8 || !a.outbind_password.bytes().all(|b| b.is_ascii_graphic())
+        {
+            out.push(problem(
+                key("outbind_password"),
+                "at most 8 printable ASCII characters",
+            ));
+        }
+        if a.outbind_interval < Duration::from_millis(100) {
+            out.push(problem(key("outbind_interval"), "must be at least 100ms"));
         }
         for (j, k) in a.reply_keywords.iter().enumerate() {
             if k.is_empty() || k.chars().any(char::is_whitespace) {
@@ -1314,6 +1336,9 @@ mod tests {
             "smpp.server.account.reply_numbers",
             "smpp.server.account.reply_keywords",
             "smpp.server.account.catch_all_replies",
+            "smpp.server.account.outbind",
+            "smpp.server.account.outbind_password",
+            "smpp.server.account.outbind_interval",
             "smpp.client.name",
             "smpp.client.host",
             "smpp.client.port",

@@ -386,3 +386,44 @@ fn malformed_pdus_and_pdus_before_bind_get_their_error_answers() {
     assert_eq!(bind(&mut esme, "again", port, "trx", "shop", PASSWORD), 0);
     esme.command("quit");
 }
+
+#[test]
+fn a_waiting_receipt_makes_parla_outbind_to_the_client() {
+    let Some(interop) = interop_dir() else { return };
+    let smsc = start_smsc();
+    let mut esme = start_esme(&interop);
+    // The client's ESME listens for an outbind, and then binds as receiver with these.
+    esme.command(&format!("listen pulled shop {PASSWORD}"));
+    let listening = esme.wait_event("listening", |e| e["name"] == "pulled");
+    let dir = tempfile::tempdir().unwrap();
+    let (_parla, port) = start_parla(
+        dir.path(),
+        smsc.port,
+        &format!(
+            "outbind = \"127.0.0.1:{}\"\noutbind_password = \"ob1\"\noutbind_interval = \"300ms\"",
+            listening["port"]
+        ),
+    );
+    assert_eq!(bind(&mut esme, "tx", port, "tx", "shop", PASSWORD), 0);
+    assert!(
+        esme.events("outbind").is_empty(),
+        "nothing waits yet: no outbind"
+    );
+    let answers = submit(
+        &mut esme,
+        "tx",
+        "pull",
+        &json!({"to": "+393471234550", "from": "MyShop", "text": "pull me", "registered_delivery": 1}),
+    );
+    let id = accepted_id(&answers);
+    let outbind = esme.wait_event("outbind", |e| e["name"] == "pulled");
+    assert_eq!(outbind["system_id"], "parla", "{outbind}");
+    assert_eq!(outbind["password"], "ob1", "{outbind}");
+    assert_eq!(
+        esme.wait_event("bind", |e| e["name"] == "pulled")["status"],
+        0
+    );
+    let receipt = receipt_for(&esme, &id);
+    assert_eq!(receipt["name"], "pulled", "{receipt}");
+    esme.command("quit");
+}

@@ -1,15 +1,18 @@
 //! libFuzzer target for the SMPP server's handling of what integrators send: the bytes are
 //! framed by the codec and every frame goes into one server session, whose requests (bind
 //! decisions, submits, queries) the target answers as the gateway would, alternately yes and
-//! no; time moves on between frames. No input may panic, and what the session keeps must stay
-//! within its windows.
+//! no; time moves on between frames. Every submit is also read as the server reads it
+//! (smpp::intake: addresses, text, parts, times) and every query_sm / cancel_sm's id. No input
+//! may panic, and what the session keeps must stay within its windows.
 #![no_main]
 
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
+use parla::config::{Defaults, SmppAccountSettings};
 use parla::smpp::frame::{SmppCodec, generic_nack};
+use parla::smpp::intake::{self, IntakeRules};
 use parla::smpp::server_session::{Output, ServerConfig, ServerSession};
 use tokio_util::codec::Decoder;
 
@@ -23,6 +26,17 @@ fuzz_target!(|data: &[u8]| {
     let mut buf = BytesMut::from(data);
     let mut yes = true;
     let mut token = 0u64;
+    let account = SmppAccountSettings {
+        system_id: "shop".into(),
+        allowed_sources: vec!["Shop".into()],
+        ..SmppAccountSettings::default()
+    };
+    let defaults = Defaults::default();
+    let rules = IntakeRules {
+        account: &account,
+        defaults: &defaults,
+        region: parla::phone::region(Some("IT")),
+    };
     while let Ok(Some(frame)) = codec.decode(&mut buf) {
         session.on_frame(frame, now);
         while let Some(output) = session.poll_output() {
@@ -37,8 +51,10 @@ fuzz_target!(|data: &[u8]| {
                     }
                 }
                 Output::Submit {
-                    sequence_number, ..
+                    sequence_number,
+                    command,
                 } => {
+                    let _ = intake::read_submit(&command, rules, 1_795_000_000_000);
                     if yes {
                         let _ = session.submit_accepted(sequence_number, "01KABCDEF");
                     } else {
@@ -46,8 +62,12 @@ fuzz_target!(|data: &[u8]| {
                     }
                 }
                 Output::Request {
-                    sequence_number, ..
-                } => session.answer(sequence_number, generic_nack(sequence_number, 0x08)),
+                    sequence_number,
+                    command,
+                } => {
+                    let _ = intake::requested_id(&command);
+                    session.answer(sequence_number, generic_nack(sequence_number, 0x08));
+                }
                 _ => {}
             }
             yes = !yes;

@@ -22,7 +22,7 @@ use rusmpp::{
     pdus::{
         AlertNotification, BindReceiver, BindReceiverResp, BindTransceiver, BindTransceiverResp,
         BindTransmitter, BindTransmitterResp, DataSm, DataSmResp, DeliverSm, DeliverSmResp,
-        ReplaceSm, SubmitMulti, SubmitMultiResp, SubmitSm, SubmitSmResp,
+        Outbind, ReplaceSm, SubmitMulti, SubmitMultiResp, SubmitSm, SubmitSmResp,
         parts::{AlertNotificationParts, DeliverSmParts, ReplaceSmParts},
     },
     tlvs::{MessageSubmissionRequestTlvValue, Tlv, TlvTag, TlvValue},
@@ -923,6 +923,19 @@ fn time_string(field: &str, value: &str) -> Result<EmptyOrFullCOctetString<17>, 
     bytes.push(0);
     EmptyOrFullCOctetString::from_vec(bytes)
         .map_err(|e| FrameError::Encode(format!("{field} {value:?}: {e}")))
+}
+
+/// outbind (SMPP 3.4 §4.1.7): an SMSC asking an ESME that listens to bind. Fails if
+/// `system_id` is over 15 or `password` over 8 characters, or either is not ASCII.
+pub fn outbind(system_id: &str, password: &str) -> Result<Command, FrameError> {
+    Ok(Command::new(
+        CommandStatus::EsmeRok,
+        0,
+        Outbind::new(
+            c_string::<16>("system_id", system_id)?,
+            c_string::<9>("password", password)?,
+        ),
+    ))
 }
 
 /// bind_transmitter / bind_receiver / bind_transceiver. Fails if a string

@@ -184,6 +184,9 @@ pub async fn serve(
         next_conn: AtomicU64::new(1),
     });
     for (account, results) in pumps {
+        if let Some(addr) = account.settings.outbind {
+            tracker.spawn(outbinder(shared.clone(), account.clone(), addr));
+        }
         tracker.spawn(pump(shared.clone(), account, results));
     }
     let connections = Arc::new(Semaphore::new(shared.settings.max_connections.max(1)));
@@ -295,6 +298,13 @@ impl Connection {
             next_token: 1,
             unbind_sent: false,
         }
+    }
+
+    /// Sends an outbind (we connected to the ESME): it answers with a bind on this connection.
+    async fn outbind(&mut self, password: &str) -> Result<(), String> {
+        let command = super::frame::outbind(&self.shared.settings.system_id, password)
+            .map_err(|e| e.to_string())?;
+        self.framed.send(command).await.map_err(|e| e.to_string())
     }
 
     fn system_id(&self) -> &str {
@@ -841,5 +851,63 @@ async fn pump(
     }
     if !done.is_empty() {
         let _ = store.outbox_done(done).await;
+    }
+}
+
+// ------------------------------------------------------------------------------ outbind
+
+/// Asks an account's ESME to bind (SMPP outbind to `addr`) while its outbox has something and
+/// none of its binds receives; one connection at a time, every `outbind_interval` at most.
+async fn outbinder(shared: Arc<Shared>, account: Arc<Account>, addr: SocketAddr) {
+    let store = shared.ctx.store.clone();
+    let mut changed = store.outbox_changed();
+    let interval = account.settings.outbind_interval;
+    loop {
+        let receiving = !lock(&account.receivers).is_empty();
+        let waiting = !receiving
+            && store
+                .outbox(&account.target, None, 1)
+                .is_ok_and(|entries| !entries.is_empty());
+        if waiting {
+            let connect =
+                tokio::time::timeout(shared.settings.response_timeout, TcpStream::connect(addr));
+            match connect.await {
+                Ok(Ok(stream)) => {
+                    let _ = stream.set_nodelay(true);
+                    let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+                    let mut conn = Connection::new(shared.clone(), id, addr, stream);
+                    match conn.outbind(&account.settings.outbind_password).await {
+                        Ok(()) => {
+                            tracing::info!(account = %account.settings.system_id, %addr, "SMPP outbind sent: receipts or replies wait");
+                            conn.run().await;
+                        }
+                        Err(e) => {
+                            tracing::warn!(account = %account.settings.system_id, %addr, error = %e, "SMPP outbind failed");
+                        }
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(account = %account.settings.system_id, %addr, error = %e, "SMPP outbind: cannot connect");
+                }
+                Err(_) => {
+                    tracing::warn!(account = %account.settings.system_id, %addr, "SMPP outbind: connect timed out");
+                }
+            }
+            tokio::select! {
+                () = shared.shutdown.cancelled() => return,
+                () = tokio::time::sleep(interval) => {}
+            }
+        } else {
+            tokio::select! {
+                () = shared.shutdown.cancelled() => return,
+                r = changed.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                }
+                // A receiver may have gone meanwhile.
+                () = tokio::time::sleep(interval) => {}
+            }
+        }
     }
 }

@@ -11,6 +11,12 @@
 //                       MODE: trx | tx | rx. Connects to 127.0.0.1:PORT and binds; prints
 //                       {"event":"bind","name","status"} (0: bound), and {"event":"close"} when
 //                       the connection ends
+//   listen NAME SYSTEM_ID PASSWORD
+//                       listens on a free port of 127.0.0.1 for an SMSC's outbind; prints
+//                       {"event":"listening","name","port"}. An outbind prints
+//                       {"event":"outbind","name","system_id","password"} and is answered with
+//                       bind_receiver (SYSTEM_ID, PASSWORD) on that connection, which is then
+//                       the session NAME (its bind prints {"event":"bind",...} as for connect)
 //   submit NAME TAG JSON
 //                       a message: JSON {"to","from","text", "coding": "gsm" | "ucs2" |
 //                       "latin1" (default: gsm when it fits, else ucs2), "long": "udh" | "sar" |
@@ -78,6 +84,23 @@ function connect(name, port, mode, systemId, password) {
 	session.on('pdu', (pdu) => onPdu(state, pdu));
 	session.on('error', (e) => emit({ event: 'error', name, message: e.message }));
 	session.on('close', () => emit({ event: 'close', name }));
+}
+
+function listen(name, systemId, password) {
+	const server = smpp.createServer({ debug: false }, (session) => {
+		const state = { session, deliverStatus: 0, name };
+		sessions.set(name, state);
+		session.on('pdu', (pdu) => {
+			if (pdu.command !== 'outbind') return onPdu(state, pdu);
+			emit({ event: 'outbind', name, system_id: pdu.system_id, password: pdu.password });
+			session.bind_receiver({ system_id: systemId, password, interface_version: 0x34 }, (resp) => {
+				emit({ event: 'bind', name, status: resp.command_status, system_id: resp.system_id });
+			});
+		});
+		session.on('error', (e) => emit({ event: 'error', name, message: e.message }));
+		session.on('close', () => emit({ event: 'close', name }));
+	});
+	server.listen(0, '127.0.0.1', () => emit({ event: 'listening', name, port: server.address().port }));
 }
 
 function onPdu(state, pdu) {
@@ -230,6 +253,9 @@ function command(line) {
 	switch (cmd) {
 		case 'connect':
 			connect(name, ...rest);
+			return;
+		case 'listen':
+			listen(name, ...rest);
 			return;
 		case 'submit': {
 			const tag = rest[0];
