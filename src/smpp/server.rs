@@ -516,7 +516,7 @@ impl Connection {
                     Submitted::Created(m) | Submitted::Existing(m) => (m.id, true),
                 }),
                 Intake::Part(part) => store.submit_part(part).await.map(|p| match p {
-                    PartSubmitted::Kept(id) => (id, false),
+                    PartSubmitted::Kept(id) | PartSubmitted::Repeated(id) => (id, false),
                     PartSubmitted::Complete(m) => (m.id, true),
                 }),
             };

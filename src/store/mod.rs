@@ -161,13 +161,17 @@ pub enum PartSubmitted {
     Kept(MessageId),
     /// This part completed the message, now queued under the id every part was given.
     Complete(Message),
+    /// This part belongs to a message already complete; answer with its id, nothing was stored.
+    /// (A client sends a part again when its response was lost; the completed message is
+    /// remembered for as long as an incomplete one waits for its parts.)
+    Repeated(MessageId),
 }
 
 impl PartSubmitted {
-    /// The message's id either way.
+    /// The message's id, whichever it is.
     pub fn id(&self) -> MessageId {
         match self {
-            PartSubmitted::Kept(id) => *id,
+            PartSubmitted::Kept(id) | PartSubmitted::Repeated(id) => *id,
             PartSubmitted::Complete(m) => m.id,
         }
     }
@@ -480,8 +484,10 @@ impl Store {
     /// Keeps one part of an SMPP client's multi-part submit, durably, and returns the id the
     /// whole message has (every part gets the same one, also when a part is sent again after a
     /// lost response). The part that completes the set turns the parts into one message, queued
-    /// like [`Store::submit`] queues one, in the same write. A part number of 0 or above the
-    /// total, or a total below 2, is refused with [`StoreError::InvalidPart`].
+    /// like [`Store::submit`] queues one, in the same write; a part sent again after that, until
+    /// the message's first part is as old as [`Store::expire_submit_assemblies`] is told, is
+    /// [`PartSubmitted::Repeated`]. A part number of 0 or above the total, or a total below 2,
+    /// is refused with [`StoreError::InvalidPart`].
     pub async fn submit_part(&self, part: SubmitPart) -> Result<PartSubmitted, StoreError> {
         self.call(|reply| writer::Op::SubmitPart { part, reply })
             .await
@@ -490,7 +496,8 @@ impl Store {
     /// Turns up to `max` multi-part submits whose first part came before `started_before` and
     /// whose other parts never came into failed messages, under the id their parts were given,
     /// so the client learns it from query_sm and (when it asked for one) a receipt. Returns how
-    /// many.
+    /// many. The markers of completed ones whose first part came before `started_before` are
+    /// deleted too, silently: neither counted nor limited by `max` (one small key each).
     pub async fn expire_submit_assemblies(
         &self,
         started_before: Millis,

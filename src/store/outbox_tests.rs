@@ -483,6 +483,210 @@ async fn a_multi_part_submit_that_never_completes_fails_with_a_receipt_when_aske
     store.close().await;
 }
 
+/// How many keys the keyspace `prefix` holds.
+fn count_keys(store: &Store, prefix: u8) -> usize {
+    store.inner.tree.scan_prefix([prefix]).count()
+}
+
+/// Sends a three-part message's parts; returns the message the last one made.
+async fn complete_three_parts(store: &Store, reference: u16, new: &NewMessage) -> Message {
+    let id = store
+        .submit_part(part(reference, 3, 1, "one ", new))
+        .await
+        .unwrap()
+        .id();
+    store
+        .submit_part(part(reference, 3, 2, "two ", new))
+        .await
+        .unwrap();
+    let PartSubmitted::Complete(m) = store
+        .submit_part(part(reference, 3, 3, "three", new))
+        .await
+        .unwrap()
+    else {
+        panic!("the last part completes it");
+    };
+    assert_eq!(m.id, id);
+    m
+}
+
+#[tokio::test]
+async fn a_part_sent_again_after_its_message_is_complete_is_answered_with_its_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let new = new_message(
+        "+393471234567",
+        Some(origin("shopA", ReceiptRequest::Final)),
+    );
+    let m = complete_three_parts(&store, 5, &new).await;
+    assert_eq!(count_keys(&store, keys::MESSAGE), 1);
+    assert_eq!(count_keys(&store, keys::SUBMIT_ASSEMBLY), 1, "the marker");
+    // The middle part and the last one again (their responses were lost), also with another
+    // text: the same id, nothing stored.
+    for (seq, text) in [(2, "two "), (3, "three"), (3, "changed"), (1, "one ")] {
+        let again = store
+            .submit_part(part(5, 3, seq, text, &new))
+            .await
+            .unwrap();
+        assert!(
+            matches!(again, PartSubmitted::Repeated(id) if id == m.id),
+            "part {seq}: {again:?}"
+        );
+        assert_eq!(again.id(), m.id);
+    }
+    assert_eq!(count_keys(&store, keys::MESSAGE), 1, "no new message");
+    assert_eq!(
+        count_keys(&store, keys::SUBMIT_ASSEMBLY),
+        1,
+        "no new assembly"
+    );
+    assert_eq!(
+        store.get(m.id).unwrap().unwrap(),
+        m,
+        "the message is untouched"
+    );
+    assert_eq!(store.due(&[0], now_millis(), 10).unwrap(), vec![m.id]);
+    // Nothing expires into a failure, however late.
+    assert_eq!(
+        store
+            .expire_submit_assemblies(now_millis() + 1, 10)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(count_keys(&store, keys::MESSAGE), 1);
+    assert_eq!(store.get(m.id).unwrap().unwrap(), m);
+    assert_eq!(store.outbox_len("smpp:shopA").unwrap(), 0, "no receipt");
+    store.close().await;
+}
+
+#[tokio::test]
+async fn the_completed_marker_goes_at_the_assembly_expiry_age_without_a_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let new = new_message(
+        "+393471234567",
+        Some(origin("shopA", ReceiptRequest::Final)),
+    );
+    let m = complete_three_parts(&store, 6, &new).await;
+    // An open assembly of another recipient, overdue with the marker.
+    let elsewhere = new_message(
+        "+393471234599",
+        Some(origin("shopA", ReceiptRequest::Final)),
+    );
+    let open_id = store
+        .submit_part(part(6, 2, 1, "half", &elsewhere))
+        .await
+        .unwrap()
+        .id();
+    // Younger than the age: kept.
+    assert_eq!(
+        store
+            .expire_submit_assemblies(now_millis() - 60_000, 10)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(count_keys(&store, keys::SUBMIT_ASSEMBLY), 2);
+    // With no failures allowed (max 0), the marker still goes, silently; the open one waits.
+    assert_eq!(
+        store
+            .expire_submit_assemblies(now_millis() + 1, 0)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(count_keys(&store, keys::SUBMIT_ASSEMBLY), 1);
+    assert_eq!(
+        count_keys(&store, keys::MESSAGE),
+        1,
+        "nothing was made of it"
+    );
+    assert_eq!(store.get(m.id).unwrap().unwrap(), m);
+    assert_eq!(store.outbox_len("smpp:shopA").unwrap(), 0, "no receipt");
+    // Only the open one counts as failed.
+    assert_eq!(
+        store
+            .expire_submit_assemblies(now_millis() + 1, 10)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(store.get(open_id).unwrap().unwrap().status, Status::Failed);
+    assert_eq!(count_keys(&store, keys::SUBMIT_ASSEMBLY), 0);
+    // Past the marker's age a part sent again is a new message (the limit of the marker).
+    let late = store
+        .submit_part(part(6, 3, 2, "two ", &new))
+        .await
+        .unwrap();
+    assert!(
+        matches!(late, PartSubmitted::Kept(id) if id != m.id),
+        "{late:?}"
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn an_assembly_written_before_the_completed_marker_still_completes_and_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let new = new_message(
+        "+393471234567",
+        Some(origin("shopA", ReceiptRequest::Final)),
+    );
+    // As the code before format V3 wrote them: version 2, then the bare assembly.
+    let old_record = |id: MessageId, first_at: Millis| {
+        let assembly = record::SubmitAssembly {
+            id,
+            first_at,
+            to: new.to.clone(),
+            from: new.from.clone(),
+            kind: new.kind,
+            reference: None,
+            send_at: None,
+            validity_ms: new.validity_ms,
+            origin: new.origin.clone(),
+            parts: vec![Some("first ".into()), None],
+        };
+        let mut bytes = vec![2];
+        bytes.extend(postcard::to_allocvec(&assembly).unwrap());
+        bytes
+    };
+    let (completes, expires) = (MessageId(ulid::Ulid::new()), MessageId(ulid::Ulid::new()));
+    let key =
+        |reference| keys::submit_assembly(&smpp_target("shopA"), "3900111", &new.to, reference, 2);
+    let tree = &store.inner.tree;
+    tree.insert(key(1), old_record(completes, now_millis()))
+        .unwrap();
+    tree.insert(key(2), old_record(expires, now_millis() - 7_200_000))
+        .unwrap();
+
+    let PartSubmitted::Complete(m) = store
+        .submit_part(part(1, 2, 2, "second", &new))
+        .await
+        .unwrap()
+    else {
+        panic!("the old assembly's missing part completes it");
+    };
+    assert_eq!((m.id, m.text.as_str()), (completes, "first second"));
+    let again = store
+        .submit_part(part(1, 2, 1, "first ", &new))
+        .await
+        .unwrap();
+    assert!(matches!(again, PartSubmitted::Repeated(id) if id == completes));
+    assert_eq!(
+        store
+            .expire_submit_assemblies(now_millis() - 3_600_000, 10)
+            .await
+            .unwrap(),
+        1
+    );
+    let failed = store.get(expires).unwrap().unwrap();
+    assert_eq!(failed.status, Status::Failed);
+    assert_eq!(failed.text, "first [part 2 of 2 missing]");
+    store.close().await;
+}
+
 fn reply_account(name: &str, numbers: &[&str], keywords: &[&str], catch_all: bool) -> ReplyAccount {
     ReplyAccount {
         target: smpp_target(name),

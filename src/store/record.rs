@@ -11,6 +11,9 @@ use crate::message::{InboundMessage, Kind, Message, MessageId, Millis, Origin, R
 const FORMAT_V1: u8 = 1;
 /// V2 added [`Message::origin`] as its last field; every other type is encoded as in V1.
 const FORMAT_V2: u8 = 2;
+/// V3 made the record of an SMPP multi-part submit a [`SubmitRecord`] (open, or complete) where
+/// it was a bare [`SubmitAssembly`]; every other type is encoded as in V2.
+const FORMAT_V3: u8 = 3;
 
 /// A receipt that arrived before the channel reported the part as accepted.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -35,7 +38,7 @@ pub fn decode_assembly(key: &[u8], bytes: &[u8]) -> Result<Assembly, StoreError>
 }
 
 /// Parts of an SMPP client's multi-part submit received so far, with the message they will make.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SubmitAssembly {
     /// The message's id, given when the first part came: every part's response carries it.
     pub id: MessageId,
@@ -54,8 +57,47 @@ pub struct SubmitAssembly {
     pub parts: Vec<Option<String>>,
 }
 
-pub fn decode_submit_assembly(key: &[u8], bytes: &[u8]) -> Result<SubmitAssembly, StoreError> {
-    decode(key, bytes)
+/// What the `b` key of an SMPP multi-part submit holds.
+// Decoded, looked at and dropped one at a time: boxing the assembly would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum SubmitRecord {
+    /// Parts are missing.
+    Open(SubmitAssembly),
+    /// Every part came and the message was made. Kept (without the texts) until the assembly
+    /// expiry age, so a part the client sends again after a lost response is answered with
+    /// the same id instead of starting a new assembly that would expire into a false failure.
+    Complete {
+        /// The message's id.
+        id: MessageId,
+        /// When the first part came: the marker is dropped at the assembly expiry age.
+        first_at: Millis,
+    },
+}
+
+impl SubmitRecord {
+    /// When the first part came, either way.
+    pub fn first_at(&self) -> Millis {
+        match self {
+            SubmitRecord::Open(a) => a.first_at,
+            SubmitRecord::Complete { first_at, .. } => *first_at,
+        }
+    }
+}
+
+pub fn decode_submit_record(key: &[u8], bytes: &[u8]) -> Result<SubmitRecord, StoreError> {
+    match bytes.split_first() {
+        // Before V3 the record was a bare assembly (only open ones were kept); postcard writes
+        // an enum as its variant index then its content, so it reads as V3 with `Open`'s index
+        // (one 0x00 byte) put before it.
+        Some((&(FORMAT_V1 | FORMAT_V2), body)) => {
+            let mut migrated = Vec::with_capacity(bytes.len() + 1);
+            migrated.extend_from_slice(&[FORMAT_V3, 0]);
+            migrated.extend_from_slice(body);
+            decode(key, &migrated)
+        }
+        _ => decode(key, bytes),
+    }
 }
 
 pub fn decode_outbox(key: &[u8], bytes: &[u8]) -> Result<OutboxItem, StoreError> {
@@ -63,7 +105,7 @@ pub fn decode_outbox(key: &[u8], bytes: &[u8]) -> Result<OutboxItem, StoreError>
 }
 
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut out = vec![FORMAT_V2];
+    let mut out = vec![FORMAT_V3];
     // Serializing our own plain structs into a Vec cannot fail; keep the version byte alone if
     // it ever does, which decodes as corrupt rather than panicking.
     if let Ok(body) = postcard::to_allocvec(value) {
@@ -78,7 +120,7 @@ fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError
         reason,
     };
     match bytes.split_first() {
-        Some((&(FORMAT_V1 | FORMAT_V2), body)) => {
+        Some((&(FORMAT_V1 | FORMAT_V2 | FORMAT_V3), body)) => {
             postcard::from_bytes(body).map_err(|e| corrupt(e.to_string()))
         }
         Some((v, _)) => Err(corrupt(format!("unknown format version {v}"))),
@@ -107,4 +149,76 @@ pub fn decode_inbound(key: &[u8], bytes: &[u8]) -> Result<InboundMessage, StoreE
 
 pub fn decode_early_receipt(key: &[u8], bytes: &[u8]) -> Result<EarlyReceipt, StoreError> {
     decode(key, bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{OriginAddress, ReceiptRequest};
+
+    /// An open assembly as format V2 wrote it (the code before [`SubmitRecord`]), byte for byte.
+    const V2_ASSEMBLY: &str = "020102030405060708090a0b0c0d0e0f1080a0abfef9620d2b333933343731\
+        323334353637010453686f7000000080bab703010573686f7041010453686f7005000c3339333437313233\
+        34353637010102010648656c6c6f2000";
+
+    fn assembly() -> SubmitAssembly {
+        SubmitAssembly {
+            id: MessageId::from_bytes([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]),
+            first_at: 1_700_000_000_000,
+            to: "+393471234567".into(),
+            from: Some("Shop".into()),
+            kind: Kind::Transactional,
+            reference: None,
+            send_at: None,
+            validity_ms: 3_600_000,
+            origin: Some(Origin {
+                account: "shopA".into(),
+                receipt: ReceiptRequest::Final,
+                source: OriginAddress {
+                    addr: "Shop".into(),
+                    ton: 5,
+                    npi: 0,
+                },
+                dest: OriginAddress {
+                    addr: "393471234567".into(),
+                    ton: 1,
+                    npi: 1,
+                },
+            }),
+            parts: vec![Some("Hello ".into()), None],
+        }
+    }
+
+    fn unhex(hex: &str) -> Vec<u8> {
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn an_assembly_written_before_v3_reads_as_open() {
+        let old = unhex(V2_ASSEMBLY);
+        assert_eq!(
+            decode_submit_record(b"b", &old).unwrap(),
+            SubmitRecord::Open(assembly())
+        );
+    }
+
+    #[test]
+    fn submit_records_round_trip() {
+        let complete = SubmitRecord::Complete {
+            id: assembly().id,
+            first_at: 5,
+        };
+        for record in [SubmitRecord::Open(assembly()), complete] {
+            let bytes = encode(&record);
+            assert_eq!(bytes[0], FORMAT_V3);
+            assert_eq!(decode_submit_record(b"b", &bytes).unwrap(), record);
+        }
+        assert!(matches!(
+            decode_submit_record(b"b", &[9, 0]),
+            Err(StoreError::Corrupt { .. })
+        ));
+    }
 }

@@ -844,17 +844,24 @@ async fn messages_written_before_origin_existed_still_read() {
     let store = open(dir.path());
     let id = submit(&store, "+393471234567").await;
     let current = store.get(id).unwrap().unwrap();
-    // A V1 record is the V2 one without the trailing `None` of `origin`.
+    // A V2 message is encoded as in V3; a V1 one lacks the trailing `None` of `origin`.
     let mut v1 = record::encode(&current);
-    assert_eq!(v1.first(), Some(&2));
+    assert_eq!(v1.first(), Some(&3));
+    v1[0] = 2;
+    store
+        .inner
+        .tree
+        .insert(keys::message(id), v1.clone())
+        .unwrap();
+    assert_eq!(store.get(id).unwrap().unwrap(), current);
     assert_eq!(v1.pop(), Some(0));
     v1[0] = 1;
     store.inner.tree.insert(keys::message(id), v1).unwrap();
     assert_eq!(store.get(id).unwrap().unwrap(), current);
-    // And it is written as V2 with its next change.
+    // And it is written as V3 with its next change.
     store.cancel(id).await.unwrap();
     let raw = store.inner.tree.get(keys::message(id)).unwrap().unwrap();
-    assert_eq!(raw.first(), Some(&2));
+    assert_eq!(raw.first(), Some(&3));
     assert_eq!(store.get(id).unwrap().unwrap().status, Status::Canceled);
     // Other types decode from either version, and an unknown version is corrupt.
     let early = record::EarlyReceipt {
@@ -863,9 +870,11 @@ async fn messages_written_before_origin_existed_still_read() {
         at: 5,
     };
     let mut bytes = record::encode(&early);
-    bytes[0] = 1;
-    assert_eq!(record::decode_early_receipt(b"p", &bytes).unwrap().at, 5);
-    bytes[0] = 3;
+    for version in [1, 2, 3] {
+        bytes[0] = version;
+        assert_eq!(record::decode_early_receipt(b"p", &bytes).unwrap().at, 5);
+    }
+    bytes[0] = 4;
     assert!(matches!(
         record::decode_early_receipt(b"p", &bytes),
         Err(StoreError::Corrupt { .. })

@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::keys;
 use super::outbox::{self, OutboxItem, OutboxKey};
-use super::record::{self, Assembly, EarlyReceipt, SubmitAssembly};
+use super::record::{self, Assembly, EarlyReceipt, SubmitAssembly, SubmitRecord};
 use super::{
     Applied, Claimed, InboundNew, PartSubmitted, Recovery, StoreError, StoreStats, SubmitPart,
     Submitted, Update, stat_add,
@@ -733,7 +733,12 @@ fn submit_part(c: &mut Committer, part: SubmitPart) -> Result<PartSubmitted, Sto
         part.total,
     );
     let mut assembly = match c.get(&key)? {
-        Some(v) => record::decode_submit_assembly(&key, &v)?,
+        Some(v) => match record::decode_submit_record(&key, &v)? {
+            SubmitRecord::Open(assembly) => assembly,
+            // The client sends a part again after the message was made (its response was
+            // lost): the same id, and nothing new.
+            SubmitRecord::Complete { id, .. } => return Ok(PartSubmitted::Repeated(id)),
+        },
         None => {
             let new = part.message;
             SubmitAssembly {
@@ -766,10 +771,19 @@ fn submit_part(c: &mut Committer, part: SubmitPart) -> Result<PartSubmitted, Sto
     // answered with the same id.
     if assembly.parts.iter().any(Option::is_none) {
         let id = assembly.id;
-        c.write(vec![(key, Some(record::encode(&assembly)))]);
+        c.write(vec![(
+            key,
+            Some(record::encode(&SubmitRecord::Open(assembly))),
+        )]);
         return Ok(PartSubmitted::Kept(id));
     }
     let id = assembly.id;
+    // Parts sent again after this one's response is lost find this marker until the assembly
+    // expiry age (see `expire_submit_assemblies`).
+    let marker = SubmitRecord::Complete {
+        id,
+        first_at: assembly.first_at,
+    };
     let text: String = assembly
         .parts
         .iter()
@@ -777,7 +791,7 @@ fn submit_part(c: &mut Committer, part: SubmitPart) -> Result<PartSubmitted, Sto
         .map(String::as_str)
         .collect();
     let m = queued(id, assembly.into_message(text), now_millis(), None);
-    c.put_message(None, &m, vec![(key, None)])?;
+    c.put_message(None, &m, vec![(key, Some(record::encode(&marker)))])?;
     Ok(PartSubmitted::Complete(m))
 }
 
@@ -801,26 +815,39 @@ impl SubmitAssembly {
 }
 
 /// Multi-part submits that never completed become failed messages under their ids: the client
-/// was told the id with every part's response, and learns the outcome from it.
+/// was told the id with every part's response, and learns the outcome from it. Markers of
+/// completed ones that old are deleted, silently.
 fn expire_submit_assemblies(
     c: &mut Committer,
     started_before: Millis,
     max: usize,
 ) -> Result<usize, StoreError> {
+    // Completed markers make most of the keyspace: only the overdue records are kept to look at.
     let mut candidates = Vec::new();
-    for key in c.db.scan_prefix([keys::SUBMIT_ASSEMBLY]).keys() {
-        candidates.push(key?.to_vec());
+    for item in c.db.scan_prefix([keys::SUBMIT_ASSEMBLY]) {
+        let (key, value) = item?;
+        if record::decode_submit_record(&key, &value)?.first_at() < started_before {
+            candidates.push(key.to_vec());
+        }
     }
     let now = now_millis();
     let mut failed = 0;
     for key in candidates {
-        if failed >= max {
-            break;
-        }
         // Through the open group: a part may have just completed it.
         let Some(value) = c.get(&key)? else { continue };
-        let assembly = record::decode_submit_assembly(&key, &value)?;
-        if assembly.first_at >= started_before {
+        let record = record::decode_submit_record(&key, &value)?;
+        if record.first_at() >= started_before {
+            continue;
+        }
+        let assembly = match record {
+            // One small key each, and already read: not limited by `max`.
+            SubmitRecord::Complete { .. } => {
+                c.write(vec![(key, None)]);
+                continue;
+            }
+            SubmitRecord::Open(assembly) => assembly,
+        };
+        if failed >= max {
             continue;
         }
         let total = assembly.parts.len();
