@@ -296,7 +296,7 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Deletes finished messages past their retention, in small batches; stores concatenated
 /// inbound messages whose missing parts are overdue, and fails SMPP multi-part submits whose
-/// missing parts are.
+/// missing parts are; drops receipts and replies no SMPP client took within the retention.
 async fn sweep_loop(
     store: Store,
     retention: Duration,
@@ -353,6 +353,36 @@ async fn sweep_loop(
                     break;
                 }
             }
+        }
+        // Outbox entries no SMPP client took within the retention (its account was removed
+        // from the config, or never binds) go too, or the outbox would grow forever.
+        let mut dropped = 0;
+        loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            match store
+                .expire_outbox(now_millis().saturating_sub(retention_ms), SWEEP_BATCH)
+                .await
+            {
+                Ok(n) => {
+                    dropped += n;
+                    if n < SWEEP_BATCH {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "expiring old outbox entries failed; will try again");
+                    break;
+                }
+            }
+        }
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                "receipts and replies not delivered within the retention were dropped"
+            );
         }
     }
 }

@@ -555,6 +555,18 @@ impl Store {
             .await
     }
 
+    /// Deletes up to `max` outbox entries, of any target, written before `older_than` (their
+    /// id's time), oldest first within each target; returns how many. For entries no consumer
+    /// took in time: an account removed from the config, or one that never binds.
+    pub async fn expire_outbox(&self, older_than: Millis, max: usize) -> Result<usize, StoreError> {
+        self.call(|reply| writer::Op::ExpireOutbox {
+            older_than,
+            max,
+            reply,
+        })
+        .await
+    }
+
     /// How many entries `target` is owed (a scan: for tests and periodic metrics).
     pub fn outbox_len(&self, target: &str) -> Result<usize, StoreError> {
         self.readable()?;

@@ -687,6 +687,101 @@ async fn an_assembly_written_before_the_completed_marker_still_completes_and_exp
     store.close().await;
 }
 
+/// Writes an outbox entry for `target` as if made at `at` (ids carry their time).
+fn old_entry(store: &Store, target: &str, at: Millis) -> OutboxKey {
+    let id = MessageId(ulid::Ulid::from_parts(
+        u64::try_from(at).unwrap(),
+        rand_bits(),
+    ));
+    let item = OutboxItem::Reply {
+        inbound_id: id,
+        from: "+393471234567".into(),
+        to: "3900111".into(),
+        text: format!("at {at}"),
+        received_at: at,
+        in_reply_to: None,
+    };
+    let key = keys::outbox(target, id);
+    store
+        .inner
+        .tree
+        .insert(&key, record::encode(&item))
+        .unwrap();
+    OutboxKey(key)
+}
+
+fn rand_bits() -> u128 {
+    ulid::Ulid::new().random()
+}
+
+/// The times (received_at) of the entries owed to `target`, in order.
+fn entry_times(store: &Store, target: &str) -> Vec<Millis> {
+    store
+        .outbox(target, None, 100)
+        .unwrap()
+        .into_iter()
+        .map(|e| match e.item {
+            OutboxItem::Reply { received_at, .. } => received_at,
+            OutboxItem::Receipt { done_at, .. } => done_at,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn old_outbox_entries_expire_oldest_first_across_targets_at_most_max_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let day = 86_400_000;
+    let now = now_millis();
+    let limit = now - 7 * day;
+    // Written out of order, to three targets whose names prefix one another.
+    for (target, at) in [
+        ("smpp:a", limit - day),
+        ("smpp:a", now),
+        ("smpp:a", limit - 2 * day),
+        ("smpp:ab", limit - 1),
+        ("smpp:ab", limit),
+        ("smpp:b", limit - 3 * day),
+        ("smpp:b", limit + 1),
+        ("smpp:b", limit - 4 * day),
+    ] {
+        old_entry(&store, target, at);
+    }
+    // One made the ordinary way (a receipt, now).
+    let id = submit(&store, "b", ReceiptRequest::Final).await;
+    settle(&store, id, ReceiptOutcome::Delivered).await;
+    assert_eq!(store.outbox_len("smpp:b").unwrap(), 4);
+
+    // At most max, the first target's oldest first.
+    assert_eq!(store.expire_outbox(limit, 1).await.unwrap(), 1);
+    assert_eq!(entry_times(&store, "smpp:a"), vec![limit - day, now]);
+    // Then on to the next targets.
+    assert_eq!(store.expire_outbox(limit, 2).await.unwrap(), 2);
+    assert_eq!(entry_times(&store, "smpp:a"), vec![now]);
+    assert_eq!(entry_times(&store, "smpp:ab"), vec![limit]);
+    assert_eq!(store.outbox_len("smpp:b").unwrap(), 4);
+    assert_eq!(store.expire_outbox(limit, 1).await.unwrap(), 1);
+    assert_eq!(
+        entry_times(&store, "smpp:b")[..2],
+        [limit - 3 * day, limit + 1],
+        "its oldest went first"
+    );
+    assert_eq!(store.expire_outbox(limit, 10).await.unwrap(), 1);
+    assert_eq!(store.expire_outbox(limit, 10).await.unwrap(), 0);
+    // Only what is older than the limit went.
+    assert_eq!(entry_times(&store, "smpp:a"), vec![now]);
+    assert_eq!(entry_times(&store, "smpp:ab"), vec![limit]);
+    assert_eq!(store.outbox_len("smpp:b").unwrap(), 2);
+    assert_eq!(entry_times(&store, "smpp:b")[0], limit + 1);
+    // Everything is old enough later on, the ordinary receipt too; nothing else is touched.
+    assert_eq!(store.expire_outbox(now_millis() + 1, 10).await.unwrap(), 4);
+    for target in ["smpp:a", "smpp:ab", "smpp:b"] {
+        assert_eq!(store.outbox_len(target).unwrap(), 0, "{target}");
+    }
+    assert_eq!(store.get(id).unwrap().unwrap().status, Status::Delivered);
+    store.close().await;
+}
+
 fn reply_account(name: &str, numbers: &[&str], keywords: &[&str], catch_all: bool) -> ReplyAccount {
     ReplyAccount {
         target: smpp_target(name),

@@ -88,6 +88,11 @@ pub enum Op {
         keys: Vec<OutboxKey>,
         reply: Reply<()>,
     },
+    ExpireOutbox {
+        older_than: Millis,
+        max: usize,
+        reply: Reply<usize>,
+    },
     Close {
         reply: oneshot::Sender<()>,
     },
@@ -580,6 +585,7 @@ fn refuse(op: Op, reason: &str) -> Finish {
         Op::SubmitPart { reply, .. } => finish(reply, Err(error())),
         Op::ExpireSubmitAssemblies { reply, .. } => finish(reply, Err(error())),
         Op::OutboxDone { reply, .. } => finish(reply, Err(error())),
+        Op::ExpireOutbox { reply, .. } => finish(reply, Err(error())),
         Op::Close { reply } => Box::new(move |_| {
             let _ = reply.send(());
         }),
@@ -627,6 +633,11 @@ fn process(c: &mut Committer, op: Op) -> Finish {
             outbox_done(c, keys);
             finish(reply, Ok(()))
         }
+        Op::ExpireOutbox {
+            older_than,
+            max,
+            reply,
+        } => finish(reply, expire_outbox(c, older_than, max)),
         Op::Close { reply } => Box::new(move |_| {
             let _ = reply.send(());
         }),
@@ -898,6 +909,47 @@ fn outbox_done(c: &mut Committer, done: Vec<OutboxKey>) {
         .map(|k| (k.0, None))
         .collect();
     c.write(entries);
+}
+
+/// Deletes up to `max` outbox entries older than `older_than`, target by target, each target's
+/// oldest first (entries sort by id, and ids by time: the first young one ends its target).
+fn expire_outbox(c: &mut Committer, older_than: Millis, max: usize) -> Result<usize, StoreError> {
+    use std::ops::Bound;
+    let mut deleted = 0;
+    let mut start = Bound::Included(vec![keys::OUTBOX]);
+    let end = Bound::Excluded(vec![keys::OUTBOX + 1]);
+    while deleted < max {
+        let Some(item) = c.db.range((start.clone(), end.clone())).next() else {
+            break;
+        };
+        let key = item?.0.to_vec();
+        // The key is the prefix, the target, 0x00 and the 16 id bytes.
+        let (Some(id), Some(target_end @ 2..)) = (keys::id_suffix(&key), key.len().checked_sub(16))
+        else {
+            return Err(StoreError::Corrupt {
+                key: String::from_utf8_lossy(&key).into_owned(),
+                reason: "outbox key without a target and an id".into(),
+            });
+        };
+        let written = Millis::try_from(id.0.timestamp_ms()).unwrap_or(Millis::MAX);
+        if written >= older_than {
+            // The rest of this target is younger: go on after its last possible key (its name
+            // and the 0x00 after it, then 0x01).
+            let mut next = key[..target_end].to_vec();
+            if let Some(last) = next.last_mut() {
+                *last = 1;
+            }
+            start = Bound::Included(next);
+            continue;
+        }
+        // Through the open group: a consumer may have just deleted it.
+        if c.get(&key)?.is_some() {
+            c.write(vec![(key.clone(), None)]);
+            deleted += 1;
+        }
+        start = Bound::Excluded(key);
+    }
+    Ok(deleted)
 }
 
 fn cancel(c: &mut Committer, id: MessageId) -> Result<Message, StoreError> {
