@@ -521,9 +521,9 @@ async fn a_part_sent_again_after_its_message_is_complete_is_answered_with_its_id
     let m = complete_three_parts(&store, 5, &new).await;
     assert_eq!(count_keys(&store, keys::MESSAGE), 1);
     assert_eq!(count_keys(&store, keys::SUBMIT_ASSEMBLY), 1, "the marker");
-    // The middle part and the last one again (their responses were lost), also with another
-    // text: the same id, nothing stored.
-    for (seq, text) in [(2, "two "), (3, "three"), (3, "changed"), (1, "one ")] {
+    // The middle part and the last one again (their responses were lost): the same id,
+    // nothing stored.
+    for (seq, text) in [(2, "two "), (3, "three"), (3, "three"), (1, "one ")] {
         let again = store
             .submit_part(part(5, 3, seq, text, &new))
             .await
@@ -557,6 +557,26 @@ async fn a_part_sent_again_after_its_message_is_complete_is_answered_with_its_id
     assert_eq!(count_keys(&store, keys::MESSAGE), 1);
     assert_eq!(store.get(m.id).unwrap().unwrap(), m);
     assert_eq!(store.outbox_len("smpp:shopA").unwrap(), 0, "no receipt");
+    // The same reference with other texts is another message (clients reuse references):
+    // it must not be taken for a resend and lost.
+    let first = store
+        .submit_part(part(5, 3, 1, "uno ", &new))
+        .await
+        .unwrap();
+    let PartSubmitted::Kept(other) = first else {
+        panic!("a new assembly: {first:?}");
+    };
+    assert_ne!(other, m.id);
+    store
+        .submit_part(part(5, 3, 2, "due ", &new))
+        .await
+        .unwrap();
+    let last = store.submit_part(part(5, 3, 3, "tre", &new)).await.unwrap();
+    let PartSubmitted::Complete(second) = last else {
+        panic!("{last:?}");
+    };
+    assert_eq!((second.id, second.text.as_str()), (other, "uno due tre"));
+    assert_eq!(count_keys(&store, keys::MESSAGE), 2);
     store.close().await;
 }
 

@@ -72,6 +72,9 @@ pub enum SubmitRecord {
         id: MessageId,
         /// When the first part came: the marker is dropped at the assembly expiry age.
         first_at: Millis,
+        /// A fingerprint of each part's text, in order: a part sent again with the same text
+        /// is a resend; with another text it is a new message that reuses the reference.
+        parts: Vec<String>,
     },
 }
 
@@ -210,6 +213,7 @@ mod tests {
         let complete = SubmitRecord::Complete {
             id: assembly().id,
             first_at: 5,
+            parts: vec!["00ff".into(), "ff00".into()],
         };
         for record in [SubmitRecord::Open(assembly()), complete] {
             let bytes = encode(&record);

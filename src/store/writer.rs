@@ -32,7 +32,7 @@ use super::{
 };
 use crate::message::{
     InboundMessage, Message, MessageId, Millis, NewMessage, PartState, ReceiptOutcome, Status,
-    Transition, now_millis,
+    Transition, fingerprint, now_millis,
 };
 
 pub type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -743,14 +743,22 @@ fn submit_part(c: &mut Committer, part: SubmitPart) -> Result<PartSubmitted, Sto
         part.reference,
         part.total,
     );
-    let mut assembly = match c.get(&key)? {
-        Some(v) => match record::decode_submit_record(&key, &v)? {
-            SubmitRecord::Open(assembly) => assembly,
-            // The client sends a part again after the message was made (its response was
-            // lost): the same id, and nothing new.
-            SubmitRecord::Complete { id, .. } => return Ok(PartSubmitted::Repeated(id)),
-        },
-        None => {
+    let existing = match c.get(&key)? {
+        Some(v) => Some(record::decode_submit_record(&key, &v)?),
+        None => None,
+    };
+    let mut assembly = match existing {
+        Some(SubmitRecord::Open(assembly)) => assembly,
+        // The client sends a part again after the message was made (its response was lost):
+        // the same id, and nothing new.
+        Some(SubmitRecord::Complete { id, parts, .. })
+            if parts.get(usize::from(part.seq - 1)) == Some(&fingerprint(part.text.as_bytes())) =>
+        {
+            return Ok(PartSubmitted::Repeated(id));
+        }
+        // Nothing yet, or another text under a finished message's reference: a new message
+        // (references are reused; only a resend has the same text).
+        _ => {
             let new = part.message;
             SubmitAssembly {
                 // Allocated now: the first part's response already names the message.
@@ -794,6 +802,12 @@ fn submit_part(c: &mut Committer, part: SubmitPart) -> Result<PartSubmitted, Sto
     let marker = SubmitRecord::Complete {
         id,
         first_at: assembly.first_at,
+        parts: assembly
+            .parts
+            .iter()
+            .flatten()
+            .map(|t| fingerprint(t.as_bytes()))
+            .collect(),
     };
     let text: String = assembly
         .parts
