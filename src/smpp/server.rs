@@ -59,6 +59,8 @@ pub struct ServerContext {
 const OUTBOX_BATCH: usize = 256;
 /// Delivered entries deleted from the outbox per store request at most.
 const DONE_BATCH: usize = 512;
+/// Argon2 password checks running at once at most (see `Shared::verifying`).
+const MAX_CONCURRENT_PASSWORD_CHECKS: usize = 2;
 /// The longest wait before a refused or unanswered delivery is tried again.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
 
@@ -67,6 +69,10 @@ struct Shared {
     ctx: ServerContext,
     accounts: HashMap<String, Arc<Account>>,
     guard: Mutex<GuessGuard>,
+    /// Password checks running at once at most: each Argon2 check takes ~19 MiB and tens of
+    /// milliseconds of CPU, and a crowd of connections binding at once must not take the
+    /// machine's memory or starve the rest of the gateway.
+    verifying: Semaphore,
     shutdown: CancellationToken,
     next_conn: AtomicU64,
 }
@@ -180,6 +186,7 @@ pub async fn serve(
         ctx,
         accounts,
         guard: Mutex::new(GuessGuard::default()),
+        verifying: Semaphore::new(MAX_CONCURRENT_PASSWORD_CHECKS),
         shutdown: shutdown.clone(),
         next_conn: AtomicU64::new(1),
     });
@@ -392,7 +399,11 @@ impl Connection {
                 .accounts
                 .get(&request.system_id)
                 .map_or(0, |a| a.binds.load(Ordering::Relaxed));
-            // Argon2 takes tens of milliseconds of CPU: off the runtime's threads.
+            // Argon2 takes tens of milliseconds of CPU: off the runtime's threads, a few at a
+            // time.
+            let Ok(_permit) = shared.verifying.acquire().await else {
+                return;
+            };
             let judged = {
                 let shared = shared.clone();
                 let request = request.clone();
@@ -499,7 +510,7 @@ impl Connection {
         let intake = match intake::read_submit(command, rules, now_millis()) {
             Ok(intake) => intake,
             Err(refusal) => {
-                tracing::info!(system_id = %account.settings.system_id, status = format_args!("0x{:08X}", refusal.status), reason = %refusal.reason, "submit refused");
+                tracing::debug!(system_id = %account.settings.system_id, status = format_args!("0x{:08X}", refusal.status), reason = %refusal.reason, "submit refused");
                 self.session.submit_refused(sequence_number, refusal.status);
                 return;
             }
