@@ -44,6 +44,45 @@ pub struct Settings {
     /// `[[route]]`: which channels send to which destinations, in which order.
     #[serde(rename = "route")]
     pub routes: Vec<crate::route::RouteSettings>,
+    /// `[[webhook]]`: endpoints that receive events.
+    #[serde(rename = "webhook")]
+    pub webhooks: Vec<WebhookSettings>,
+}
+
+/// A webhook endpoint: where events are POSTed, signed with its secret.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookSettings {
+    /// Its name (logs, and the events' outbox).
+    pub name: String,
+    /// The URL events are POSTed to (http or https).
+    pub url: String,
+    /// The Standard Webhooks secret: "whsec_" followed by base64 of at least 24 random bytes.
+    pub secret: String,
+    /// The events it receives; default: all.
+    pub events: Vec<crate::webhook::event::EventType>,
+    /// The longest wait for an answer to one POST.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// How long an event is retried before it is dead-lettered.
+    #[serde(with = "humantime_serde")]
+    pub retry_for: Duration,
+    /// POSTs to it in flight at once at most.
+    pub max_in_flight: usize,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        WebhookSettings {
+            name: String::new(),
+            url: String::new(),
+            secret: String::new(),
+            events: crate::webhook::event::EventType::ALL.to_vec(),
+            timeout: Duration::from_secs(10),
+            retry_for: Duration::from_secs(3 * 24 * 3600),
+            max_in_flight: 4,
+        }
+    }
 }
 
 impl Settings {
@@ -611,6 +650,49 @@ fn validate_channels(s: &Settings, out: &mut Vec<ConfigProblem>) {
     validate_smpp_server(&s.smpp.server, out);
     for (key, message) in crate::route::check(&s.routes, &names) {
         out.push(problem(key, message));
+    }
+    validate_webhooks(&s.webhooks, out);
+}
+
+fn validate_webhooks(webhooks: &[WebhookSettings], out: &mut Vec<ConfigProblem>) {
+    let mut names: Vec<&str> = Vec::new();
+    for (i, w) in webhooks.iter().enumerate() {
+        let key = |k: &str| format!("webhook.{i}.{k}");
+        if w.name.is_empty()
+            || w.name.len() > 64
+            || !w
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            out.push(problem(key("name"), "1 to 64 letters, digits, '-' or '_'"));
+        } else if names.contains(&w.name.as_str()) {
+            out.push(problem(
+                key("name"),
+                format!("{} names another webhook already", w.name),
+            ));
+        }
+        names.push(&w.name);
+        if !(w.url.starts_with("http://") || w.url.starts_with("https://"))
+            || w.url.chars().any(char::is_whitespace)
+        {
+            out.push(problem(key("url"), "an http:// or https:// URL"));
+        }
+        if let Err(e) = crate::webhook::event::secret_key(&w.secret) {
+            out.push(problem(key("secret"), e));
+        }
+        if w.events.is_empty() {
+            out.push(problem(key("events"), "at least one event"));
+        }
+        if w.timeout < Duration::from_millis(100) {
+            out.push(problem(key("timeout"), "must be at least 100ms"));
+        }
+        if w.retry_for < Duration::from_secs(1) {
+            out.push(problem(key("retry_for"), "must be at least 1s"));
+        }
+        if !(1..=256).contains(&w.max_in_flight) {
+            out.push(problem(key("max_in_flight"), "must be between 1 and 256"));
+        }
     }
 }
 
@@ -1368,6 +1450,13 @@ mod tests {
             "smpp.client.long_messages",
             "smpp.client.registered_delivery",
             "smpp.client.service_type",
+            "webhook.name",
+            "webhook.url",
+            "webhook.secret",
+            "webhook.events",
+            "webhook.timeout",
+            "webhook.retry_for",
+            "webhook.max_in_flight",
         ] {
             assert!(
                 table.contains(key),

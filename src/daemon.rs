@@ -107,6 +107,9 @@ pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
     if server.enabled {
         options.replies = Arc::new(ReplyRules::from_server(server));
     }
+    options.webhooks = Arc::new(crate::webhook::event::Subscriptions::from_settings(
+        &settings.webhooks,
+    ));
     let (store, recovery) = tokio::task::spawn_blocking(move || Store::open(&options))
         .await
         .map_err(|e| StoreError::Unavailable(e.to_string()))??;
@@ -195,6 +198,13 @@ pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
         shutdown.clone(),
     ));
 
+    for endpoint in &settings.webhooks {
+        tasks.spawn(crate::webhook::run(
+            endpoint.clone(),
+            store.clone(),
+            shutdown.clone(),
+        ));
+    }
     let smpp_addr = smpp_listener.as_ref().map(|(_, addr)| *addr);
     if let Some((listener, addr)) = smpp_listener {
         let ctx = ServerContext {

@@ -44,6 +44,8 @@
 //!   deliveries.rs      receipts and replies from an account's outbox as deliver_sm
 //!   server.rs          the SMPP server: listener, task per connection, outbox pump per account
 //! src/http/            axum API: handlers, auth, JSON errors; server.rs the hyper loop
+//! src/webhook/         events POSTed to integrators' endpoints: signed, retried, dead-lettered
+//!   event.rs           which endpoints want which events, event bodies, Standard Webhooks signatures
 //! src/daemon.rs        wiring of the running daemon and its graceful shutdown
 //! src/phone.rs         E.164 normalization and sender-id validation
 //! ```
@@ -70,3 +72,4 @@ pub mod route;
 pub mod sim;
 pub mod smpp;
 pub mod store;
+pub mod webhook;

@@ -65,6 +65,7 @@ pub fn commands_for(
             text,
             ..
         } => reply_commands(*inbound_id, from, to, text, account),
+        OutboxItem::Event { .. } => Err("a webhook event is not for an SMPP account".into()),
     }
 }
 

@@ -16,11 +16,13 @@
 //! | `u`    | channel + 0 + fingerprint             | received millis (BE): seen inbound, for dedupe |
 //! | `a`    | channel + 0 + from + 0 + ref (BE) + total | encoded parts of an inbound message being reassembled |
 //! | `b`    | scope + 0 + source + 0 + dest + 0 + ref (BE u16) + total | encoded parts of an SMPP multi-part submit being reassembled |
-//! | `o`    | target + 0x00 + entry id              | encoded [`OutboxItem`]: a receipt or reply owed to the target |
+//! | `o`    | target + 0x00 + entry id              | encoded [`OutboxItem`]: a receipt, reply or webhook event owed to the target |
+//! | `w`    | target + 0x00 + entry id              | encoded [`DeadLetter`]: an outbox entry given up on |
 //! | `c`    | counter name                          | u64 BE                         |
 //!
 //! [`Message`]: crate::message::Message
 //! [`InboundMessage`]: crate::message::InboundMessage
+//! [`DeadLetter`]: super::outbox::DeadLetter
 //! [`OutboxItem`]: super::OutboxItem
 //!
 //! Names inside keys (channels, targets, addresses) end with 0x00 so one name never matches as
@@ -44,6 +46,7 @@ pub const ASSEMBLY: u8 = b'a';
 pub const SEEN: u8 = b'u';
 pub const SUBMIT_ASSEMBLY: u8 = b'b';
 pub const OUTBOX: u8 = b'o';
+pub const DEAD_LETTER: u8 = b'w';
 
 /// Counter holding the fingerprint of the routes the queue's lanes were filed under.
 pub const ROUTES_FINGERPRINT: &[u8] = b"routes_fingerprint";
@@ -205,6 +208,22 @@ pub fn submit_assembly(
 /// An outbox entry of `target`; ids are time-ordered, so the target's entries sort oldest first.
 pub fn outbox(target: &str, id: MessageId) -> Vec<u8> {
     named(OUTBOX, target, &id.to_bytes())
+}
+
+/// An outbox entry's key moved under the dead-letter prefix (same target and id).
+pub fn dead_letter_of(outbox_key: &[u8]) -> Vec<u8> {
+    let mut k = outbox_key.to_vec();
+    if let Some(first) = k.first_mut() {
+        *first = DEAD_LETTER;
+    }
+    k
+}
+
+/// The target named in an outbox or dead-letter key.
+pub fn target_of(key: &[u8]) -> Option<String> {
+    let rest = key.get(1..)?;
+    let end = rest.iter().position(|&b| b == 0)?;
+    String::from_utf8(rest.get(..end)?.to_vec()).ok()
 }
 
 /// The prefix of every outbox entry of `target` (its name and the 0x00 after it).

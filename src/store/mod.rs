@@ -27,7 +27,7 @@ use crate::message::{
 };
 
 pub use keys::normalize_remote_id;
-pub use outbox::{OutboxEntry, OutboxItem, OutboxKey, smpp_target};
+pub use outbox::{DeadLetter, DeadLetterEntry, OutboxEntry, OutboxItem, OutboxKey, smpp_target};
 
 /// Errors of the store layer.
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +95,8 @@ pub struct StoreOptions {
     pub router: Arc<Router>,
     /// Which SMPP account each customer's message goes to (as an outbox reply); empty: none.
     pub replies: Arc<ReplyRules>,
+    /// Which webhook endpoints want which events (written to their outboxes); empty: none.
+    pub webhooks: Arc<crate::webhook::event::Subscriptions>,
 }
 
 impl StoreOptions {
@@ -107,6 +109,7 @@ impl StoreOptions {
             min_free_bytes: 64 * 1024 * 1024,
             router: Arc::new(Router::default()),
             replies: Arc::new(ReplyRules::default()),
+            webhooks: Arc::new(crate::webhook::event::Subscriptions::default()),
         }
     }
 }
@@ -344,6 +347,7 @@ impl Store {
             stats.clone(),
             options.router.clone(),
             options.replies.clone(),
+            options.webhooks.clone(),
         );
         let mut durability = writer::Durability::new(db.clone(), db_file, &options.path);
         let recovery = writer::recover(&db, &mut committer, &mut durability)?;
@@ -543,6 +547,32 @@ impl Store {
             let (key, value) = item?;
             out.push(OutboxEntry {
                 item: record::decode_outbox(&key, &value)?,
+                key: OutboxKey(key.to_vec()),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Gives up on an outbox entry: it moves, durably, to the dead letters with `reason`
+    /// (a key no longer there is ignored).
+    pub async fn outbox_dead_letter(
+        &self,
+        key: OutboxKey,
+        reason: String,
+    ) -> Result<(), StoreError> {
+        self.call(|reply| writer::Op::DeadLetter { key, reason, reply })
+            .await
+    }
+
+    /// Dead letters in key order (by target, then oldest first), at most `limit`.
+    pub fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetterEntry>, StoreError> {
+        self.readable()?;
+        let mut out = Vec::new();
+        for item in self.inner.tree.scan_prefix([keys::DEAD_LETTER]).take(limit) {
+            let (key, value) = item?;
+            out.push(DeadLetterEntry {
+                target: keys::target_of(&key).unwrap_or_default(),
+                letter: record::decode_dead_letter(&key, &value)?,
                 key: OutboxKey(key.to_vec()),
             });
         }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::keys;
 use crate::message::{InboundMessage, Message, MessageId, Millis, OriginAddress, Status};
+use crate::webhook::event::{self, EventType, Subscriptions};
 
 /// Opaque key of one outbox entry.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -61,6 +62,38 @@ pub enum OutboxItem {
         /// The outgoing message it answers, when known.
         in_reply_to: Option<MessageId>,
     },
+    /// A webhook event (the target is a webhook endpoint).
+    Event {
+        /// Its id ("evt_" and a ULID), sent as webhook-id on every attempt.
+        id: String,
+        /// Its type ("message.status", ...).
+        event_type: String,
+        /// The JSON body, rendered when the change it reports was committed.
+        body: String,
+    },
+}
+
+/// An outbox entry given up on (a webhook event not delivered within its endpoint's
+/// retry_for), kept for operators to see and replay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// What was owed.
+    pub item: OutboxItem,
+    /// Why the last attempt failed.
+    pub reason: String,
+    /// When it was given up on.
+    pub at: Millis,
+}
+
+/// A dead letter as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterEntry {
+    /// The outbox target it was owed to.
+    pub target: String,
+    /// Its key (the outbox key it had, under the dead-letter prefix).
+    pub key: OutboxKey,
+    /// The entry.
+    pub letter: DeadLetter,
 }
 
 /// One outbox entry as read.
@@ -111,6 +144,25 @@ pub(super) fn reply_for(m: &InboundMessage) -> OutboxItem {
         received_at: m.received_at,
         in_reply_to: m.in_reply_to,
     }
+}
+
+/// The webhook events `m` owes the subscribed endpoints now that it moved from `old`, as
+/// (target, event body) pairs; the caller gives each its id.
+pub(super) fn status_events<'a>(
+    subscriptions: &'a Subscriptions,
+    old: Option<&Message>,
+    m: &Message,
+) -> Vec<(&'a str, String)> {
+    if !subscriptions.wants(EventType::MessageStatus) {
+        return Vec::new();
+    }
+    let Some(body) = event::status_body(old, m) else {
+        return Vec::new();
+    };
+    subscriptions
+        .targets_for(EventType::MessageStatus)
+        .map(|t| (t, body.clone()))
+        .collect()
 }
 
 /// The outbox target of an SMPP server account.

@@ -83,7 +83,7 @@ fn receipt_statuses(store: &Store, target: &str) -> Vec<(MessageId, Status)> {
             OutboxItem::Receipt {
                 message_id, status, ..
             } => Some((message_id, status)),
-            OutboxItem::Reply { .. } => None,
+            OutboxItem::Reply { .. } | OutboxItem::Event { .. } => None,
         })
         .collect()
 }
@@ -245,7 +245,7 @@ async fn the_outbox_pages_in_order_keeps_targets_apart_and_forgets_what_is_done(
         .chain(&third)
         .filter_map(|e| match e.item {
             OutboxItem::Receipt { message_id, .. } => Some(message_id),
-            OutboxItem::Reply { .. } => None,
+            OutboxItem::Reply { .. } | OutboxItem::Event { .. } => None,
         })
         .collect();
     assert_eq!(paged, ids);
@@ -743,6 +743,7 @@ fn entry_times(store: &Store, target: &str) -> Vec<Millis> {
         .map(|e| match e.item {
             OutboxItem::Reply { received_at, .. } => received_at,
             OutboxItem::Receipt { done_at, .. } => done_at,
+            OutboxItem::Event { .. } => panic!("no webhooks here"),
         })
         .collect()
 }
@@ -863,7 +864,7 @@ fn replies(store: &Store, target: &str) -> Vec<(MessageId, Option<MessageId>)> {
                 in_reply_to,
                 ..
             } => Some((inbound_id, in_reply_to)),
-            OutboxItem::Receipt { .. } => None,
+            OutboxItem::Receipt { .. } | OutboxItem::Event { .. } => None,
         })
         .collect()
 }
@@ -983,5 +984,96 @@ async fn replies_nobody_claims_are_stored_without_an_outbox_entry() {
     );
     assert_eq!(replies(&store, "smpp:shopA").len(), 1);
     assert!(changed.has_changed().unwrap());
+    store.close().await;
+}
+
+fn open_with_webhooks(dir: &Path) -> Store {
+    use crate::webhook::event::{EventType, Subscriber, Subscriptions, target};
+    let mut options = StoreOptions::new(dir);
+    options.webhooks = Arc::new(Subscriptions {
+        endpoints: vec![
+            Subscriber {
+                target: target("crm"),
+                events: EventType::ALL.to_vec(),
+            },
+            Subscriber {
+                target: target("inbox"),
+                events: vec![EventType::MessageReceived],
+            },
+        ],
+    });
+    Store::open(&options).unwrap().0
+}
+
+fn events(store: &Store, target: &str) -> Vec<(String, String, serde_json::Value)> {
+    store
+        .outbox(target, None, 100)
+        .unwrap()
+        .into_iter()
+        .map(|e| match e.item {
+            OutboxItem::Event {
+                id,
+                event_type,
+                body,
+            } => (id, event_type, serde_json::from_str(&body).unwrap()),
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn webhook_events_are_written_with_the_changes_they_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_with_webhooks(dir.path());
+    let id = submit(&store, "shopA", ReceiptRequest::None).await;
+    assert!(events(&store, "webhook:crm").is_empty(), "queued: no event");
+    settle(&store, id, ReceiptOutcome::Delivered).await;
+    let crm = events(&store, "webhook:crm");
+    let statuses: Vec<&str> = crm
+        .iter()
+        .map(|(_, _, body)| body["data"]["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["sent", "delivered"]);
+    for (event_id, event_type, body) in &crm {
+        assert!(event_id.starts_with("evt_"), "{event_id}");
+        assert_eq!(event_type, "message.status");
+        assert_eq!(body["type"], "message.status");
+        assert_eq!(body["data"]["id"], id.to_string());
+        assert_eq!(body["data"]["to"], "+393471234567");
+    }
+    assert_ne!(crm[0].0, crm[1].0, "every event has its own id");
+    assert_eq!(crm[1].2["data"]["previous_status"], "sent");
+    assert!(events(&store, "webhook:inbox").is_empty(), "not subscribed");
+
+    // A customer's message: both endpoints get it.
+    store
+        .apply(vec![Update::Inbound(inbound_new(
+            "+393471234567",
+            "+393400000001",
+            "thanks!",
+            now_millis(),
+        ))])
+        .await
+        .unwrap();
+    for target in ["webhook:crm", "webhook:inbox"] {
+        let received = events(&store, target);
+        let (_, event_type, body) = received.last().unwrap();
+        assert_eq!(event_type, "message.received", "{target}");
+        assert_eq!(body["data"]["text"], "thanks!");
+        assert_eq!(body["data"]["from"], "+393471234567");
+    }
+
+    // Dead-lettered: out of the outbox, into the dead letters with the reason.
+    let first = store.outbox("webhook:crm", None, 1).unwrap().remove(0);
+    store
+        .outbox_dead_letter(first.key.clone(), "HTTP 500".into())
+        .await
+        .unwrap();
+    assert_eq!(store.outbox_len("webhook:crm").unwrap(), 2);
+    let dead = store.dead_letters(10).unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].target, "webhook:crm");
+    assert_eq!(dead[0].letter.reason, "HTTP 500");
+    assert_eq!(dead[0].letter.item, first.item);
     store.close().await;
 }

@@ -107,6 +107,13 @@ pub fn decode_outbox(key: &[u8], bytes: &[u8]) -> Result<OutboxItem, StoreError>
     decode(key, bytes)
 }
 
+pub fn decode_dead_letter(
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<super::outbox::DeadLetter, StoreError> {
+    decode(key, bytes)
+}
+
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     let mut out = vec![FORMAT_V3];
     // Serializing our own plain structs into a Vec cannot fail; keep the version byte alone if

@@ -34,6 +34,7 @@ use crate::message::{
     InboundMessage, Message, MessageId, Millis, NewMessage, PartState, ReceiptOutcome, Status,
     Transition, fingerprint, now_millis,
 };
+use crate::webhook::event::{EventType, Subscriptions};
 
 pub type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -86,6 +87,11 @@ pub enum Op {
     },
     OutboxDone {
         keys: Vec<OutboxKey>,
+        reply: Reply<()>,
+    },
+    DeadLetter {
+        key: OutboxKey,
+        reason: String,
         reply: Reply<()>,
     },
     ExpireOutbox {
@@ -166,6 +172,8 @@ pub struct Committer {
     router: Arc<Router>,
     /// Which account a customer's message is a reply for.
     replies: Arc<ReplyRules>,
+    /// Which webhook endpoints want which events.
+    webhooks: Arc<Subscriptions>,
     /// Set when the open group wrote an outbox entry: its consumers are woken once it is durable.
     outbox_added: bool,
 }
@@ -182,6 +190,7 @@ impl Committer {
         stats: Arc<StoreStats>,
         router: Arc<Router>,
         replies: Arc<ReplyRules>,
+        webhooks: Arc<Subscriptions>,
     ) -> Self {
         Committer {
             db,
@@ -192,6 +201,7 @@ impl Committer {
             ids: ulid::Generator::new(),
             router,
             replies,
+            webhooks,
             outbox_added: false,
         }
     }
@@ -284,9 +294,26 @@ impl Committer {
         if let Some((target, item)) = outbox::receipt_for(old, new) {
             extra.push(self.outbox_entry(&target, &item));
         }
+        let webhooks = self.webhooks.clone();
+        for (target, body) in outbox::status_events(&webhooks, old, new) {
+            extra.push(self.event_entry(target, EventType::MessageStatus, body));
+        }
         extra.push((keys::message(new.id), Some(record::encode(new))));
         self.write(extra);
         Ok(())
+    }
+
+    /// A webhook event for `target`, under a new id (its outbox key's), to be written with the
+    /// change it reports.
+    fn event_entry(&mut self, target: &str, event_type: EventType, body: String) -> Entry {
+        self.outbox_added = true;
+        let id = self.next_id();
+        let item = OutboxItem::Event {
+            id: format!("evt_{id}"),
+            event_type: event_type.as_str().to_owned(),
+            body,
+        };
+        (keys::outbox(target, id), Some(record::encode(&item)))
     }
 
     /// An outbox entry for `target`, to be written with the change that owes it.
@@ -585,6 +612,7 @@ fn refuse(op: Op, reason: &str) -> Finish {
         Op::SubmitPart { reply, .. } => finish(reply, Err(error())),
         Op::ExpireSubmitAssemblies { reply, .. } => finish(reply, Err(error())),
         Op::OutboxDone { reply, .. } => finish(reply, Err(error())),
+        Op::DeadLetter { reply, .. } => finish(reply, Err(error())),
         Op::ExpireOutbox { reply, .. } => finish(reply, Err(error())),
         Op::Close { reply } => Box::new(move |_| {
             let _ = reply.send(());
@@ -633,6 +661,7 @@ fn process(c: &mut Committer, op: Op) -> Finish {
             outbox_done(c, keys);
             finish(reply, Ok(()))
         }
+        Op::DeadLetter { key, reason, reply } => finish(reply, dead_letter(c, key, reason)),
         Op::ExpireOutbox {
             older_than,
             max,
@@ -923,6 +952,26 @@ fn outbox_done(c: &mut Committer, done: Vec<OutboxKey>) {
         .map(|k| (k.0, None))
         .collect();
     c.write(entries);
+}
+
+/// Moves an outbox entry under the dead-letter prefix with why it was given up on.
+fn dead_letter(c: &mut Committer, key: OutboxKey, reason: String) -> Result<(), StoreError> {
+    if key.0.first() != Some(&keys::OUTBOX) {
+        return Ok(());
+    }
+    let Some(value) = c.get(&key.0)? else {
+        return Ok(());
+    };
+    let letter = outbox::DeadLetter {
+        item: record::decode_outbox(&key.0, &value)?,
+        reason,
+        at: now_millis(),
+    };
+    c.write(vec![
+        (keys::dead_letter_of(&key.0), Some(record::encode(&letter))),
+        (key.0, None),
+    ]);
+    Ok(())
 }
 
 /// Deletes up to `max` outbox entries older than `older_than`, target by target, each target's
@@ -1478,6 +1527,13 @@ fn store_inbound(
         let replies = c.replies.clone();
         if let Some(to) = replies.target_for(&record.to, &record.text, account) {
             extra.push(c.outbox_entry(&to.target, &outbox::reply_for(&record)));
+        }
+    }
+    if c.webhooks.wants(EventType::MessageReceived) {
+        let body = crate::webhook::event::received_body(&record);
+        let webhooks = c.webhooks.clone();
+        for target in webhooks.targets_for(EventType::MessageReceived) {
+            extra.push(c.event_entry(target, EventType::MessageReceived, body.clone()));
         }
     }
     extra.push((keys::inbound(id), Some(record::encode(&record))));

@@ -1,0 +1,229 @@
+//! Webhooks end to end: the real `parla` binary with its simulated channel POSTs events to a
+//! real HTTP server in this test, which checks each signature, can be switched to failing
+//! (an outage), and counts events by their webhook-id.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{Binary, write_config};
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// One POST as the receiver saw it.
+#[derive(Debug, Clone)]
+struct Delivery {
+    id: String,
+    body: Value,
+    signature_ok: bool,
+}
+
+/// An HTTP server on a free loopback port: answers 200 (or 503 while `down`), and keeps what
+/// it was sent.
+struct Receiver {
+    port: u16,
+    down: Arc<AtomicBool>,
+    seen: Arc<Mutex<Vec<Delivery>>>,
+    refused: Arc<Mutex<usize>>,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let down = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let refused = Arc::new(Mutex::new(0));
+        let key = parla::webhook::event::secret_key(SECRET).unwrap();
+        let (d, s, r) = (down.clone(), seen.clone(), refused.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let (d, s, r, key) = (d.clone(), s.clone(), r.clone(), key.clone());
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut headers = BTreeMap::new();
+                    let mut line = String::new();
+                    reader.read_line(&mut line).unwrap();
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+                            break;
+                        }
+                        if let Some((k, v)) = line.trim_end().split_once(':') {
+                            headers.insert(k.to_ascii_lowercase(), v.trim().to_string());
+                        }
+                    }
+                    let length: usize = headers["content-length"].parse().unwrap();
+                    let mut body = vec![0; length];
+                    reader.read_exact(&mut body).unwrap();
+                    let status = if d.load(Ordering::SeqCst) {
+                        *r.lock().unwrap() += 1;
+                        "503 Service Unavailable"
+                    } else {
+                        let id = headers["webhook-id"].clone();
+                        let timestamp: i64 = headers["webhook-timestamp"].parse().unwrap();
+                        let expected =
+                            parla::webhook::event::signature(&key, &id, timestamp, &body);
+                        s.lock().unwrap().push(Delivery {
+                            id,
+                            body: serde_json::from_slice(&body).unwrap(),
+                            signature_ok: headers["webhook-signature"] == expected,
+                        });
+                        "200 OK"
+                    };
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    );
+                });
+            }
+        });
+        Receiver {
+            port,
+            down,
+            seen,
+            refused,
+        }
+    }
+
+    fn seen(&self) -> Vec<Delivery> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Waits until `done` holds for what was received.
+    fn wait(&self, what: &str, done: impl Fn(&[Delivery]) -> bool) -> Vec<Delivery> {
+        let start = Instant::now();
+        loop {
+            let seen = self.seen();
+            if done(&seen) {
+                return seen;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{what}: not in 30s; received {seen:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn start_parla(dir: &std::path::Path, port: u16) -> Binary {
+    let config = write_config(
+        dir,
+        &format!(
+            "[store]\npath = \"store\"\n\
+             [sim]\nenabled = true\naccept_delay = \"10ms\"\ndelivery_delay = \"50ms\"\n\
+             failure_share = 0.0\nreply_share = 1.0\n\
+             [[webhook]]\nname = \"test\"\nurl = \"http://127.0.0.1:{port}/events\"\n\
+             secret = \"{SECRET}\"\ntimeout = \"2s\"\n"
+        ),
+    );
+    Binary::start(dir, Some(&config), &[])
+}
+
+/// Events by type and message id, each counted once per webhook-id.
+fn by_id(seen: &[Delivery]) -> BTreeMap<String, Value> {
+    seen.iter()
+        .map(|d| (d.id.clone(), d.body.clone()))
+        .collect()
+}
+
+fn statuses_of(events: &BTreeMap<String, Value>, message: &str) -> Vec<String> {
+    let mut statuses: Vec<String> = events
+        .values()
+        .filter(|b| b["type"] == "message.status" && b["data"]["id"] == message)
+        .map(|b| b["data"]["status"].as_str().unwrap().to_string())
+        .collect();
+    statuses.sort();
+    statuses
+}
+
+#[test]
+fn events_reach_the_endpoint_signed_once_each_across_an_outage_and_a_restart() {
+    let receiver = Receiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut parla = start_parla(dir.path(), receiver.port);
+    let client = parla.client.clone();
+
+    // A message: its sent and delivered statuses, and the simulated customer's reply.
+    let a = client.post(
+        "/v1/messages",
+        &json!({"to": "+393471234567", "text": "Your order 1234 ships tomorrow"}),
+    );
+    assert_eq!(a.status, 202, "{:?}", a.body);
+    let first = a.body["id"].as_str().unwrap().to_string();
+    let seen = receiver.wait("sent, delivered and a reply", |seen| {
+        let events = by_id(seen);
+        statuses_of(&events, &first) == ["delivered", "sent"]
+            && events.values().any(|b| b["type"] == "message.received")
+    });
+    assert!(seen.iter().all(|d| d.signature_ok), "{seen:#?}");
+    assert!(seen.iter().all(|d| d.id.starts_with("evt_")), "{seen:#?}");
+    let reply = by_id(&seen)
+        .into_values()
+        .find(|b| b["type"] == "message.received")
+        .unwrap();
+    assert_eq!(reply["data"]["from"], "+393471234567", "{reply}");
+
+    // An outage: the endpoint answers 503; the events wait and are retried.
+    receiver.down.store(true, Ordering::SeqCst);
+    let b = client.post(
+        "/v1/messages",
+        &json!({"to": "+393471234568", "text": "Your order 1235 ships tomorrow"}),
+    );
+    let second = b.body["id"].as_str().unwrap().to_string();
+    client.wait_for(&second, support::GUARD, |m| m["status"] == "delivered");
+    let start = Instant::now();
+    while *receiver.refused.lock().unwrap() == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no attempt during the outage"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The daemon restarts during the outage: nothing owed is lost.
+    let status = parla.terminate();
+    assert!(status.success(), "{status:?}; log:\n{}", parla.log());
+    let parla = start_parla(dir.path(), receiver.port);
+    receiver.down.store(false, Ordering::SeqCst);
+    let seen = receiver.wait("the second message's events after the outage", |seen| {
+        statuses_of(&by_id(seen), &second) == ["delivered", "sent"]
+    });
+    assert!(seen.iter().all(|d| d.signature_ok), "{seen:#?}");
+    // Every event once by id: no id carries two different bodies, and the first message's
+    // events did not come back as new ones.
+    let events = by_id(&seen);
+    for d in &seen {
+        assert_eq!(events[&d.id], d.body, "one body per event id");
+    }
+    assert_eq!(statuses_of(&events, &first), ["delivered", "sent"]);
+    // Every customer's message the gateway stored was announced (the simulator may not have
+    // sent the second reply before the restart: it keeps its timers in memory).
+    let inbound = parla.client.get("/v1/inbound");
+    let stored: Vec<String> = inbound.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!stored.is_empty());
+    receiver.wait("a message.received per stored reply", |seen| {
+        let mut announced: Vec<String> = by_id(seen)
+            .values()
+            .filter(|b| b["type"] == "message.received")
+            .map(|b| b["data"]["id"].as_str().unwrap().to_string())
+            .collect();
+        announced.sort();
+        let mut expected = stored.clone();
+        expected.sort();
+        announced == expected
+    });
+    drop(parla);
+}
