@@ -651,10 +651,14 @@ fn validate_channels(s: &Settings, out: &mut Vec<ConfigProblem>) {
     for (key, message) in crate::route::check(&s.routes, &names) {
         out.push(problem(key, message));
     }
-    validate_webhooks(&s.webhooks, out);
+    validate_webhooks(&s.webhooks, s.store.retention, out);
 }
 
-fn validate_webhooks(webhooks: &[WebhookSettings], out: &mut Vec<ConfigProblem>) {
+fn validate_webhooks(
+    webhooks: &[WebhookSettings],
+    retention: Duration,
+    out: &mut Vec<ConfigProblem>,
+) {
     let mut names: Vec<&str> = Vec::new();
     for (i, w) in webhooks.iter().enumerate() {
         let key = |k: &str| format!("webhook.{i}.{k}");
@@ -689,6 +693,15 @@ fn validate_webhooks(webhooks: &[WebhookSettings], out: &mut Vec<ConfigProblem>)
         }
         if w.retry_for < Duration::from_secs(1) {
             out.push(problem(key("retry_for"), "must be at least 1s"));
+        } else if w.retry_for > retention {
+            // The store drops outbox entries older than the retention.
+            out.push(problem(
+                key("retry_for"),
+                format!(
+                    "must not exceed store.retention ({}): older events are dropped",
+                    humantime::format_duration(retention)
+                ),
+            ));
         }
         if !(1..=256).contains(&w.max_in_flight) {
             out.push(problem(key("max_in_flight"), "must be between 1 and 256"));
@@ -1575,6 +1588,43 @@ mod tests {
         .unwrap_err();
         let keys: Vec<&str> = err.0.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(keys, ["route.0.prefixes.0", "route.0.channels.0"]);
+    }
+
+    #[test]
+    fn webhooks_are_read_and_checked() {
+        let s = load_text(
+            "[[webhook]]\nname = \"crm\"\nurl = \"https://crm.example.com/hook\"\n\
+             secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\nevents = [\"message.status\"]\n",
+        )
+        .unwrap();
+        assert_eq!(s.webhooks[0].retry_for, Duration::from_secs(3 * 24 * 3600));
+        assert_eq!(
+            s.webhooks[0].events,
+            [crate::webhook::event::EventType::MessageStatus]
+        );
+        let err = load_text(
+            "[store]\nretention = \"1d\"\n\
+             [[webhook]]\nname = \"a b\"\nurl = \"ftp://x\"\nsecret = \"short\"\n\
+             events = []\nmax_in_flight = 0\n\
+             [[webhook]]\nname = \"crm\"\nurl = \"http://127.0.0.1:9/\"\n\
+             secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\nretry_for = \"2d\"\n",
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = err.0.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "webhook.0.name",
+                "webhook.0.url",
+                "webhook.0.secret",
+                "webhook.0.events",
+                "webhook.0.retry_for",
+                "webhook.0.max_in_flight",
+                "webhook.1.retry_for",
+            ]
+        );
+        let unknown = load_text("[[webhook]]\nname = \"x\"\nevents = [\"message.sent\"]\n");
+        assert!(unknown.is_err());
     }
 
     #[test]

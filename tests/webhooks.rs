@@ -115,6 +115,10 @@ impl Receiver {
 }
 
 fn start_parla(dir: &std::path::Path, port: u16) -> Binary {
+    start_parla_with(dir, port, "")
+}
+
+fn start_parla_with(dir: &std::path::Path, port: u16, extra: &str) -> Binary {
     let config = write_config(
         dir,
         &format!(
@@ -122,7 +126,7 @@ fn start_parla(dir: &std::path::Path, port: u16) -> Binary {
              [sim]\nenabled = true\naccept_delay = \"10ms\"\ndelivery_delay = \"50ms\"\n\
              failure_share = 0.0\nreply_share = 1.0\n\
              [[webhook]]\nname = \"test\"\nurl = \"http://127.0.0.1:{port}/events\"\n\
-             secret = \"{SECRET}\"\ntimeout = \"2s\"\n"
+             secret = \"{SECRET}\"\ntimeout = \"2s\"\n{extra}\n"
         ),
     );
     Binary::start(dir, Some(&config), &[])
@@ -226,4 +230,65 @@ fn events_reach_the_endpoint_signed_once_each_across_an_outage_and_a_restart() {
         announced == expected
     });
     drop(parla);
+}
+
+#[test]
+fn events_not_delivered_in_time_are_dead_lettered_listed_and_replayed() {
+    let receiver = Receiver::start();
+    receiver.down.store(true, Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let parla = start_parla_with(
+        dir.path(),
+        receiver.port,
+        "retry_for = \"2s\"\nevents = [\"message.status\"]",
+    );
+    let client = parla.client.clone();
+    let a = client.post(
+        "/v1/messages",
+        &json!({"to": "+393471234567", "text": "Your order 1234 ships tomorrow"}),
+    );
+    let id = a.body["id"].as_str().unwrap().to_string();
+    // Both status events fail for 2 s, then are given up on.
+    let failed = support::wait_api(
+        &client,
+        "/v1/webhooks/deliveries?status=failed",
+        "two dead letters",
+        |b| b["items"].as_array().unwrap().len() == 2,
+    );
+    let items = failed["items"].as_array().unwrap();
+    for item in items {
+        assert_eq!(item["endpoint"], "test", "{item}");
+        assert_eq!(item["type"], "message.status", "{item}");
+        assert_eq!(item["status"], "failed", "{item}");
+        assert_eq!(item["reason"], "HTTP 503 Service Unavailable", "{item}");
+        assert_eq!(item["payload"]["data"]["id"], id.as_str(), "{item}");
+    }
+    assert!(receiver.seen().is_empty());
+    let bad = client.get("/v1/webhooks/deliveries?status=pending");
+    assert_eq!(bad.status, 422, "{:?}", bad.body);
+
+    // The endpoint is back: an operator replays one; it arrives under its own id, once.
+    receiver.down.store(false, Ordering::SeqCst);
+    let event = items[0]["id"].as_str().unwrap().to_string();
+    let replayed = client.post(
+        &format!("/v1/webhooks/deliveries/{event}/retry"),
+        &json!({}),
+    );
+    assert_eq!(replayed.status, 202, "{:?}", replayed.body);
+    let seen = receiver.wait("the replayed event", |seen| !seen.is_empty());
+    assert_eq!(seen[0].id, event);
+    assert!(seen[0].signature_ok);
+    assert_eq!(seen[0].body, items[0]["payload"]);
+    let again = client.post(
+        &format!("/v1/webhooks/deliveries/{event}/retry"),
+        &json!({}),
+    );
+    assert_eq!(again.status, 404, "{:?}", again.body);
+    let left = client.get("/v1/webhooks/deliveries?status=failed");
+    assert_eq!(
+        left.body["items"].as_array().unwrap().len(),
+        1,
+        "{:?}",
+        left.body
+    );
 }

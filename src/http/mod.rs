@@ -4,6 +4,7 @@
 mod error;
 mod messages;
 pub mod server;
+mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -76,6 +77,11 @@ pub fn router(state: Arc<ApiState>, max_body_bytes: usize) -> Router {
         )
         .route("/v1/inbound", get(messages::list_inbound))
         .route("/v1/channels", get(list_channels))
+        .route("/v1/webhooks/deliveries", get(webhooks::list))
+        .route(
+            "/v1/webhooks/deliveries/{id}/retry",
+            axum::routing::post(webhooks::retry),
+        )
         .layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/healthz", get(healthz))

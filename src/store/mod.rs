@@ -564,6 +564,14 @@ impl Store {
             .await
     }
 
+    /// Puts the dead-lettered webhook event `event_id` back in its endpoint's outbox, durably;
+    /// false when there is no such dead letter.
+    pub async fn replay_dead_letter(&self, event_id: &str) -> Result<bool, StoreError> {
+        let event_id = event_id.to_owned();
+        self.call(|reply| writer::Op::Replay { event_id, reply })
+            .await
+    }
+
     /// Dead letters in key order (by target, then oldest first), at most `limit`.
     pub fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetterEntry>, StoreError> {
         self.readable()?;

@@ -94,6 +94,10 @@ pub enum Op {
         reason: String,
         reply: Reply<()>,
     },
+    Replay {
+        event_id: String,
+        reply: Reply<bool>,
+    },
     ExpireOutbox {
         older_than: Millis,
         max: usize,
@@ -613,6 +617,7 @@ fn refuse(op: Op, reason: &str) -> Finish {
         Op::ExpireSubmitAssemblies { reply, .. } => finish(reply, Err(error())),
         Op::OutboxDone { reply, .. } => finish(reply, Err(error())),
         Op::DeadLetter { reply, .. } => finish(reply, Err(error())),
+        Op::Replay { reply, .. } => finish(reply, Err(error())),
         Op::ExpireOutbox { reply, .. } => finish(reply, Err(error())),
         Op::Close { reply } => Box::new(move |_| {
             let _ = reply.send(());
@@ -662,6 +667,7 @@ fn process(c: &mut Committer, op: Op) -> Finish {
             finish(reply, Ok(()))
         }
         Op::DeadLetter { key, reason, reply } => finish(reply, dead_letter(c, key, reason)),
+        Op::Replay { event_id, reply } => finish(reply, replay(c, &event_id)),
         Op::ExpireOutbox {
             older_than,
             max,
@@ -972,6 +978,28 @@ fn dead_letter(c: &mut Committer, key: OutboxKey, reason: String) -> Result<(), 
         (key.0, None),
     ]);
     Ok(())
+}
+
+/// Puts the dead-lettered event `event_id` back in its endpoint's outbox (as a new entry, so a
+/// running consumer finds it; the event keeps its id). False when there is no such letter.
+fn replay(c: &mut Committer, event_id: &str) -> Result<bool, StoreError> {
+    for item in c.db.scan_prefix([keys::DEAD_LETTER]) {
+        let (key, value) = item?;
+        let letter = record::decode_dead_letter(&key, &value)?;
+        let OutboxItem::Event { id, .. } = &letter.item else {
+            continue;
+        };
+        if id != event_id {
+            continue;
+        }
+        let Some(target) = keys::target_of(&key) else {
+            continue;
+        };
+        let entry = c.outbox_entry(&target, &letter.item);
+        c.write(vec![entry, (key.to_vec(), None)]);
+        return Ok(true);
+    }
+    Ok(false)
 }
 
 /// Deletes up to `max` outbox entries older than `older_than`, target by target, each target's

@@ -81,7 +81,11 @@ pub async fn run(settings: WebhookSettings, store: Store, shutdown: Cancellation
                 .is_some_and(|((at, _), _)| *at <= Instant::now());
             let entry = if due {
                 retry.pop_first().map(|(_, e)| e)
-            } else if consecutive_failures >= max_in_flight {
+            } else if consecutive_failures >= max_in_flight
+                && !(retry.is_empty() && in_flight.is_empty())
+            {
+                // Looks down: wait for the retries (with nothing left to retry, one new event
+                // at a time probes it).
                 None
             } else if let Some(e) = fresh.pop_front() {
                 Some(e)
