@@ -47,6 +47,8 @@ pub struct Settings {
     /// `[[webhook]]`: endpoints that receive events.
     #[serde(rename = "webhook")]
     pub webhooks: Vec<WebhookSettings>,
+    /// `[optouts]`: STOP / START / HELP keywords and their confirmations.
+    pub optouts: OptOutSettings,
 }
 
 /// A webhook endpoint: where events are POSTed, signed with its secret.
@@ -358,6 +360,164 @@ impl Default for SmppClientSettings {
             long_messages: crate::smpp::content::LongMethod::Udh,
             registered_delivery: true,
             service_type: String::new(),
+        }
+    }
+}
+
+/// Opt-outs: customers' STOP / STOPALL / START / HELP messages (see [`crate::optout`]).
+/// Keywords are compared with the customer's whole message, ignoring case, accents and
+/// trailing `.`, `!` and `?`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptOutSettings {
+    /// Whether customers' keywords change the suppression list and are answered. The list
+    /// (managed through the API too) refuses messages at submit either way.
+    pub enabled: bool,
+    /// Keywords that opt the customer out of marketing messages.
+    #[serde(deserialize_with = "list_or_comma_string")]
+    pub stop_keywords: Vec<String>,
+    /// Keywords that opt the customer out of every message, transactional ones too.
+    #[serde(deserialize_with = "list_or_comma_string")]
+    pub stop_all_keywords: Vec<String>,
+    /// Keywords that take the customer off the list.
+    #[serde(deserialize_with = "list_or_comma_string")]
+    pub start_keywords: Vec<String>,
+    /// Keywords answered with `help_reply`; the list does not change.
+    #[serde(deserialize_with = "list_or_comma_string")]
+    pub help_keywords: Vec<String>,
+    /// Confirmation of a STOP keyword; "" for none.
+    pub stop_reply: String,
+    /// Confirmation of a STOPALL keyword; "" for none.
+    pub stop_all_reply: String,
+    /// Confirmation of a START keyword; "" for none.
+    pub start_reply: String,
+    /// Answer to a HELP keyword; "" for none.
+    pub help_reply: String,
+}
+
+fn words(list: &[&str]) -> Vec<String> {
+    list.iter().map(|w| w.to_string()).collect()
+}
+
+impl Default for OptOutSettings {
+    fn default() -> Self {
+        OptOutSettings {
+            enabled: true,
+            stop_keywords: words(&[
+                "STOP",
+                "UNSUBSCRIBE",
+                "CANCEL",
+                "END",
+                "QUIT",
+                // Italian
+                "BASTA",
+                "ANNULLA",
+                "DISISCRIVI",
+                "DISISCRIVIMI",
+                "CANCELLAMI",
+                // Spanish
+                "BAJA",
+                "PARAR",
+                "CANCELAR",
+                // French (accents do not matter: ARRÊT, DÉSABONNER match too)
+                "ARRET",
+                "DESABONNER",
+                "DESINSCRIRE",
+                // German
+                "STOPP",
+                "ABMELDEN",
+                "ABBESTELLEN",
+                "ENDE",
+            ]),
+            stop_all_keywords: words(&["STOPALL"]),
+            start_keywords: words(&[
+                "START",
+                "UNSTOP",
+                "SUBSCRIBE",
+                // Italian
+                "ISCRIVI",
+                "ISCRIVIMI",
+                // Spanish
+                "ALTA",
+                "SUSCRIBIR",
+                // French
+                "ABONNER",
+                // German
+                "ANMELDEN",
+            ]),
+            help_keywords: words(&["HELP", "INFO", "AIUTO", "AYUDA", "AIDE", "HILFE"]),
+            stop_reply: "You will no longer receive marketing messages from us. \
+                         Reply START to receive them again."
+                .into(),
+            stop_all_reply: "You will no longer receive any messages from us, order \
+                             updates included. Reply START to receive them again."
+                .into(),
+            start_reply: "You will receive our messages again. Reply STOP to stop \
+                          marketing messages, STOPALL to stop all messages."
+                .into(),
+            help_reply: "Reply STOP to stop marketing messages, STOPALL to stop all \
+                         messages, START to receive them again."
+                .into(),
+        }
+    }
+}
+
+impl OptOutSettings {
+    /// Each keyword list with its key and what its keywords are.
+    pub fn lists(&self) -> [(&'static str, &[String], crate::optout::Keyword); 4] {
+        use crate::optout::Keyword;
+        [
+            ("stop_keywords", &self.stop_keywords, Keyword::Stop),
+            (
+                "stop_all_keywords",
+                &self.stop_all_keywords,
+                Keyword::StopAll,
+            ),
+            ("start_keywords", &self.start_keywords, Keyword::Start),
+            ("help_keywords", &self.help_keywords, Keyword::Help),
+        ]
+    }
+}
+
+/// Keywords are one word each and in one list only; replies fit `max_parts` SMS.
+fn validate_optouts(o: &OptOutSettings, max_parts: u8, out: &mut Vec<ConfigProblem>) {
+    let mut seen: Vec<(String, String)> = Vec::new();
+    for (list, keywords, _) in o.lists() {
+        for (j, k) in keywords.iter().enumerate() {
+            let key = format!("optouts.{list}.{j}");
+            if k.is_empty() || k.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                out.push(problem(key, "one word, without spaces"));
+                continue;
+            }
+            let folded = crate::optout::fold(k);
+            match seen.iter().find(|(f, _)| *f == folded) {
+                Some((_, other)) if !other.starts_with(&format!("optouts.{list}.")) => {
+                    out.push(problem(
+                        key,
+                        format!("{k} is in {other} too; a keyword can mean only one thing"),
+                    ));
+                }
+                Some(_) => {}
+                None => seen.push((folded, key)),
+            }
+        }
+    }
+    for (k, text) in [
+        ("stop_reply", &o.stop_reply),
+        ("stop_all_reply", &o.stop_all_reply),
+        ("start_reply", &o.start_reply),
+        ("help_reply", &o.help_reply),
+    ] {
+        let (encoding, parts) = crate::codec::gsm7::count_parts(text);
+        // max_parts 0 is reported on its own key.
+        if max_parts > 0 && parts > usize::from(max_parts) {
+            out.push(problem(
+                format!("optouts.{k}"),
+                format!(
+                    "needs {parts} SMS parts in {}; defaults.max_parts allows {max_parts}",
+                    encoding.as_str()
+                ),
+            ));
         }
     }
 }
@@ -1274,6 +1434,7 @@ fn validate(s: &Settings) -> Vec<ConfigProblem> {
     if s.sim.window == 0 {
         out.push(problem("sim.window", "must be at least 1"));
     }
+    validate_optouts(&s.optouts, s.defaults.max_parts, &mut out);
     if s.sim.name.is_empty() || s.sim.name.contains(char::is_whitespace) {
         out.push(problem(
             "sim.name",
@@ -1346,6 +1507,23 @@ mod tests {
         assert!(
             s.sim.enabled,
             "the example enables the simulator so it runs as is"
+        );
+        // The example documents the opt-out defaults as they are.
+        let (example, built_in) = (&s.optouts, OptOutSettings::default());
+        assert_eq!(example.lists(), built_in.lists());
+        assert_eq!(
+            [
+                &example.stop_reply,
+                &example.stop_all_reply,
+                &example.start_reply,
+                &example.help_reply
+            ],
+            [
+                &built_in.stop_reply,
+                &built_in.stop_all_reply,
+                &built_in.start_reply,
+                &built_in.help_reply
+            ]
         );
     }
 
@@ -1470,6 +1648,15 @@ mod tests {
             "webhook.timeout",
             "webhook.retry_for",
             "webhook.max_in_flight",
+            "optouts.enabled",
+            "optouts.stop_keywords",
+            "optouts.stop_all_keywords",
+            "optouts.start_keywords",
+            "optouts.help_keywords",
+            "optouts.stop_reply",
+            "optouts.stop_all_reply",
+            "optouts.start_reply",
+            "optouts.help_reply",
         ] {
             assert!(
                 table.contains(key),
@@ -1666,6 +1853,48 @@ mod tests {
         let none = load_text("[smpp.server]\nenabled = true\n").unwrap_err();
         let keys: Vec<&str> = none.0.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(keys, ["smpp.server.account"]);
+    }
+
+    #[test]
+    fn optouts_are_read_and_checked_each_with_its_key_path() {
+        let s =
+            load_text("[optouts]\nstop_keywords = [\"STOP\", \"Fermati\"]\nhelp_reply = \"\"\n")
+                .unwrap();
+        assert_eq!(s.optouts.stop_keywords, ["STOP", "Fermati"]);
+        assert!(s.optouts.enabled);
+        assert_eq!(s.optouts.stop_all_keywords, ["STOPALL"]);
+        assert!(s.optouts.help_reply.is_empty());
+        // The defaults hold no keyword twice.
+        assert!(load_text("").is_ok());
+        let long = "x".repeat(200);
+        let err = load_text(&format!(
+            "[defaults]\nmax_parts = 1\n\
+             [optouts]\nstop_keywords = [\"STOP\", \"two words\", \"\", \"Arrêt\"]\n\
+             start_keywords = [\"stop\", \"START\"]\nhelp_keywords = [\"ARRET\"]\n\
+             start_reply = \"{long}\"\n"
+        ))
+        .unwrap_err();
+        let keys: Vec<&str> = err.0.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "optouts.stop_keywords.1",
+                "optouts.stop_keywords.2",
+                "optouts.start_keywords.0",
+                "optouts.help_keywords.0",
+                "optouts.start_reply",
+            ]
+        );
+        assert!(
+            err.0[2].message.contains("optouts.stop_keywords.0"),
+            "{err}"
+        );
+        let env = [(
+            "PARLA_OPTOUTS__HELP_KEYWORDS".to_string(),
+            "HELP,AIUTO".to_string(),
+        )];
+        let s = load(&ConfigSource::Demo, env).unwrap();
+        assert_eq!(s.optouts.help_keywords, ["HELP", "AIUTO"]);
     }
 
     #[test]

@@ -13,7 +13,8 @@
 //!   at.rs              streaming AT response parser (nom): finals, prompt, echo, info, URCs
 //!   tpdu.rs            SMS-SUBMIT / DELIVER / STATUS-REPORT encode and decode (TS 23.040)
 //!   receipt.rs         SMPP delivery receipt text, receipt states, message-id matching forms
-//! src/store/           sled behind typed functions: durable queue, indexes, group commit
+//! src/store/           sled behind typed functions: durable queue, indexes, group commit,
+//!                      the opt-out (suppression) list
 //!   keys.rs            the key layout of the one tree
 //!   record.rs          versioned compact encoding of stored values
 //!   writer.rs          writer + syncer threads: staged groups, pipelined group commit, fdatasync
@@ -26,6 +27,8 @@
 //!                      reply rules: customers' messages -> integrator accounts
 //! src/dispatch.rs      due messages -> channels that are up; retry policy with backoff and jitter
 //! src/conversation.rs  the correlator: channel events -> message state (acks, receipts, replies)
+//! src/optout.rs        opt-outs: STOP / STOPALL / START / HELP keyword matching, the suppression
+//!                      list's entry and what a keyword does to it (pure; the store applies it)
 //! src/sim/             the simulated channel used by the embedded demo and the tests
 //!   modem/             a simulated GSM modem (`parla sim modem`) with real devices' quirks:
 //!                      core.rs the modem as a state machine, pty.rs the task on a pty
@@ -67,6 +70,7 @@ pub mod dispatch;
 pub mod http;
 pub mod message;
 pub mod modem;
+pub mod optout;
 pub mod phone;
 pub mod route;
 pub mod sim;
