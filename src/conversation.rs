@@ -2,11 +2,13 @@
 //! failures move messages along (with the retry policy deciding when a transient failure is tried
 //! again), receipts find their message through the remote-id index, and customer replies are
 //! stored. Events are applied in batches, so a burst of receipts costs one disk flush.
-//! (Conversation threads, opt-outs and webhooks build on this in later work.)
+//! (Conversation threads and webhooks build on this in later work; opt-out keywords are
+//! applied by the store, in the write that stores the customer's message.)
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::channel::{ChannelEvent, ChannelRegistry, Counts, EventEnvelope, Failure};
@@ -23,23 +25,29 @@ pub struct Correlator {
     policy: RetryPolicy,
     region: Option<phonenumber::country::Id>,
     channels: ChannelRegistry,
+    /// Wakes the dispatcher: a customer's message may queue an answer (an opt-out
+    /// confirmation) in the same write.
+    wake: Arc<Notify>,
 }
 
 impl Correlator {
     /// A correlator over `store`, deciding retries with `policy` and reading customer numbers
     /// in `region`.
-    /// Counts each applied event in its channel's status in `channels`.
+    /// Counts each applied event in its channel's status in `channels`, and notifies `wake`
+    /// (the dispatcher's) after storing customers' messages.
     pub fn new(
         store: Store,
         policy: RetryPolicy,
         region: Option<phonenumber::country::Id>,
         channels: ChannelRegistry,
+        wake: Arc<Notify>,
     ) -> Self {
         Correlator {
             store,
             policy,
             region,
             channels,
+            wake,
         }
     }
 
@@ -151,6 +159,9 @@ impl Correlator {
                             }
                         }
                         self.channels.count(&counts);
+                        if applied.iter().any(|a| matches!(a, Applied::Inbound(_))) {
+                            self.wake.notify_one();
+                        }
                         break true;
                     }
                     Err(StoreError::Closed) => {

@@ -19,6 +19,7 @@ use crate::dispatch::{ChannelHandle, Dispatcher, RetryPolicy};
 use crate::http::{ApiState, router};
 use crate::message::now_millis;
 use crate::modem::ModemChannel;
+use crate::optout::OptOutRules;
 use crate::route::{ReplyRules, Router};
 use crate::sim::SimChannel;
 use crate::smpp::SmppChannel;
@@ -110,6 +111,10 @@ pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
     options.webhooks = Arc::new(crate::webhook::event::Subscriptions::from_settings(
         &settings.webhooks,
     ));
+    options.optouts = Arc::new(OptOutRules::new(
+        &settings.optouts,
+        i64::try_from(settings.defaults.validity.as_millis()).unwrap_or(i64::MAX),
+    ));
     let (store, recovery) = tokio::task::spawn_blocking(move || Store::open(&options))
         .await
         .map_err(|e| StoreError::Unavailable(e.to_string()))??;
@@ -184,6 +189,7 @@ pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
         RetryPolicy::from(&settings.retry),
         region,
         registry.clone(),
+        wake.clone(),
     );
     let correlator = tokio::spawn(correlator.run(events_rx, shutdown.clone()));
 

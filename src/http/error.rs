@@ -5,6 +5,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::message::format_millis;
+use crate::optout::{OptOutScope, OptOutSource};
 use crate::store::StoreError;
 
 /// An error answer of the API.
@@ -101,6 +103,32 @@ impl From<StoreError> for ApiError {
                     "store_unavailable",
                     "the message store cannot write right now (disk full or I/O error); \
                      nothing was stored: retry later",
+                )
+            }
+            StoreError::OptedOut {
+                number,
+                scope,
+                at,
+                by,
+                text,
+            } => {
+                let what = match scope {
+                    OptOutScope::Marketing => "marketing messages",
+                    OptOutScope::All => "all messages",
+                };
+                let how = match (by, text) {
+                    (OptOutSource::Keyword, Some(text)) => format!("by replying {text:?}"),
+                    (OptOutSource::Keyword, None) => "by keyword".to_string(),
+                    (OptOutSource::Api, _) => "through the API".to_string(),
+                };
+                ApiError::invalid(
+                    "opted_out",
+                    "to",
+                    format!(
+                        "{number} opted out of {what} on {} {how}; nothing was stored. It lifts \
+                         when they reply START, or with DELETE /v1/optouts/{number}",
+                        format_millis(at)
+                    ),
                 )
             }
             // The HTTP API submits no parts; mapped for completeness.

@@ -18,12 +18,14 @@
 //! | `b`    | scope + 0 + source + 0 + dest + 0 + ref (BE u16) + total | encoded parts of an SMPP multi-part submit being reassembled |
 //! | `o`    | target + 0x00 + entry id              | encoded [`OutboxItem`]: a receipt, reply or webhook event owed to the target |
 //! | `w`    | target + 0x00 + entry id              | encoded [`DeadLetter`]: an outbox entry given up on |
+//! | `x`    | customer number (E.164)               | encoded [`OptOut`]: the suppression list, in number order |
 //! | `c`    | counter name                          | u64 BE                         |
 //!
 //! [`Message`]: crate::message::Message
 //! [`InboundMessage`]: crate::message::InboundMessage
 //! [`DeadLetter`]: super::outbox::DeadLetter
 //! [`OutboxItem`]: super::OutboxItem
+//! [`OptOut`]: crate::optout::OptOut
 //!
 //! Names inside keys (channels, targets, addresses) end with 0x00 so one name never matches as
 //! the prefix of another ("smpp:a" vs "smpp:ab"); they must not contain 0x00 themselves (SMPP
@@ -47,6 +49,7 @@ pub const SEEN: u8 = b'u';
 pub const SUBMIT_ASSEMBLY: u8 = b'b';
 pub const OUTBOX: u8 = b'o';
 pub const DEAD_LETTER: u8 = b'w';
+pub const OPTOUT: u8 = b'x';
 
 /// Counter holding the fingerprint of the routes the queue's lanes were filed under.
 pub const ROUTES_FINGERPRINT: &[u8] = b"routes_fingerprint";
@@ -229,6 +232,15 @@ pub fn target_of(key: &[u8]) -> Option<String> {
 /// The prefix of every outbox entry of `target` (its name and the 0x00 after it).
 pub fn outbox_prefix(target: &str) -> Vec<u8> {
     named(OUTBOX, target, &[])
+}
+
+/// A customer's entry on the suppression list. Numbers are whole keys (no 0x00 after them):
+/// entries are only read by exact number or listed in order.
+pub fn optout(number: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(number.len() + 1);
+    k.push(OPTOUT);
+    k.extend_from_slice(number.as_bytes());
+    k
 }
 
 pub fn seen(channel: &str, fingerprint: &str) -> Vec<u8> {

@@ -1,6 +1,7 @@
 //! The durable store: messages with their full history, the due-time queue, idempotency keys, the
-//! remote-id index, inbound messages, SMPP multi-part submits being reassembled and the outbox of
-//! receipts and replies owed to SMPP accounts ([`outbox`]), in one sled tree (layout in [`keys`]).
+//! remote-id index, inbound messages, SMPP multi-part submits being reassembled, the outbox of
+//! receipts and replies owed to SMPP accounts ([`outbox`]) and the opt-out (suppression) list,
+//! in one sled tree (layout in [`keys`]).
 //!
 //! All writes go through one writer thread ([`writer`]) that applies them in order and commits them
 //! in groups: every request waiting while a flush runs shares the next flush, and no caller hears
@@ -20,6 +21,7 @@ use std::thread::JoinHandle;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::optout::{OptOut, OptOutRules, OptOutScope, OptOutSource};
 use crate::route::{Lane, ReplyRules, Router};
 
 use crate::message::{
@@ -61,6 +63,22 @@ pub enum StoreError {
     /// total, or a total below 2): the client's error, nothing was kept.
     #[error("invalid message part: {0}")]
     InvalidPart(String),
+    /// The recipient opted out of messages of this kind (the submission's kind is marketing,
+    /// or their opt-out covers every message): nothing was kept.
+    #[error("{number} opted out of {} messages", .scope.as_str())]
+    OptedOut {
+        /// The recipient.
+        number: String,
+        /// What they opted out of.
+        scope: OptOutScope,
+        /// When.
+        at: Millis,
+        /// By a keyword, or through the API (not `source`: thiserror takes that name for the
+        /// error's cause).
+        by: OptOutSource,
+        /// The message that did it, when it was a keyword.
+        text: Option<String>,
+    },
     /// The writer thread has stopped (shutdown in progress, or it failed).
     #[error("store is closed")]
     Closed,
@@ -97,6 +115,8 @@ pub struct StoreOptions {
     pub replies: Arc<ReplyRules>,
     /// Which webhook endpoints want which events (written to their outboxes); empty: none.
     pub webhooks: Arc<crate::webhook::event::Subscriptions>,
+    /// Customers' STOP / START / HELP keywords and their confirmations; default: disabled.
+    pub optouts: Arc<OptOutRules>,
 }
 
 impl StoreOptions {
@@ -110,6 +130,7 @@ impl StoreOptions {
             router: Arc::new(Router::default()),
             replies: Arc::new(ReplyRules::default()),
             webhooks: Arc::new(crate::webhook::event::Subscriptions::default()),
+            optouts: Arc::new(OptOutRules::default()),
         }
     }
 }
@@ -348,6 +369,7 @@ impl Store {
             options.router.clone(),
             options.replies.clone(),
             options.webhooks.clone(),
+            options.optouts.clone(),
         );
         let mut durability = writer::Durability::new(db.clone(), db_file, &options.path);
         let recovery = writer::recover(&db, &mut committer, &mut durability)?;
@@ -410,7 +432,9 @@ impl Store {
 
     /// Stores a new message in the queue. Returns once it is on disk. With an idempotency key
     /// (scoped by `scope`, e.g. the API client), a repeated request returns the first message, and
-    /// a different request under the same key is refused.
+    /// a different request under the same key is refused. A message the recipient opted out of
+    /// (marketing to a number on the list, anything to one that opted out of all) is refused
+    /// with [`StoreError::OptedOut`], checked in the same write.
     pub async fn submit(
         &self,
         new: NewMessage,
@@ -491,7 +515,10 @@ impl Store {
     /// like [`Store::submit`] queues one, in the same write; a part sent again after that, until
     /// the message's first part is as old as [`Store::expire_submit_assemblies`] is told, is
     /// [`PartSubmitted::Repeated`]. A part number of 0 or above the total, or a total below 2,
-    /// is refused with [`StoreError::InvalidPart`].
+    /// is refused with [`StoreError::InvalidPart`]. When the recipient opted out of the
+    /// completed message, it is stored as failed ("the customer opted out") instead of queued:
+    /// every part was already answered with its id, so the client learns it from query_sm or
+    /// its receipt.
     pub async fn submit_part(&self, part: SubmitPart) -> Result<PartSubmitted, StoreError> {
         self.call(|reply| writer::Op::SubmitPart { part, reply })
             .await
@@ -513,6 +540,57 @@ impl Store {
             reply,
         })
         .await
+    }
+
+    /// The customer's entry on the opt-out list, if any.
+    pub fn optout(&self, number: &str) -> Result<Option<OptOut>, StoreError> {
+        self.readable()?;
+        let key = keys::optout(number);
+        match self.inner.tree.get(&key)? {
+            Some(bytes) => record::decode_optout(&key, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Up to `limit` entries of the opt-out list in number order, strictly after the number
+    /// `after` when given (the last number of the previous page).
+    pub fn list_optouts(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<OptOut>, StoreError> {
+        use std::ops::Bound;
+        self.readable()?;
+        let start = match after {
+            Some(number) => Bound::Excluded(keys::optout(number)),
+            None => Bound::Included(vec![keys::OPTOUT]),
+        };
+        let end = Bound::Excluded(vec![keys::OPTOUT + 1]);
+        let mut out = Vec::with_capacity(limit.min(1000));
+        for item in self.inner.tree.range((start, end)).take(limit) {
+            let (key, value) = item?;
+            out.push(record::decode_optout(&key, &value)?);
+        }
+        Ok(out)
+    }
+
+    /// Puts `number` (E.164) on the opt-out list with `scope`, replacing any entry it had (an
+    /// operator's explicit choice, so it may narrow a STOPALL). Returns the entry once durable.
+    pub async fn add_optout(&self, number: &str, scope: OptOutScope) -> Result<OptOut, StoreError> {
+        let number = number.to_string();
+        self.call(|reply| writer::Op::AddOptOut {
+            number,
+            scope,
+            reply,
+        })
+        .await
+    }
+
+    /// Takes `number` off the opt-out list; false when it was not on it.
+    pub async fn remove_optout(&self, number: &str) -> Result<bool, StoreError> {
+        let number = number.to_string();
+        self.call(|reply| writer::Op::RemoveOptOut { number, reply })
+            .await
     }
 
     /// Up to `limit` entries owed to `target`, oldest first, strictly after `after` when given.
@@ -968,3 +1046,6 @@ mod tests;
 
 #[cfg(test)]
 mod outbox_tests;
+
+#[cfg(test)]
+mod optout_tests;

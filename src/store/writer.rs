@@ -16,6 +16,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::ops::RangeInclusive;
 
+use crate::optout::{self, Change, OptOut, OptOutRules, OptOutScope, OptOutSource};
 use crate::route::{ReplyRules, Router, without_plus};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,8 +32,8 @@ use super::{
     Submitted, Update, stat_add,
 };
 use crate::message::{
-    InboundMessage, Message, MessageId, Millis, NewMessage, PartState, ReceiptOutcome, Status,
-    Transition, fingerprint, now_millis,
+    InboundMessage, Kind, Message, MessageId, Millis, NewMessage, PartState, ReceiptOutcome,
+    Status, Transition, fingerprint, now_millis,
 };
 use crate::webhook::event::{EventType, Subscriptions};
 
@@ -102,6 +103,15 @@ pub enum Op {
         older_than: Millis,
         max: usize,
         reply: Reply<usize>,
+    },
+    AddOptOut {
+        number: String,
+        scope: OptOutScope,
+        reply: Reply<OptOut>,
+    },
+    RemoveOptOut {
+        number: String,
+        reply: Reply<bool>,
     },
     Close {
         reply: oneshot::Sender<()>,
@@ -178,6 +188,8 @@ pub struct Committer {
     replies: Arc<ReplyRules>,
     /// Which webhook endpoints want which events.
     webhooks: Arc<Subscriptions>,
+    /// Customers' opt-out keywords and their confirmations.
+    optouts: Arc<OptOutRules>,
     /// Set when the open group wrote an outbox entry: its consumers are woken once it is durable.
     outbox_added: bool,
 }
@@ -195,6 +207,7 @@ impl Committer {
         router: Arc<Router>,
         replies: Arc<ReplyRules>,
         webhooks: Arc<Subscriptions>,
+        optouts: Arc<OptOutRules>,
     ) -> Self {
         Committer {
             db,
@@ -206,6 +219,7 @@ impl Committer {
             router,
             replies,
             webhooks,
+            optouts,
             outbox_added: false,
         }
     }
@@ -619,6 +633,8 @@ fn refuse(op: Op, reason: &str) -> Finish {
         Op::DeadLetter { reply, .. } => finish(reply, Err(error())),
         Op::Replay { reply, .. } => finish(reply, Err(error())),
         Op::ExpireOutbox { reply, .. } => finish(reply, Err(error())),
+        Op::AddOptOut { reply, .. } => finish(reply, Err(error())),
+        Op::RemoveOptOut { reply, .. } => finish(reply, Err(error())),
         Op::Close { reply } => Box::new(move |_| {
             let _ = reply.send(());
         }),
@@ -673,6 +689,12 @@ fn process(c: &mut Committer, op: Op) -> Finish {
             max,
             reply,
         } => finish(reply, expire_outbox(c, older_than, max)),
+        Op::AddOptOut {
+            number,
+            scope,
+            reply,
+        } => finish(reply, add_optout(c, number, scope)),
+        Op::RemoveOptOut { number, reply } => finish(reply, remove_optout(c, &number)),
         Op::Close { reply } => Box::new(move |_| {
             let _ = reply.send(());
         }),
@@ -719,6 +741,16 @@ fn submit(
         }
         // The message was swept after its retention: the key is free again.
     }
+    // Checked here, in the writer, so no opt-out committed before this write can be missed.
+    if let Some(entry) = opted_out(c, &new.to, new.kind)? {
+        return Err(StoreError::OptedOut {
+            number: entry.number,
+            scope: entry.scope,
+            at: entry.at,
+            by: entry.source,
+            text: entry.text,
+        });
+    }
     let id = c.next_id();
     let m = queued(id, new, now_millis(), idem_key.clone());
     let extra = match idem_key {
@@ -727,6 +759,42 @@ fn submit(
     };
     c.put_message(None, &m, extra)?;
     Ok(Submitted::Created(m))
+}
+
+/// The recipient's opt-out entry when it refuses a message of `kind`.
+fn opted_out(c: &Committer, to: &str, kind: Kind) -> Result<Option<OptOut>, StoreError> {
+    let key = keys::optout(to);
+    let Some(value) = c.get(&key)? else {
+        return Ok(None);
+    };
+    let entry = record::decode_optout(&key, &value)?;
+    Ok(entry.scope.refuses(kind).then_some(entry))
+}
+
+fn add_optout(c: &mut Committer, number: String, scope: OptOutScope) -> Result<OptOut, StoreError> {
+    let entry = OptOut {
+        number,
+        scope,
+        at: now_millis(),
+        text: None,
+        inbound_id: None,
+        source: OptOutSource::Api,
+    };
+    c.write(vec![(
+        keys::optout(&entry.number),
+        Some(record::encode(&entry)),
+    )]);
+    Ok(entry)
+}
+
+fn remove_optout(c: &mut Committer, number: &str) -> Result<bool, StoreError> {
+    let key = keys::optout(number);
+    // Through the open group: a keyword in it may have just added or removed the entry.
+    let existed = c.get(&key)?.is_some();
+    if existed {
+        c.write(vec![(key, None)]);
+    }
+    Ok(existed)
 }
 
 /// A new message, queued at `now` under `id` (what every way of submitting stores).
@@ -850,7 +918,28 @@ fn submit_part(c: &mut Committer, part: SubmitPart) -> Result<PartSubmitted, Sto
         .flatten()
         .map(String::as_str)
         .collect();
-    let m = queued(id, assembly.into_message(text), now_millis(), None);
+    let now = now_millis();
+    let mut m = queued(id, assembly.into_message(text), now, None);
+    // Every part was answered with the id already: a refusal now could only be told by
+    // failing the message, which query_sm and the receipt report.
+    if let Some(entry) = opted_out(c, &m.to, m.kind)? {
+        for part in &mut m.parts {
+            part.status = Status::Failed;
+        }
+        let how = match entry.source {
+            OptOutSource::Keyword => "by keyword",
+            OptOutSource::Api => "through the API",
+        };
+        m.transition(
+            Status::Failed,
+            now,
+            Some(format!(
+                "the customer opted out of {} messages ({how}, {})",
+                entry.scope.as_str(),
+                crate::message::format_millis(entry.at)
+            )),
+        );
+    }
     c.put_message(None, &m, vec![(key, Some(record::encode(&marker)))])?;
     Ok(PartSubmitted::Complete(m))
 }
@@ -1532,8 +1621,9 @@ fn assembled(
     }
 }
 
-/// Stores a customer's message (single, reassembled or stored incomplete) and, when the reply
-/// rules give it to an account, the reply owed to that account, in the same write.
+/// Stores a customer's message (single, reassembled or stored incomplete) and, in the same
+/// write: when the reply rules give it to an account, the reply owed to that account; when it
+/// is an opt-out keyword, the change to the customer's opt-out entry and its confirmation.
 fn store_inbound(
     c: &mut Committer,
     mut record: InboundMessage,
@@ -1557,6 +1647,9 @@ fn store_inbound(
             extra.push(c.outbox_entry(&to.target, &outbox::reply_for(&record)));
         }
     }
+    // Read before the message and the keyword's effects are staged, so a read error stages
+    // none of them.
+    let keyword = keyword_effect(c, &record)?;
     if c.webhooks.wants(EventType::MessageReceived) {
         let body = crate::webhook::event::received_body(&record);
         let webhooks = c.webhooks.clone();
@@ -1566,7 +1659,89 @@ fn store_inbound(
     }
     extra.push((keys::inbound(id), Some(record::encode(&record))));
     c.write(extra);
+    if let Some(effect) = keyword {
+        apply_keyword(c, &record, effect)?;
+    }
     Ok(Applied::Inbound(id))
+}
+
+/// What an inbound keyword does: the customer's entry now, the change, and the keyword whose
+/// confirmation answers it.
+struct KeywordEffect {
+    existing: Option<OptOut>,
+    change: Change,
+    answer: optout::Keyword,
+}
+
+/// The effect of `record` when it is an opt-out keyword from a customer with an E.164 number
+/// (the list's key; a sender id cannot be written to anyway).
+fn keyword_effect(
+    c: &Committer,
+    record: &InboundMessage,
+) -> Result<Option<KeywordEffect>, StoreError> {
+    let Some(keyword) = c.optouts.keyword(&record.text) else {
+        return Ok(None);
+    };
+    if crate::phone::normalize(&record.from, None).as_deref() != Ok(record.from.as_str()) {
+        tracing::info!(from = %record.from, ?keyword, "opt-out keyword from a number that is not E.164: not applied");
+        return Ok(None);
+    }
+    let key = keys::optout(&record.from);
+    let existing = match c.get(&key)? {
+        Some(v) => Some(record::decode_optout(&key, &v)?),
+        None => None,
+    };
+    let (change, answer) = optout::decide(existing.as_ref().map(|e| e.scope), keyword);
+    Ok(Some(KeywordEffect {
+        existing,
+        change,
+        answer,
+    }))
+}
+
+/// Stages a keyword's change to the list and queues its confirmation to the customer, as a
+/// transactional message from the number they wrote to (when that can be a sender). The
+/// confirmation skips the opt-out check on purpose: a STOP is confirmed to a number that has
+/// just opted out.
+fn apply_keyword(
+    c: &mut Committer,
+    record: &InboundMessage,
+    effect: KeywordEffect,
+) -> Result<(), StoreError> {
+    let key = keys::optout(&record.from);
+    match effect.change {
+        Change::Set(scope) => {
+            let entry = OptOut {
+                number: record.from.clone(),
+                scope,
+                at: record.received_at,
+                text: Some(record.text.clone()),
+                inbound_id: Some(record.id),
+                source: OptOutSource::Keyword,
+            };
+            c.write(vec![(key, Some(record::encode(&entry)))]);
+        }
+        Change::Remove if effect.existing.is_some() => c.write(vec![(key, None)]),
+        Change::Remove | Change::Keep => {}
+    }
+    tracing::info!(from = %record.from, id = %record.id, change = ?effect.change, "opt-out keyword received");
+    let Some(reply) = c.optouts.reply(effect.answer).cloned() else {
+        return Ok(());
+    };
+    let new = NewMessage {
+        to: record.from.clone(),
+        from: crate::phone::normalize_sender(&record.to, None).ok(),
+        text: reply.text,
+        kind: Kind::Transactional,
+        reference: None,
+        encoding: reply.encoding,
+        parts: reply.parts,
+        send_at: None,
+        validity_ms: c.optouts.reply_validity_ms,
+        origin: None,
+    };
+    let m = queued(c.next_id(), new, now_millis(), None);
+    c.put_message(None, &m, Vec::new())
 }
 
 /// How many of a customer's latest messages are looked at for the one they answer.
