@@ -539,8 +539,9 @@ impl Connection {
                     Ok(id)
                 }
                 Err(e) => {
-                    tracing::warn!(%system_id, error = %e, "submit not stored; answered ESME_RSYSERR");
-                    Err(store_status(&e))
+                    let status = store_status(&e);
+                    tracing::warn!(%system_id, error = %e, status = format_args!("0x{status:08X}"), "submit not stored");
+                    Err(status)
                 }
             };
             let _ = answers
@@ -739,9 +740,13 @@ impl Connection {
 }
 
 /// The command_status a store failure is answered with: the message was not taken, and the
-/// client must not think it was.
-fn store_status(_e: &StoreError) -> u32 {
-    super::frame::ESME_RSYSERR
+/// client must not think it was. A recipient who opted out is a refusal of this message
+/// (ESME_RSUBMITFAIL), not a fault of the system.
+fn store_status(e: &StoreError) -> u32 {
+    match e {
+        StoreError::OptedOut { .. } => super::session::ESME_RSUBMITFAIL,
+        _ => super::frame::ESME_RSYSERR,
+    }
 }
 
 async fn recv_handout(rx: &mut Option<mpsc::Receiver<OutboxEntry>>) -> Option<OutboxEntry> {
@@ -920,5 +925,34 @@ async fn outbinder(shared: Arc<Shared>, account: Arc<Account>, addr: SocketAddr)
                 () = tokio::time::sleep(interval) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::optout::{OptOutScope, OptOutSource};
+
+    #[test]
+    fn an_opted_out_recipient_is_a_submit_failure_and_the_rest_system_errors() {
+        let opted_out = StoreError::OptedOut {
+            number: "+393471234567".into(),
+            scope: OptOutScope::Marketing,
+            at: 0,
+            by: OptOutSource::Keyword,
+            text: Some("STOP".into()),
+        };
+        assert_eq!(
+            store_status(&opted_out),
+            super::super::session::ESME_RSUBMITFAIL
+        );
+        assert_eq!(
+            store_status(&StoreError::Closed),
+            super::super::frame::ESME_RSYSERR
+        );
+        assert_eq!(
+            store_status(&StoreError::Unavailable("disk full".into())),
+            super::super::frame::ESME_RSYSERR
+        );
     }
 }
