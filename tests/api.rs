@@ -485,3 +485,189 @@ fn connections_beyond_the_cap_wait_for_a_slot() {
     );
     drop(idle);
 }
+
+/// Applies a customer's message as a channel would report it (no channel runs here).
+fn customer_says(d: &InProcess, from: &str, to: &str, text: &str) {
+    let update = parla::store::Update::Inbound(parla::store::InboundNew {
+        channel: "carrier".into(),
+        from: from.into(),
+        to: to.into(),
+        text: text.into(),
+        received_at: parla::message::now_millis(),
+        in_reply_to: None,
+        part: None,
+        dedupe: None,
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let applied = runtime.block_on(d.store.apply(vec![update])).unwrap();
+    assert!(
+        matches!(applied[..], [parla::store::Applied::Inbound(_)]),
+        "{applied:?}"
+    );
+}
+
+#[test]
+fn a_stop_keyword_refuses_marketing_with_opted_out_and_start_lifts_it() {
+    let d = quiet_daemon();
+    let c = &d.client;
+    let send = |kind: &str| {
+        c.post(
+            "/v1/messages",
+            &json!({"to": "347 123 4567", "text": "Sale today", "kind": kind}),
+        )
+    };
+    assert_eq!(send("marketing").status, 202);
+    customer_says(&d, "+393471234567", "+393400000001", "Stop");
+    let before = message_count(c);
+    let refused = send("marketing");
+    assert_eq!(
+        (refused.status, refused.code()),
+        (422, "opted_out"),
+        "{:?}",
+        refused.body
+    );
+    assert_eq!(refused.body["error"]["field"], "to");
+    let why = refused.body["error"]["message"].as_str().unwrap();
+    assert!(
+        why.contains("+393471234567 opted out of marketing messages") && why.contains("\"Stop\""),
+        "{why}"
+    );
+    assert_eq!(message_count(c), before, "a refusal stores nothing");
+    assert_eq!(send("transactional").status, 202);
+    // The confirmation is queued to the customer from the number they wrote to.
+    let confirmation = c.get("/v1/messages?to=%2B393471234567").body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["from"] == "+393400000001")
+        .cloned()
+        .expect("a confirmation");
+    assert_eq!(confirmation["kind"], "transactional");
+    assert!(
+        confirmation["text"].as_str().unwrap().contains("START"),
+        "{confirmation}"
+    );
+
+    let entry = c.get("/v1/optouts/+393471234567");
+    assert_eq!(entry.status, 200, "{:?}", entry.body);
+    assert_eq!(entry.body["scope"], "marketing");
+    assert_eq!(entry.body["source"], "keyword");
+    assert_eq!(entry.body["text"], "Stop");
+    let inbound = c.get("/v1/inbound").body;
+    assert_eq!(entry.body["inbound_id"], inbound["items"][0]["id"]);
+    // National numbers are read in the region, as for /v1/messages.
+    assert_eq!(c.get("/v1/optouts/3471234567").body, entry.body);
+
+    customer_says(&d, "+393471234567", "+393400000001", "START");
+    assert_eq!(c.get("/v1/optouts/+393471234567").status, 404);
+    assert_eq!(send("marketing").status, 202);
+}
+
+#[test]
+fn optouts_are_added_listed_and_removed_through_the_api() {
+    let d = quiet_daemon();
+    let c = &d.client;
+    let added = c.post(
+        "/v1/optouts",
+        &json!({"number": "347 123 4567", "scope": "all"}),
+    );
+    assert_eq!(added.status, 201, "{:?}", added.body);
+    assert_eq!(added.body["number"], "+393471234567");
+    assert_eq!(added.body["scope"], "all");
+    assert_eq!(added.body["source"], "api");
+    assert_eq!(added.body["text"], Value::Null);
+    assert!(added.body["at"].as_str().unwrap().ends_with('Z'));
+    let refused = c.post(
+        "/v1/messages",
+        &json!({"to": "+393471234567", "text": "Your code is 1234"}),
+    );
+    assert_eq!((refused.status, refused.code()), (422, "opted_out"));
+    assert!(
+        refused.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("all messages"),
+        "{:?}",
+        refused.body
+    );
+    for number in ["+49301234567", "+393471234568"] {
+        let a = c.post(
+            "/v1/optouts",
+            &json!({"number": number, "scope": "marketing"}),
+        );
+        assert_eq!(a.status, 201);
+    }
+    let page = c.get("/v1/optouts?limit=2");
+    assert_eq!(page.status, 200);
+    let numbers = |b: &Value| -> Vec<String> {
+        b["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["number"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(numbers(&page.body), ["+393471234567", "+393471234568"]);
+    let cursor = page.body["next_cursor"].as_str().unwrap();
+    let next = c.get(&format!(
+        "/v1/optouts?limit=2&cursor={}",
+        cursor.replace('+', "%2B")
+    ));
+    assert_eq!(numbers(&next.body), ["+49301234567"]);
+    assert_eq!(next.body["next_cursor"], Value::Null);
+
+    // Bad requests change nothing.
+    for (body, status, code) in [
+        (
+            json!({"number": "12", "scope": "all"}),
+            422,
+            "invalid_number",
+        ),
+        (
+            json!({"number": "+393471234569", "scope": "some"}),
+            400,
+            "invalid_request",
+        ),
+        (json!({"number": "+393471234569"}), 400, "invalid_request"),
+        (
+            json!({"number": "+393471234569", "scope": "all", "why": "x"}),
+            400,
+            "invalid_request",
+        ),
+    ] {
+        let a = c.post("/v1/optouts", &body);
+        assert_eq!((a.status, a.code()), (status, code), "{body}: {:?}", a.body);
+    }
+    assert_eq!(
+        c.get("/v1/optouts").body["items"].as_array().unwrap().len(),
+        3
+    );
+    assert_eq!(c.get("/v1/optouts?limit=0").code(), "invalid_query");
+    assert_eq!(c.get("/v1/optouts/not-a-number").code(), "invalid_number");
+
+    let removed = c.delete("/v1/optouts/%2B393471234567");
+    assert_eq!(removed.status, 204);
+    let again = c.delete("/v1/optouts/+393471234567");
+    assert_eq!((again.status, again.code()), (404, "not_found"));
+    assert_eq!(c.get("/v1/optouts/+393471234567").status, 404);
+    let sent = c.post(
+        "/v1/messages",
+        &json!({"to": "+393471234567", "text": "Your code is 1234"}),
+    );
+    assert_eq!(sent.status, 202);
+}
+
+#[test]
+fn optouts_need_the_token_like_every_v1_route() {
+    let token = "s3cret-token-0123456789";
+    let d = InProcess::start(|s| s.http.tokens = vec![token.into()]);
+    let body = json!({"number": "+393471234567", "scope": "all"});
+    assert_eq!(d.client.post("/v1/optouts", &body).status, 401);
+    assert_eq!(d.client.get("/v1/optouts").status, 401);
+    assert_eq!(d.client.delete("/v1/optouts/+393471234567").status, 401);
+    let authed = d.client.clone().with_token(token);
+    assert_eq!(authed.post("/v1/optouts", &body).status, 201);
+    assert_eq!(authed.get("/v1/optouts/+393471234567").status, 200);
+}

@@ -121,7 +121,7 @@ impl From<&Message> for MessageView {
 
 /// Parses a JSON body, telling syntax errors (400 malformed_json) from bodies that do not match
 /// the request's shape (400 invalid_request, naming the field).
-fn parse_json<T: serde::de::DeserializeOwned>(
+pub(super) fn parse_json<T: serde::de::DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<T, ApiError> {
     let body = body.map_err(|rejection| {
@@ -320,12 +320,12 @@ const MAX_PAGE: usize = 500;
 
 #[derive(Debug, Serialize)]
 pub struct Page<T> {
-    items: Vec<T>,
+    pub(super) items: Vec<T>,
     /// Pass as `cursor` for the next page; absent on the last page.
-    next_cursor: Option<String>,
+    pub(super) next_cursor: Option<String>,
 }
 
-fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+pub(super) fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
     let limit = limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ApiError::bad_request(
@@ -348,7 +348,7 @@ fn cursor(cursor: Option<&str>) -> Result<Option<MessageId>, ApiError> {
         .transpose()
 }
 
-fn query<T: serde::de::DeserializeOwned>(
+pub(super) fn query<T: serde::de::DeserializeOwned>(
     q: Result<Query<T>, axum::extract::rejection::QueryRejection>,
 ) -> Result<T, ApiError> {
     q.map(|Query(q)| q)

@@ -1,8 +1,9 @@
 //! The local HTTP API (axum): routes, authentication, limits and JSON errors. Handlers live in
-//! [`messages`]; they only validate, write to the store and read from it.
+//! [`messages`] and [`optouts`]; they only validate, write to the store and read from it.
 
 mod error;
 mod messages;
+mod optouts;
 pub mod server;
 mod webhooks;
 
@@ -76,6 +77,11 @@ pub fn router(state: Arc<ApiState>, max_body_bytes: usize) -> Router {
             get(messages::get_one).delete(messages::cancel),
         )
         .route("/v1/inbound", get(messages::list_inbound))
+        .route("/v1/optouts", get(optouts::list).post(optouts::create))
+        .route(
+            "/v1/optouts/{number}",
+            get(optouts::get_one).delete(optouts::remove),
+        )
         .route("/v1/channels", get(list_channels))
         .route("/v1/webhooks/deliveries", get(webhooks::list))
         .route(
