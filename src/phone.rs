@@ -79,12 +79,14 @@ pub fn normalize(input: &str, region: Option<Region>) -> Result<String, PhoneErr
 }
 
 /// For a number with its +country code the default region must not matter, but the
-/// `phonenumber` crate, given no region, strips a national prefix after the country code
-/// ("+7 812 ..." loses its 8, found by fuzzing). One fixed region for every "+" number keeps the
-/// result the same whatever defaults.region says.
+/// `phonenumber` crate strips a national prefix after the country code: the country's own
+/// given no region ("+7 812 ..." lost its 8, found by fuzzing), the given region's otherwise
+/// (with US, "+49 151 ..." lost its 1: German mobiles went to the wrong number). Italy has no
+/// national prefix, so reading every "+" number as from Italy strips nothing, and the result
+/// is the same whatever defaults.region says.
 fn parse_region(spelled: &str, region: Option<Region>) -> Option<Region> {
     if spelled.starts_with('+') {
-        Some(Region::US)
+        Some(Region::IT)
     } else {
         region
     }
@@ -129,6 +131,50 @@ pub fn normalize_sender(input: &str, region: Option<Region>) -> Result<String, P
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn international_numbers_keep_every_digit_whatever_the_region() {
+        // "+" numbers: E.164 is the digits as written. (A "1" after +49 was once taken for the
+        // US national prefix and dropped: German mobiles went to the wrong number.)
+        let numbers = [
+            "+4915123456789",
+            "+4917612345678",
+            "+491701234567",
+            "+49301234567",
+            "+78121234567",
+            "+12125550123",
+            "+447911123456",
+            "+393471234567",
+            "+33612345678",
+            "+34612345678",
+            "+5511987654321",
+            "+61412345678",
+            "+8613812345678",
+            "+819012345678",
+            "+31612345678",
+            "+436641234567",
+        ];
+        for region in [
+            None,
+            region(Some("IT")),
+            region(Some("US")),
+            region(Some("DE")),
+        ] {
+            for n in numbers {
+                assert_eq!(
+                    normalize(n, region).as_deref(),
+                    Ok(n),
+                    "{n} with {region:?}"
+                );
+            }
+        }
+        // The same numbers written with 00 and spaces, from a region that dials 00.
+        assert_eq!(
+            normalize("0049 151 2345 6789", region(Some("IT"))).as_deref(),
+            Ok("+4915123456789")
+        );
+    }
+
     use super::*;
 
     #[test]
@@ -167,10 +213,17 @@ mod tests {
     }
 
     #[test]
-    fn numbers_whose_e164_form_does_not_read_back_are_refused() {
-        // Valid in a national reading, invalid as +39...: accepting it would make one customer
-        // two numbers (found by fuzzing).
-        assert!(normalize("144234547", region(Some("IT"))).is_err());
+    fn national_and_international_readings_agree() {
+        // Once refused: read as +39..., the US national prefix "1" was stripped from it and the
+        // E.164 form did not read back as itself. Now both readings are one number.
+        assert_eq!(
+            normalize("144234547", region(Some("IT"))).as_deref(),
+            Ok("+39144234547")
+        );
+        assert_eq!(
+            normalize("+39144234547", None).as_deref(),
+            Ok("+39144234547")
+        );
     }
 
     #[test]
