@@ -361,16 +361,7 @@ impl Store {
                 reason: e.to_string(),
             })?;
         let stats = Arc::new(StoreStats::default());
-        let mut committer = writer::Committer::new(
-            db.clone(),
-            options.path.clone(),
-            options.min_free_bytes,
-            stats.clone(),
-            options.router.clone(),
-            options.replies.clone(),
-            options.webhooks.clone(),
-            options.optouts.clone(),
-        );
+        let mut committer = writer::Committer::new(db.clone(), options, stats.clone());
         let mut durability = writer::Durability::new(db.clone(), db_file, &options.path);
         let recovery = writer::recover(&db, &mut committer, &mut durability)?;
         let (tx, rx) = mpsc::channel(options.max_group.max(1) * 2);

@@ -198,28 +198,20 @@ pub struct Committer {
 type Entry = (Vec<u8>, Option<Vec<u8>>);
 
 impl Committer {
-    /// A committer writing to `db`, keeping `min_free_bytes` free at `path`.
-    pub fn new(
-        db: sled::Db,
-        path: PathBuf,
-        min_free_bytes: u64,
-        stats: Arc<StoreStats>,
-        router: Arc<Router>,
-        replies: Arc<ReplyRules>,
-        webhooks: Arc<Subscriptions>,
-        optouts: Arc<OptOutRules>,
-    ) -> Self {
+    /// A committer writing to `db` with the rules and limits of `options` (the reserve of
+    /// free space at its path, routes, reply rules, webhooks, opt-outs).
+    pub fn new(db: sled::Db, options: &super::StoreOptions, stats: Arc<StoreStats>) -> Self {
         Committer {
             db,
-            min_free_bytes,
+            min_free_bytes: options.min_free_bytes,
             stats,
-            path,
+            path: options.path.clone(),
             overlay: HashMap::new(),
             ids: ulid::Generator::new(),
-            router,
-            replies,
-            webhooks,
-            optouts,
+            router: options.router.clone(),
+            replies: options.replies.clone(),
+            webhooks: options.webhooks.clone(),
+            optouts: options.optouts.clone(),
             outbox_added: false,
         }
     }
