@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 
 use super::keys;
 use crate::message::{InboundMessage, Message, MessageId, Millis, OriginAddress, Status};
-use crate::webhook::event::{self, EventType, Subscriptions};
 
 /// Opaque key of one outbox entry.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -144,25 +143,6 @@ pub(super) fn reply_for(m: &InboundMessage) -> OutboxItem {
         received_at: m.received_at,
         in_reply_to: m.in_reply_to,
     }
-}
-
-/// The webhook events `m` owes the subscribed endpoints now that it moved from `old`, as
-/// (target, event body) pairs; the caller gives each its id.
-pub(super) fn status_events<'a>(
-    subscriptions: &'a Subscriptions,
-    old: Option<&Message>,
-    m: &Message,
-) -> Vec<(&'a str, String)> {
-    if !subscriptions.wants(EventType::MessageStatus) {
-        return Vec::new();
-    }
-    let Some(body) = event::status_body(old, m) else {
-        return Vec::new();
-    };
-    subscriptions
-        .targets_for(EventType::MessageStatus)
-        .map(|t| (t, body.clone()))
-        .collect()
 }
 
 /// The outbox target of an SMPP server account.

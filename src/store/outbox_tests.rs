@@ -1075,5 +1075,31 @@ async fn webhook_events_are_written_with_the_changes_they_report() {
     assert_eq!(dead[0].target, "webhook:crm");
     assert_eq!(dead[0].letter.reason, "HTTP 500");
     assert_eq!(dead[0].letter.item, first.item);
+
+    // Opt-outs through the API: announced to the endpoints that want them.
+    store
+        .add_optout("+393471234567", crate::optout::OptOutScope::Marketing)
+        .await
+        .unwrap();
+    assert!(store.remove_optout("+393471234567").await.unwrap());
+    assert!(!store.remove_optout("+393471234567").await.unwrap());
+    let crm = events(&store, "webhook:crm");
+    let tail: Vec<(&str, &serde_json::Value)> = crm
+        .iter()
+        .rev()
+        .take(2)
+        .rev()
+        .map(|(_, t, b)| (t.as_str(), b))
+        .collect();
+    assert_eq!(tail[0].0, "conversation.opted_out");
+    assert_eq!(tail[0].1["data"]["number"], "+393471234567");
+    assert_eq!(tail[0].1["data"]["scope"], "marketing");
+    assert_eq!(tail[0].1["data"]["source"], "api");
+    assert_eq!(tail[1].0, "conversation.opted_in");
+    assert_eq!(
+        events(&store, "webhook:inbox").len(),
+        1,
+        "inbox wants message.received only"
+    );
     store.close().await;
 }

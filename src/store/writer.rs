@@ -304,9 +304,10 @@ impl Committer {
         if let Some((target, item)) = outbox::receipt_for(old, new) {
             extra.push(self.outbox_entry(&target, &item));
         }
-        let webhooks = self.webhooks.clone();
-        for (target, body) in outbox::status_events(&webhooks, old, new) {
-            extra.push(self.event_entry(target, EventType::MessageStatus, body));
+        if self.webhooks.wants(EventType::MessageStatus)
+            && let Some(body) = crate::webhook::event::status_body(old, new)
+        {
+            extra.extend(self.events_for(EventType::MessageStatus, || body));
         }
         extra.push((keys::message(new.id), Some(record::encode(new))));
         self.write(extra);
@@ -324,6 +325,20 @@ impl Committer {
             body,
         };
         (keys::outbox(target, id), Some(record::encode(&item)))
+    }
+
+    /// Entries for every endpoint that wants `event`, whose body `body` renders only if one
+    /// does.
+    fn events_for(&mut self, event: EventType, body: impl FnOnce() -> String) -> Vec<Entry> {
+        if !self.webhooks.wants(event) {
+            return Vec::new();
+        }
+        let body = body();
+        let webhooks = self.webhooks.clone();
+        webhooks
+            .targets_for(event)
+            .map(|target| self.event_entry(target, event, body.clone()))
+            .collect()
     }
 
     /// An outbox entry for `target`, to be written with the change that owes it.
@@ -772,10 +787,11 @@ fn add_optout(c: &mut Committer, number: String, scope: OptOutScope) -> Result<O
         inbound_id: None,
         source: OptOutSource::Api,
     };
-    c.write(vec![(
-        keys::optout(&entry.number),
-        Some(record::encode(&entry)),
-    )]);
+    let mut writes = c.events_for(EventType::OptedOut, || {
+        crate::webhook::event::opted_out_body(&entry)
+    });
+    writes.push((keys::optout(&entry.number), Some(record::encode(&entry))));
+    c.write(writes);
     Ok(entry)
 }
 
@@ -784,7 +800,11 @@ fn remove_optout(c: &mut Committer, number: &str) -> Result<bool, StoreError> {
     // Through the open group: a keyword in it may have just added or removed the entry.
     let existed = c.get(&key)?.is_some();
     if existed {
-        c.write(vec![(key, None)]);
+        let mut writes = c.events_for(EventType::OptedIn, || {
+            crate::webhook::event::opted_in_body(number, now_millis(), None)
+        });
+        writes.push((key, None));
+        c.write(writes);
     }
     Ok(existed)
 }
@@ -1642,13 +1662,9 @@ fn store_inbound(
     // Read before the message and the keyword's effects are staged, so a read error stages
     // none of them.
     let keyword = keyword_effect(c, &record)?;
-    if c.webhooks.wants(EventType::MessageReceived) {
-        let body = crate::webhook::event::received_body(&record);
-        let webhooks = c.webhooks.clone();
-        for target in webhooks.targets_for(EventType::MessageReceived) {
-            extra.push(c.event_entry(target, EventType::MessageReceived, body.clone()));
-        }
-    }
+    extra.extend(c.events_for(EventType::MessageReceived, || {
+        crate::webhook::event::received_body(&record)
+    }));
     extra.push((keys::inbound(id), Some(record::encode(&record))));
     c.write(extra);
     if let Some(effect) = keyword {
@@ -1711,9 +1727,23 @@ fn apply_keyword(
                 inbound_id: Some(record.id),
                 source: OptOutSource::Keyword,
             };
-            c.write(vec![(key, Some(record::encode(&entry)))]);
+            let mut writes = c.events_for(EventType::OptedOut, || {
+                crate::webhook::event::opted_out_body(&entry)
+            });
+            writes.push((key, Some(record::encode(&entry))));
+            c.write(writes);
         }
-        Change::Remove if effect.existing.is_some() => c.write(vec![(key, None)]),
+        Change::Remove if effect.existing.is_some() => {
+            let mut writes = c.events_for(EventType::OptedIn, || {
+                crate::webhook::event::opted_in_body(
+                    &record.from,
+                    record.received_at,
+                    Some(record.id),
+                )
+            });
+            writes.push((key, None));
+            c.write(writes);
+        }
         Change::Remove | Change::Keep => {}
     }
     tracing::info!(from = %record.from, id = %record.id, change = ?effect.change, "opt-out keyword received");

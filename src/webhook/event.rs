@@ -156,6 +156,41 @@ pub fn received_body(m: &InboundMessage) -> String {
     )
 }
 
+/// The conversation.opted_out body for a customer's new opt-out entry.
+pub fn opted_out_body(entry: &crate::optout::OptOut) -> String {
+    envelope(
+        EventType::OptedOut,
+        entry.at,
+        json!({
+            "number": entry.number,
+            "scope": entry.scope.as_str(),
+            "source": entry.source.as_str(),
+            "text": entry.text,
+            "inbound_id": entry.inbound_id.map(|id| id.to_string()),
+            "at": format_millis(entry.at),
+        }),
+    )
+}
+
+/// The conversation.opted_in body for a customer taken off the list at `at` (by a keyword,
+/// the customer's message `inbound_id`, or through the API).
+pub fn opted_in_body(
+    number: &str,
+    at: i64,
+    inbound_id: Option<crate::message::MessageId>,
+) -> String {
+    envelope(
+        EventType::OptedIn,
+        at,
+        json!({
+            "number": number,
+            "source": if inbound_id.is_some() { "keyword" } else { "api" },
+            "inbound_id": inbound_id.map(|id| id.to_string()),
+            "at": format_millis(at),
+        }),
+    )
+}
+
 /// The key of a Standard Webhooks secret ("whsec_" then base64; the prefix is optional).
 ///
 /// # Errors
