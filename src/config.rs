@@ -49,6 +49,43 @@ pub struct Settings {
     pub webhooks: Vec<WebhookSettings>,
     /// `[optouts]`: STOP / START / HELP keywords and their confirmations.
     pub optouts: OptOutSettings,
+    /// `[quiet_hours]`: when marketing messages wait.
+    pub quiet_hours: QuietHoursSettings,
+}
+
+/// The daily window when marketing messages are not sent.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuietHoursSettings {
+    /// Whether marketing messages wait through the window.
+    pub enabled: bool,
+    /// When it starts ("HH:MM", local time in `time_zone`).
+    pub start: String,
+    /// When it ends; before `start`: the next day.
+    pub end: String,
+    /// IANA time zone of the shop's customers ("Europe/Rome").
+    pub time_zone: String,
+}
+
+impl Default for QuietHoursSettings {
+    fn default() -> Self {
+        QuietHoursSettings {
+            enabled: false,
+            start: "21:00".into(),
+            end: "08:00".into(),
+            time_zone: "UTC".into(),
+        }
+    }
+}
+
+impl QuietHoursSettings {
+    /// The window, when enabled and valid.
+    pub fn window(&self) -> Option<crate::schedule::QuietHours> {
+        if !self.enabled {
+            return None;
+        }
+        crate::schedule::QuietHours::new(&self.start, &self.end, &self.time_zone).ok()
+    }
 }
 
 /// A webhook endpoint: where events are POSTed, signed with its secret.
@@ -812,6 +849,13 @@ fn validate_channels(s: &Settings, out: &mut Vec<ConfigProblem>) {
         out.push(problem(key, message));
     }
     validate_webhooks(&s.webhooks, s.store.retention, out);
+    if let Err((key, message)) = crate::schedule::QuietHours::new(
+        &s.quiet_hours.start,
+        &s.quiet_hours.end,
+        &s.quiet_hours.time_zone,
+    ) {
+        out.push(problem(format!("quiet_hours.{key}"), message));
+    }
 }
 
 fn validate_webhooks(
@@ -1641,6 +1685,10 @@ mod tests {
             "smpp.client.long_messages",
             "smpp.client.registered_delivery",
             "smpp.client.service_type",
+            "quiet_hours.enabled",
+            "quiet_hours.start",
+            "quiet_hours.end",
+            "quiet_hours.time_zone",
             "webhook.name",
             "webhook.url",
             "webhook.secret",

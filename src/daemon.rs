@@ -111,6 +111,7 @@ pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
     options.webhooks = Arc::new(crate::webhook::event::Subscriptions::from_settings(
         &settings.webhooks,
     ));
+    options.quiet_hours = settings.quiet_hours.window();
     options.optouts = Arc::new(OptOutRules::new(
         &settings.optouts,
         i64::try_from(settings.defaults.validity.as_millis()).unwrap_or(i64::MAX),

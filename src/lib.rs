@@ -73,6 +73,7 @@ pub mod modem;
 pub mod optout;
 pub mod phone;
 pub mod route;
+pub mod schedule;
 pub mod sim;
 pub mod smpp;
 pub mod store;

@@ -115,6 +115,8 @@ pub struct StoreOptions {
     pub replies: Arc<ReplyRules>,
     /// Which webhook endpoints want which events (written to their outboxes); empty: none.
     pub webhooks: Arc<crate::webhook::event::Subscriptions>,
+    /// When marketing messages wait instead of going out; None: never.
+    pub quiet_hours: Option<crate::schedule::QuietHours>,
     /// Customers' STOP / START / HELP keywords and their confirmations; default: disabled.
     pub optouts: Arc<OptOutRules>,
 }
@@ -130,6 +132,7 @@ impl StoreOptions {
             router: Arc::new(Router::default()),
             replies: Arc::new(ReplyRules::default()),
             webhooks: Arc::new(crate::webhook::event::Subscriptions::default()),
+            quiet_hours: None,
             optouts: Arc::new(OptOutRules::default()),
         }
     }

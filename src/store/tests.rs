@@ -915,3 +915,74 @@ async fn a_message_keeps_its_origin_and_a_repeat_must_have_the_same_one() {
     ));
     store.close().await;
 }
+
+/// Quiet hours in UTC from an hour before now to an hour after: now is quiet.
+fn quiet_now() -> crate::schedule::QuietHours {
+    let now = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC);
+    let hm = |z: jiff::Zoned| format!("{:02}:{:02}", z.hour(), z.minute());
+    let start = hm(now.checked_sub(jiff::Span::new().hours(1)).unwrap());
+    let end = hm(now.checked_add(jiff::Span::new().hours(1)).unwrap());
+    crate::schedule::QuietHours::new(&start, &end, "UTC").unwrap()
+}
+
+#[tokio::test]
+async fn marketing_waits_out_quiet_hours_and_transactional_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    // Queued before quiet hours were configured.
+    let store = open(dir.path());
+    let early = store
+        .submit(
+            NewMessage {
+                kind: Kind::Marketing,
+                ..new_message("+393471234567", 1)
+            },
+            None,
+        )
+        .await
+        .unwrap()
+        .message()
+        .id;
+    store.close().await;
+    drop(store);
+
+    let quiet = quiet_now();
+    let mut options = StoreOptions::new(dir.path());
+    options.quiet_hours = Some(quiet.clone());
+    let store = Store::open(&options).unwrap().0;
+    let now = now_millis();
+    let end = quiet.next_allowed(now);
+    assert!(end > now + 30 * 60_000, "the window ends in about an hour");
+    let promo = store
+        .submit(
+            NewMessage {
+                kind: Kind::Marketing,
+                ..new_message("+393471234568", 1)
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(promo.message().due_at, end, "deferred at submit");
+    let code = store
+        .submit(new_message("+393471234569", 1), None)
+        .await
+        .unwrap();
+    assert!(
+        code.message().due_at <= now_millis(),
+        "transactional: due now"
+    );
+
+    // The marketing message already due is not claimed but deferred, and says so.
+    let claimed = store
+        .claim(vec![early, code.message().id], "sim".into())
+        .await
+        .unwrap();
+    let ids: Vec<MessageId> = claimed.iter().map(|c| c.message.id).collect();
+    assert_eq!(ids, [code.message().id]);
+    let deferred = store.get(early).unwrap().unwrap();
+    assert_eq!(deferred.status, Status::Queued);
+    assert_eq!(deferred.due_at, end);
+    let reason = deferred.history.last().unwrap().reason.clone().unwrap();
+    assert!(reason.starts_with("quiet hours: deferred to"), "{reason}");
+    store.close().await;
+}

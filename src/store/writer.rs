@@ -188,6 +188,8 @@ pub struct Committer {
     replies: Arc<ReplyRules>,
     /// Which webhook endpoints want which events.
     webhooks: Arc<Subscriptions>,
+    /// When marketing messages are not sent.
+    quiet_hours: Option<crate::schedule::QuietHours>,
     /// Customers' opt-out keywords and their confirmations.
     optouts: Arc<OptOutRules>,
     /// Set when the open group wrote an outbox entry: its consumers are woken once it is durable.
@@ -211,6 +213,7 @@ impl Committer {
             router: options.router.clone(),
             replies: options.replies.clone(),
             webhooks: options.webhooks.clone(),
+            quiet_hours: options.quiet_hours.clone(),
             optouts: options.optouts.clone(),
             outbox_added: false,
         }
@@ -325,6 +328,22 @@ impl Committer {
             body,
         };
         (keys::outbox(target, id), Some(record::encode(&item)))
+    }
+
+    /// Moves a marketing message's due time out of the quiet hours; true when it moved.
+    fn respect_quiet_hours(&self, m: &mut Message) -> bool {
+        let Some(quiet) = &self.quiet_hours else {
+            return false;
+        };
+        if m.kind != Kind::Marketing {
+            return false;
+        }
+        let at = m.due_at.max(now_millis());
+        if !quiet.is_quiet(at) {
+            return false;
+        }
+        m.due_at = quiet.next_allowed(at);
+        true
     }
 
     /// Entries for every endpoint that wants `event`, whose body `body` renders only if one
@@ -759,7 +778,8 @@ fn submit(
         });
     }
     let id = c.next_id();
-    let m = queued(id, new, now_millis(), idem_key.clone());
+    let mut m = queued(id, new, now_millis(), idem_key.clone());
+    c.respect_quiet_hours(&mut m);
     let extra = match idem_key {
         Some(k) => vec![(k, Some(id.to_bytes().to_vec()))],
         None => Vec::new(),
@@ -1179,6 +1199,20 @@ fn claim(
             continue;
         }
         let mut m = old.clone();
+        // A marketing message that came due in quiet hours (retried, or waiting for a
+        // channel) waits for their end.
+        if c.respect_quiet_hours(&mut m) {
+            m.transition(
+                Status::Queued,
+                now,
+                Some(format!(
+                    "quiet hours: deferred to {}",
+                    crate::message::format_millis(m.due_at)
+                )),
+            );
+            c.put_message(Some(&old), &m, Vec::new())?;
+            continue;
+        }
         if now >= m.expires_at {
             expire_unsent_parts(&mut m);
             m.transition(
