@@ -29,6 +29,7 @@
 //! src/conversation.rs  the correlator: channel events -> message state (acks, receipts, replies)
 //! src/optout.rs        opt-outs: STOP / STOPALL / START / HELP keyword matching, the suppression
 //!                      list's entry and what a keyword does to it (pure; the store applies it)
+//! src/schedule.rs      quiet hours: the daily window when marketing messages wait (pure)
 //! src/sim/             the simulated channel used by the embedded demo and the tests
 //!   modem/             a simulated GSM modem (`parla sim modem`) with real devices' quirks:
 //!                      core.rs the modem as a state machine, pty.rs the task on a pty
