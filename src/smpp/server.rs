@@ -12,7 +12,7 @@
 //! each only once its deliver_sm_resp came back; what fails or was in flight on a dropped
 //! connection is delivered again (so a client may see a receipt twice, never zero times).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -39,7 +39,9 @@ use super::session::{
 };
 use crate::config::{Defaults, SmppAccountSettings, SmppServerSettings};
 use crate::message::{MessageId, now_millis};
-use crate::store::{OutboxEntry, OutboxKey, PartSubmitted, Store, StoreError, Submitted};
+use crate::store::{
+    OutboxEntry, OutboxKey, OutboxReader, PartSubmitted, Store, StoreError, Submitted,
+};
 use phonenumber::country::Id as Region;
 
 /// What the server needs from the rest of the daemon.
@@ -773,46 +775,25 @@ async fn pump(
 ) {
     let store = shared.ctx.store.clone();
     let mut changed = store.outbox_changed();
-    let mut cursor: Option<OutboxKey> = None;
-    let mut fresh: VecDeque<OutboxEntry> = VecDeque::new();
-    // Entries to try again, by when; the counter keeps keys unique.
-    let mut retry: BTreeMap<(Instant, u64), OutboxEntry> = BTreeMap::new();
+    let mut outbox = OutboxReader::new(&account.target, OUTBOX_BATCH);
     let mut failures: HashMap<OutboxKey, u32> = HashMap::new();
     let mut done: Vec<OutboxKey> = Vec::new();
-    let mut serial = 0u64;
     let mut start = 0usize;
     loop {
         // Hand out while a receiver has room: due retries first, then what is new.
         loop {
-            let due_retry = retry
-                .first_key_value()
-                .is_some_and(|((at, _), _)| *at <= Instant::now());
-            let entry = if due_retry {
-                retry.pop_first().map(|(_, e)| e)
-            } else if let Some(e) = fresh.pop_front() {
-                Some(e)
-            } else {
-                if lock(&account.receivers).is_empty() {
+            let receiving = !lock(&account.receivers).is_empty();
+            let entry = match outbox.next(&store, receiving) {
+                Ok(Some(entry)) => entry,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(account = %account.settings.system_id, error = %e, "outbox unreadable; will try again");
                     break;
                 }
-                match store.outbox(&account.target, cursor.as_ref(), OUTBOX_BATCH) {
-                    Ok(entries) => {
-                        if let Some(last) = entries.last() {
-                            cursor = Some(last.key.clone());
-                        }
-                        fresh.extend(entries);
-                        fresh.pop_front()
-                    }
-                    Err(e) => {
-                        tracing::warn!(account = %account.settings.system_id, error = %e, "outbox unreadable; will try again");
-                        None
-                    }
-                }
             };
-            let Some(entry) = entry else { break };
             if let Some(back) = account.offer(entry, &mut start) {
                 // No room anywhere: it goes first once a receiver has some.
-                fresh.push_front(back);
+                outbox.give_back(back);
                 break;
             }
         }
@@ -824,7 +805,7 @@ async fn pump(
                 done = keys;
             }
         }
-        let next_retry = retry.first_key_value().map(|((at, _), _)| *at);
+        let next_retry = outbox.next_retry().map(Instant::from_std);
         tokio::select! {
             () = shared.shutdown.cancelled() => break,
             r = changed.changed() => {
@@ -850,15 +831,14 @@ async fn pump(
                     }
                     Err(DeliverError::Closed) => {
                         // Not the client's refusal: on to another bind (or the next one) now.
-                        fresh.push_front(r.entry);
+                        outbox.give_back(r.entry);
                     }
                     Err(e) => {
                         let n = failures.entry(key).or_insert(0);
                         *n = n.saturating_add(1);
                         let delay = Duration::from_secs(1u64 << (*n).min(9)).min(MAX_RETRY_DELAY);
                         tracing::debug!(account = %account.settings.system_id, error = %e, ?delay, "delivery will be tried again");
-                        serial += 1;
-                        retry.insert((Instant::now() + delay, serial), r.entry);
+                        outbox.retry_after(r.entry, delay);
                     }
                 }
             }

@@ -29,7 +29,9 @@ use crate::message::{
 };
 
 pub use keys::normalize_remote_id;
-pub use outbox::{DeadLetter, DeadLetterEntry, OutboxEntry, OutboxItem, OutboxKey, smpp_target};
+pub use outbox::{
+    DeadLetter, DeadLetterEntry, OutboxEntry, OutboxItem, OutboxKey, OutboxReader, smpp_target,
+};
 
 /// Errors of the store layer.
 #[derive(Debug, thiserror::Error)]

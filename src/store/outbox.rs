@@ -149,3 +149,84 @@ pub(super) fn reply_for(m: &InboundMessage) -> OutboxItem {
 pub fn smpp_target(account: &str) -> String {
     format!("smpp:{account}")
 }
+
+/// A consumer's view of one target's outbox: reads it in order, a batch at a time, each entry
+/// once; what the consumer gives back goes first again, and what it retries comes back when due
+/// (before anything new). The SMPP server's pumps and the webhook workers read through it.
+#[derive(Debug)]
+pub struct OutboxReader {
+    target: String,
+    batch: usize,
+    cursor: Option<OutboxKey>,
+    fresh: std::collections::VecDeque<OutboxEntry>,
+    retry: std::collections::BTreeMap<(std::time::Instant, u64), OutboxEntry>,
+    serial: u64,
+}
+
+impl OutboxReader {
+    /// A reader of `target`'s outbox that reads `batch` entries at a time.
+    pub fn new(target: &str, batch: usize) -> Self {
+        OutboxReader {
+            target: target.to_owned(),
+            batch: batch.max(1),
+            cursor: None,
+            fresh: std::collections::VecDeque::new(),
+            retry: std::collections::BTreeMap::new(),
+            serial: 0,
+        }
+    }
+
+    /// The next entry to deliver: a retry that is due, else (when `take_new`) the next one not
+    /// yet handed out.
+    ///
+    /// # Errors
+    ///
+    /// When the outbox cannot be read; nothing is lost, the next call reads again.
+    pub fn next(
+        &mut self,
+        store: &super::Store,
+        take_new: bool,
+    ) -> Result<Option<OutboxEntry>, super::StoreError> {
+        let now = std::time::Instant::now();
+        if self
+            .retry
+            .first_key_value()
+            .is_some_and(|((at, _), _)| *at <= now)
+        {
+            return Ok(self.retry.pop_first().map(|(_, e)| e));
+        }
+        if !take_new {
+            return Ok(None);
+        }
+        if self.fresh.is_empty() {
+            let entries = store.outbox(&self.target, self.cursor.as_ref(), self.batch)?;
+            if let Some(last) = entries.last() {
+                self.cursor = Some(last.key.clone());
+            }
+            self.fresh.extend(entries);
+        }
+        Ok(self.fresh.pop_front())
+    }
+
+    /// An entry the consumer could not place now: it is the next one handed out.
+    pub fn give_back(&mut self, entry: OutboxEntry) {
+        self.fresh.push_front(entry);
+    }
+
+    /// An entry to try again after `delay`.
+    pub fn retry_after(&mut self, entry: OutboxEntry, delay: std::time::Duration) {
+        self.serial += 1;
+        self.retry
+            .insert((std::time::Instant::now() + delay, self.serial), entry);
+    }
+
+    /// When the earliest retry is due.
+    pub fn next_retry(&self) -> Option<std::time::Instant> {
+        self.retry.first_key_value().map(|((at, _), _)| *at)
+    }
+
+    /// Whether retries are waiting.
+    pub fn has_retries(&self) -> bool {
+        !self.retry.is_empty()
+    }
+}

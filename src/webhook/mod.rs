@@ -12,7 +12,7 @@
 
 pub mod event;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::WebhookSettings;
 use crate::message::now_millis;
-use crate::store::{OutboxEntry, OutboxItem, OutboxKey, Store};
+use crate::store::{OutboxEntry, OutboxItem, OutboxKey, OutboxReader, Store};
 
 /// Events read from the outbox at a time.
 const BATCH: usize = 256;
@@ -63,48 +63,27 @@ pub async fn run(settings: WebhookSettings, store: Store, shutdown: Cancellation
     let retry_for_ms = i64::try_from(settings.retry_for.as_millis()).unwrap_or(i64::MAX);
     let max_in_flight = settings.max_in_flight.max(1);
     let mut changed = store.outbox_changed();
-    let mut cursor: Option<OutboxKey> = None;
-    let mut fresh: VecDeque<OutboxEntry> = VecDeque::new();
-    let mut retry: BTreeMap<(Instant, u64), OutboxEntry> = BTreeMap::new();
+    let mut outbox = OutboxReader::new(&target, BATCH);
     let mut failures: HashMap<OutboxKey, u32> = HashMap::new();
     let mut in_flight: JoinSet<(OutboxEntry, Attempt)> = JoinSet::new();
     let mut done: Vec<OutboxKey> = Vec::new();
-    let mut serial = 0u64;
     // Failed attempts since the last success: once the endpoint looks down (every attempt in
     // flight failed), only retries go out, so a dead endpoint does not pull its whole backlog
-    // into memory; one event it keeps refusing does not hold up the others.
+    // into memory; one event it keeps refusing does not hold up the others. With nothing
+    // left to retry, one new event at a time probes it.
     let mut consecutive_failures = 0usize;
     loop {
         while in_flight.len() < max_in_flight {
-            let due = retry
-                .first_key_value()
-                .is_some_and(|((at, _), _)| *at <= Instant::now());
-            let entry = if due {
-                retry.pop_first().map(|(_, e)| e)
-            } else if consecutive_failures >= max_in_flight
-                && !(retry.is_empty() && in_flight.is_empty())
-            {
-                // Looks down: wait for the retries (with nothing left to retry, one new event
-                // at a time probes it).
-                None
-            } else if let Some(e) = fresh.pop_front() {
-                Some(e)
-            } else {
-                match store.outbox(&target, cursor.as_ref(), BATCH) {
-                    Ok(entries) => {
-                        if let Some(last) = entries.last() {
-                            cursor = Some(last.key.clone());
-                        }
-                        fresh.extend(entries);
-                        fresh.pop_front()
-                    }
-                    Err(e) => {
-                        tracing::warn!(webhook = %settings.name, error = %e, "webhook outbox unreadable; will try again");
-                        None
-                    }
+            let looks_down = consecutive_failures >= max_in_flight
+                && (outbox.has_retries() || !in_flight.is_empty());
+            let entry = match outbox.next(&store, !looks_down) {
+                Ok(Some(entry)) => entry,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(webhook = %settings.name, error = %e, "webhook outbox unreadable; will try again");
+                    break;
                 }
             };
-            let Some(entry) = entry else { break };
             let OutboxItem::Event { id, body, .. } = &entry.item else {
                 // Not an event (cannot happen for a webhook target): nothing to send.
                 done.push(entry.key.clone());
@@ -140,7 +119,7 @@ pub async fn run(settings: WebhookSettings, store: Store, shutdown: Cancellation
                 done = keys;
             }
         }
-        let next_retry = retry.first_key_value().map(|((at, _), _)| *at);
+        let next_retry = outbox.next_retry().map(Instant::from_std);
         tokio::select! {
             () = shutdown.cancelled() => break,
             r = changed.changed() => {
@@ -173,15 +152,14 @@ pub async fn run(settings: WebhookSettings, store: Store, shutdown: Cancellation
                             failures.remove(&entry.key);
                             if let Err(e) = store.outbox_dead_letter(entry.key.clone(), reason).await {
                                 tracing::warn!(webhook = %settings.name, error = %e, "dead-lettering failed; will try the event again");
-                                fresh.push_back(entry);
+                                outbox.retry_after(entry, MAX_RETRY_DELAY);
                             }
                         } else {
                             let delay = FIRST_RETRY_DELAY
                                 .saturating_mul(1u32 << (*n - 1).min(16))
                                 .min(MAX_RETRY_DELAY);
                             tracing::debug!(webhook = %settings.name, %event, %reason, ?delay, "webhook delivery failed; will retry");
-                            serial += 1;
-                            retry.insert((Instant::now() + delay, serial), entry);
+                            outbox.retry_after(entry, delay);
                         }
                     }
                 }
