@@ -4,45 +4,17 @@
 
 mod support;
 
-use std::process::Command;
-
 use serde_json::{Value, json};
-use support::{Binary, Client, GUARD, Listening, parla_bin, wait_api, write_config};
+use support::{Binary, Client, Listening, start_sim_smsc, wait_api, wait_delivered, write_config};
 
 const CUSTOMER: &str = "+393471234567";
 const SHOP: &str = "+393400000001";
-
-/// `parla sim smsc` listening on a free port.
-fn smsc() -> Listening {
-    let mut command = Command::new(parla_bin());
-    command.args([
-        "sim",
-        "smsc",
-        "--listen",
-        "127.0.0.1:0",
-        "--receipt-delay-ms",
-        "50",
-    ]);
-    Listening::start("parla sim smsc", command, |ready| {
-        ready["addr"].as_str()?.rsplit(':').next()?.parse().ok()
-    })
-}
 
 fn send(client: &Client, kind: &str, text: &str) -> support::Answer {
     client.post(
         "/v1/messages",
         &json!({"to": CUSTOMER, "text": text, "kind": kind}),
     )
-}
-
-fn wait_delivered(client: &Client, id: &str) -> Value {
-    client.wait_for(id, GUARD, |m| {
-        assert!(
-            !matches!(m["status"].as_str(), Some("failed" | "expired")),
-            "{m}"
-        );
-        m["status"] == "delivered"
-    })
 }
 
 /// The SMS the SMSC took for the customer whose text starts with `head`.
@@ -55,7 +27,7 @@ fn sms_to_customer(smsc: &Listening, head: &str) -> Value {
 
 #[test]
 fn stop_blocks_marketing_and_is_confirmed_start_lifts_it() {
-    let mut smsc = smsc();
+    let mut smsc = start_sim_smsc(&[]);
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),

@@ -5,33 +5,13 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Binary, Client, GUARD, Listening, long_gsm, parla_bin, wait_api, write_config};
-
-/// `parla sim smsc` listening on a free port.
-struct Smsc;
-
-impl Smsc {
-    fn start(args: &[&str]) -> Listening {
-        let mut command = Command::new(parla_bin());
-        command
-            .args([
-                "sim",
-                "smsc",
-                "--listen",
-                "127.0.0.1:0",
-                "--receipt-delay-ms",
-                "50",
-            ])
-            .args(args);
-        Listening::start("parla sim smsc", command, |ready| {
-            ready["addr"].as_str()?.rsplit(':').next()?.parse().ok()
-        })
-    }
-}
+use support::{
+    Binary, Client, GUARD, Listening, long_gsm, start_sim_smsc, wait_api, wait_delivered,
+    write_config,
+};
 
 /// A `[[smpp.client]]` table for a link to `port`, with quick reconnects for tests.
 fn link(name: &str, port: u16, extra: &str) -> String {
@@ -64,16 +44,6 @@ fn wait_links_up(client: &Client, count: usize) {
         let items = b["items"].as_array().unwrap();
         items.len() == count && items.iter().all(|c| c["state"] == "up")
     });
-}
-
-fn wait_delivered(client: &Client, id: &str) -> Value {
-    client.wait_for(id, GUARD, |m| {
-        assert!(
-            !matches!(m["status"].as_str(), Some("failed" | "expired")),
-            "{m}"
-        );
-        m["status"] == "delivered"
-    })
 }
 
 /// A UCS-2 text of two parts (more than 70 units).
@@ -140,7 +110,7 @@ fn receipts_match_in_every_id_and_receipt_style_and_long_texts_go_by_each_method
     ];
     let smscs: Vec<Listening> = cases
         .iter()
-        .map(|(_, _, args, _)| Smsc::start(args))
+        .map(|(_, _, args, _)| start_sim_smsc(args))
         .collect();
     let mut tables = String::new();
     for ((name, prefix, _, extra), smsc) in cases.iter().zip(&smscs) {
@@ -235,7 +205,7 @@ fn receipts_match_in_every_id_and_receipt_style_and_long_texts_go_by_each_method
 /// arrive whole however the SMSC cut them; SIGTERM unbinds both connections.
 #[test]
 fn replies_single_and_long_arrive_whole_and_sigterm_unbinds() {
-    let mut smsc = Smsc::start(&[]);
+    let mut smsc = start_sim_smsc(&[]);
     let dir = tempfile::tempdir().unwrap();
     let mut parla = start_parla(
         dir.path(),
@@ -303,7 +273,7 @@ fn replies_single_and_long_arrive_whole_and_sigterm_unbinds() {
 /// and parla counts each part once.
 #[test]
 fn throttling_a_dropped_link_and_a_stalled_smsc_lose_and_double_count_nothing() {
-    let mut smsc = Smsc::start(&[]);
+    let mut smsc = start_sim_smsc(&[]);
     let dir = tempfile::tempdir().unwrap();
     let parla = start_parla(
         dir.path(),
@@ -393,7 +363,7 @@ fn throttling_a_dropped_link_and_a_stalled_smsc_lose_and_double_count_nothing() 
 /// Wrong credentials: the link reports the refusal and waits long before trying again.
 #[test]
 fn a_refused_bind_is_reported_and_not_retried_in_a_storm() {
-    let smsc = Smsc::start(&["--password", "right"]);
+    let smsc = start_sim_smsc(&["--password", "right"]);
     let dir = tempfile::tempdir().unwrap();
     let parla = start_parla(
         dir.path(),
@@ -425,8 +395,8 @@ fn a_refused_bind_is_reported_and_not_retried_in_a_storm() {
 /// the first is down everything goes to the second; messages for other destinations never do.
 #[test]
 fn routes_fail_over_to_the_next_link_on_refusal_and_while_a_link_is_down() {
-    let mut first = Smsc::start(&[]);
-    let second = Smsc::start(&[]);
+    let mut first = start_sim_smsc(&[]);
+    let second = start_sim_smsc(&[]);
     let dir = tempfile::tempdir().unwrap();
     let parla = start_parla(
         dir.path(),

@@ -11,27 +11,11 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 use support::{
-    Binary, EventProcess, GUARD, Listening, interop_dir, long_gsm, parla_bin, wait_api,
-    write_config,
+    Binary, EventProcess, GUARD, interop_dir, long_gsm, start_sim_smsc, wait_api, write_config,
 };
 
 const PASSWORD: &str = "pw1";
 const SHOP_NUMBER: &str = "+393400000001";
-
-fn start_smsc() -> Listening {
-    let mut command = Command::new(parla_bin());
-    command.args([
-        "sim",
-        "smsc",
-        "--listen",
-        "127.0.0.1:0",
-        "--receipt-delay-ms",
-        "50",
-    ]);
-    Listening::start("parla sim smsc", command, |ready| {
-        ready["addr"].as_str()?.rsplit(':').next()?.parse().ok()
-    })
-}
 
 /// parla with the SMPP server on a free port, accounts `shop` (any bind mode) and `slow` (one
 /// submit a second), and one link to the simulated SMSC on `smsc_port`.
@@ -129,7 +113,7 @@ fn receipt_for(esme: &EventProcess, id: &str) -> Value {
 #[test]
 fn integrators_bind_submit_and_get_receipts_and_replies() {
     let Some(interop) = interop_dir() else { return };
-    let mut smsc = start_smsc();
+    let mut smsc = start_sim_smsc(&[]);
     let dir = tempfile::tempdir().unwrap();
     let (mut parla, port) = start_parla(dir.path(), smsc.port, "");
     let client = parla.client.clone();
@@ -333,7 +317,7 @@ fn integrators_bind_submit_and_get_receipts_and_replies() {
 #[test]
 fn malformed_pdus_and_pdus_before_bind_get_their_error_answers() {
     let Some(interop) = interop_dir() else { return };
-    let smsc = start_smsc();
+    let smsc = start_sim_smsc(&[]);
     let dir = tempfile::tempdir().unwrap();
     let (parla, port) = start_parla(dir.path(), smsc.port, "");
     let mut esme = start_esme(&interop);
@@ -390,7 +374,7 @@ fn malformed_pdus_and_pdus_before_bind_get_their_error_answers() {
 #[test]
 fn a_waiting_receipt_makes_parla_outbind_to_the_client() {
     let Some(interop) = interop_dir() else { return };
-    let smsc = start_smsc();
+    let smsc = start_sim_smsc(&[]);
     let mut esme = start_esme(&interop);
     // The client's ESME listens for an outbind, and then binds as receiver with these.
     esme.command(&format!("listen pulled shop {PASSWORD}"));

@@ -254,6 +254,12 @@ impl Binary {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
+                // Logged before the ready signal: a caller reading the log after start sees it.
+                {
+                    let mut l = log_writer.lock().unwrap();
+                    l.push_str(&line);
+                    l.push('\n');
+                }
                 if let Some(addr) = line
                     .contains("parla is ready")
                     .then(|| line.split("api=").nth(1))
@@ -261,9 +267,6 @@ impl Binary {
                 {
                     let _ = ready_tx.send(addr.trim().to_string());
                 }
-                let mut l = log_writer.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
             }
         });
         let addr = match ready_rx.recv_timeout(Duration::from_secs(30)) {
@@ -552,4 +555,33 @@ pub fn long_gsm(tag: &str) -> String {
         .collect::<String>()
         .trim_end()
         .to_string()
+}
+
+/// `parla sim smsc` on a free port, receipts after 50 ms, with `args` added.
+pub fn start_sim_smsc(args: &[&str]) -> Listening {
+    let mut command = Command::new(parla_bin());
+    command
+        .args([
+            "sim",
+            "smsc",
+            "--listen",
+            "127.0.0.1:0",
+            "--receipt-delay-ms",
+            "50",
+        ])
+        .args(args);
+    Listening::start("parla sim smsc", command, |ready| {
+        ready["addr"].as_str()?.rsplit(':').next()?.parse().ok()
+    })
+}
+
+/// Waits for message `id` to be delivered; fails at once if it fails or expires.
+pub fn wait_delivered(client: &Client, id: &str) -> Value {
+    client.wait_for(id, GUARD, |m| {
+        assert!(
+            !matches!(m["status"].as_str(), Some("failed" | "expired")),
+            "{m}"
+        );
+        m["status"] == "delivered"
+    })
 }
