@@ -93,10 +93,31 @@ pub enum ChannelEvent {
         /// the message is whole (or too old), then stores it as one inbound message.
         part: Option<InboundPart>,
         /// A fingerprint of the SMS as the network delivered it, when the channel may hand the
-        /// same one over twice (a modem read again after a crash between commit and delete):
-        /// the store keeps one.
-        dedupe: Option<String>,
+        /// same one over twice (a modem read again after a crash between commit and delete, an
+        /// SMSC resending a deliver_sm whose answer was lost): the store keeps one.
+        dedupe: Option<Dedupe>,
     },
+}
+
+/// How the store recognizes an SMS a channel hands over twice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dedupe {
+    /// A fingerprint of what the network delivered.
+    pub fingerprint: String,
+    /// A second arrival counts as the same SMS only within this time of the first; `None`:
+    /// whenever (the fingerprint is unique to one SMS, e.g. it includes the network's
+    /// timestamp). Without a timestamp (SMPP), identical texts far apart are real repeats.
+    pub within_ms: Option<crate::message::Millis>,
+}
+
+impl From<&str> for Dedupe {
+    /// A fingerprint unique to one SMS.
+    fn from(fingerprint: &str) -> Self {
+        Dedupe {
+            fingerprint: fingerprint.to_owned(),
+            within_ms: None,
+        }
+    }
 }
 
 /// Where one received SMS belongs in a concatenated message (UDH or SAR).

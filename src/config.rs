@@ -363,6 +363,11 @@ pub struct SmppClientSettings {
     pub registered_delivery: bool,
     /// service_type of submit_sm ("" for the SMSC's default).
     pub service_type: String,
+    /// A customer's SMS delivered again with the same addresses and content within this time
+    /// is taken for the SMSC resending it (its deliver_sm_resp was lost) and stored once; 0
+    /// keeps every copy.
+    #[serde(with = "humantime_serde")]
+    pub mo_dedupe_window: Duration,
 }
 
 impl Default for SmppClientSettings {
@@ -397,6 +402,7 @@ impl Default for SmppClientSettings {
             long_messages: crate::smpp::content::LongMethod::Udh,
             registered_delivery: true,
             service_type: String::new(),
+            mo_dedupe_window: Duration::from_secs(300),
         }
     }
 }
@@ -1685,6 +1691,7 @@ mod tests {
             "smpp.client.long_messages",
             "smpp.client.registered_delivery",
             "smpp.client.service_type",
+            "smpp.client.mo_dedupe_window",
             "quiet_hours.enabled",
             "quiet_hours.start",
             "quiet_hours.end",

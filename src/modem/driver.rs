@@ -568,8 +568,8 @@ impl Link<'_> {
         let bytes = tpdu::decode_hex(pdu_hex);
         // The same stored SMS read again (after a crash between commit and delete) is the same
         // bytes: the store keeps it once.
-        let dedupe = Some(crate::message::fingerprint(
-            bytes.as_deref().unwrap_or(pdu_hex.as_bytes()),
+        let dedupe = Some(crate::channel::Dedupe::from(
+            crate::message::fingerprint(bytes.as_deref().unwrap_or(pdu_hex.as_bytes())).as_str(),
         ));
         let decoded = bytes.and_then(|b| tpdu::decode(&b, true));
         match decoded {

@@ -732,7 +732,7 @@ impl Connection<'_> {
                 text,
                 in_reply_to: None,
                 part,
-                dedupe: None,
+                dedupe: mo_dedupe(command, self.link.settings.mo_dedupe_window),
             },
             Err(e) => {
                 tracing::warn!(channel = %self.link.name(), error = %e, "unreadable delivery refused");
@@ -781,6 +781,34 @@ impl Connection<'_> {
             End::Lost { reason, bound_for }
         })
     }
+}
+
+/// How the store recognizes this deliver_sm sent again (the SMSC resends one whose
+/// deliver_sm_resp it did not get): its addresses and content, within `window`. SMPP gives MO
+/// messages no timestamp, so identical texts further apart are real repeats.
+fn mo_dedupe(command: &rusmpp::Command, window: Duration) -> Option<crate::channel::Dedupe> {
+    if window.is_zero() {
+        return None;
+    }
+    let sms = content::sms_of(command)?;
+    let mut bytes = Vec::new();
+    for address in [&sms.source, &sms.dest] {
+        bytes.extend_from_slice(&[address.ton, address.npi]);
+        bytes.extend_from_slice(address.addr.as_bytes());
+        bytes.push(0);
+    }
+    bytes.extend_from_slice(&[sms.content.esm_class, sms.content.data_coding]);
+    bytes.extend_from_slice(&sms.content.short_message);
+    bytes.push(0);
+    bytes.extend_from_slice(sms.content.message_payload.as_deref().unwrap_or_default());
+    if let Some(sar) = sms.content.sar {
+        bytes.extend_from_slice(&sar.reference.to_be_bytes());
+        bytes.extend_from_slice(&[sar.total, sar.seq]);
+    }
+    Some(crate::channel::Dedupe {
+        fingerprint: crate::message::fingerprint(&bytes),
+        within_ms: Some(i64::try_from(window.as_millis()).unwrap_or(i64::MAX)),
+    })
 }
 
 /// What a failed submit means for its message.
@@ -928,6 +956,29 @@ impl Rate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_resent_deliver_sm_has_the_fingerprint_of_the_first() {
+        let mo = |seq: u32, text: &str| {
+            let fields = crate::smpp::frame::SubmitFields {
+                source: content::address_for("+393471234567").unwrap(),
+                dest: content::address_for("+393400000001").unwrap(),
+                short_message: text.as_bytes().to_vec(),
+                ..Default::default()
+            };
+            crate::smpp::frame::deliver_sm(seq, &fields).unwrap()
+        };
+        let window = Duration::from_secs(300);
+        let first = mo_dedupe(&mo(1, "YES"), window).unwrap();
+        // The resend has another sequence number: the same SMS all the same.
+        assert_eq!(mo_dedupe(&mo(9, "YES"), window), Some(first.clone()));
+        assert_eq!(first.within_ms, Some(300_000));
+        assert_ne!(
+            mo_dedupe(&mo(2, "NO"), window).unwrap().fingerprint,
+            first.fingerprint
+        );
+        assert_eq!(mo_dedupe(&mo(1, "YES"), Duration::ZERO), None);
+    }
 
     #[test]
     fn backoff_doubles_with_jitter_up_to_its_cap_and_resets() {

@@ -283,9 +283,9 @@ pub struct InboundNew {
     pub in_reply_to: Option<MessageId>,
     /// Where it belongs when it is one part of a concatenated message.
     pub part: Option<crate::channel::InboundPart>,
-    /// Fingerprint of what the network delivered; a second arrival within the retention is
-    /// ignored.
-    pub dedupe: Option<String>,
+    /// Fingerprint of what the network delivered; a second arrival within its window (or the
+    /// retention) is ignored.
+    pub dedupe: Option<crate::channel::Dedupe>,
 }
 
 /// What applying one [`Update`] did.

@@ -614,6 +614,36 @@ async fn an_sms_read_twice_is_stored_once_until_retention_ends() {
 }
 
 #[tokio::test]
+async fn an_smpp_resend_within_the_window_is_stored_once_and_a_later_repeat_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let t0 = now_millis();
+    let sms = |at: Millis| {
+        Update::Inbound(InboundNew {
+            channel: "carrier".into(),
+            from: "+393471111111".into(),
+            to: "+393470000000".into(),
+            text: "YES".into(),
+            received_at: at,
+            in_reply_to: None,
+            part: None,
+            dedupe: Some(crate::channel::Dedupe {
+                fingerprint: "same-pdu".into(),
+                within_ms: Some(300_000),
+            }),
+        })
+    };
+    // The SMSC resends after a lost deliver_sm_resp: the same PDU 20 s later.
+    let applied = store.apply(vec![sms(t0), sms(t0 + 20_000)]).await.unwrap();
+    assert!(matches!(applied[0], Applied::Inbound(_)), "{applied:?}");
+    assert!(matches!(applied[1], Applied::Ignored(_)), "{applied:?}");
+    // The customer writes YES again ten minutes later: a real message.
+    let applied = store.apply(vec![sms(t0 + 600_000)]).await.unwrap();
+    assert!(matches!(applied[0], Applied::Inbound(_)), "{applied:?}");
+    assert_eq!(store.list_inbound(None, 10).unwrap().len(), 2);
+}
+
+#[tokio::test]
 async fn concatenated_inbound_is_reassembled_across_restarts_and_duplicates_dropped() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());

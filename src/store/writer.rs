@@ -1566,13 +1566,21 @@ fn receipt(
 }
 
 fn inbound(c: &mut Committer, mut new: InboundNew) -> Result<Applied, StoreError> {
-    if let Some(fp) = new.dedupe.take() {
-        let key = keys::seen(&new.channel, &fp);
-        if c.get(&key)?.is_some() {
-            return Ok(Applied::Ignored(format!(
-                "the same SMS from {} was already received",
-                new.from
-            )));
+    if let Some(dedupe) = new.dedupe.take() {
+        let key = keys::seen(&new.channel, &dedupe.fingerprint);
+        if let Some(seen) = c.get(&key)? {
+            let seen_at = <[u8; 8]>::try_from(seen.as_slice()).map_or(0, |b| {
+                i64::try_from(u64::from_be_bytes(b)).unwrap_or(i64::MAX)
+            });
+            if dedupe
+                .within_ms
+                .is_none_or(|w| new.received_at.saturating_sub(seen_at) < w)
+            {
+                return Ok(Applied::Ignored(format!(
+                    "the same SMS from {} was already received",
+                    new.from
+                )));
+            }
         }
         let at = u64::try_from(new.received_at).unwrap_or(0).to_be_bytes();
         c.write(vec![(key, Some(at.to_vec()))]);
