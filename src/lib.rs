@@ -19,6 +19,7 @@
 //!   record.rs          versioned compact encoding of stored values
 //!   writer.rs          writer + syncer threads: staged groups, pipelined group commit, fdatasync
 //!   outbox.rs          durable per-target outbox: receipts and replies owed to SMPP accounts
+//!   conversations.rs   a thread per customer: summary record, activity index, threads, mark read
 //! src/channel.rs       the Channel abstraction: send jobs in, events out; channel status
 //! src/modem/           GSM modem channel
 //!   session.rs         the AT session as a state machine without I/O (init, send, read, health)

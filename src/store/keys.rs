@@ -19,6 +19,9 @@
 //! | `o`    | target + 0x00 + entry id              | encoded [`OutboxItem`]: a receipt, reply or webhook event owed to the target |
 //! | `w`    | target + 0x00 + entry id              | encoded [`DeadLetter`]: an outbox entry given up on |
 //! | `x`    | customer number (E.164)               | encoded [`OptOut`]: the suppression list, in number order |
+//! | `v`    | customer number                       | encoded [`Conversation`]: the customer's thread summary |
+//! | `y`    | last activity millis (BE) + customer  | empty: conversations by latest activity |
+//! | `z`    | customer + 0x00 + id                  | empty: inbound messages by customer |
 //! | `c`    | counter name                          | u64 BE                         |
 //!
 //! [`Message`]: crate::message::Message
@@ -26,6 +29,7 @@
 //! [`DeadLetter`]: super::outbox::DeadLetter
 //! [`OutboxItem`]: super::OutboxItem
 //! [`OptOut`]: crate::optout::OptOut
+//! [`Conversation`]: super::Conversation
 //!
 //! Names inside keys (channels, targets, addresses) end with 0x00 so one name never matches as
 //! the prefix of another ("smpp:a" vs "smpp:ab"); they must not contain 0x00 themselves (SMPP
@@ -50,6 +54,9 @@ pub const SUBMIT_ASSEMBLY: u8 = b'b';
 pub const OUTBOX: u8 = b'o';
 pub const DEAD_LETTER: u8 = b'w';
 pub const OPTOUT: u8 = b'x';
+pub const CONVERSATION: u8 = b'v';
+pub const ACTIVITY: u8 = b'y';
+pub const INBOUND_FROM: u8 = b'z';
 
 /// Counter holding the fingerprint of the routes the queue's lanes were filed under.
 pub const ROUTES_FINGERPRINT: &[u8] = b"routes_fingerprint";
@@ -243,6 +250,39 @@ pub fn optout(number: &str) -> Vec<u8> {
     k
 }
 
+/// A customer's conversation record. Numbers are whole keys, as in [`optout`].
+pub fn conversation(customer: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(customer.len() + 1);
+    k.push(CONVERSATION);
+    k.extend_from_slice(customer.as_bytes());
+    k
+}
+
+/// A conversation's entry in the activity index: sorts by time, then number.
+pub fn activity(at: Millis, customer: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(customer.len() + 9);
+    k.push(ACTIVITY);
+    k.extend_from_slice(&time_bytes(at));
+    k.extend_from_slice(customer.as_bytes());
+    k
+}
+
+/// The customer named in an activity key.
+pub fn activity_customer(key: &[u8]) -> Option<String> {
+    String::from_utf8(key.get(9..)?.to_vec()).ok()
+}
+
+/// An inbound message's entry in its customer's index.
+pub fn inbound_from(from: &str, id: MessageId) -> Vec<u8> {
+    let mut k = inbound_from_prefix(from);
+    k.extend_from_slice(&id.to_bytes());
+    k
+}
+
+pub fn inbound_from_prefix(from: &str) -> Vec<u8> {
+    named(INBOUND_FROM, from, &[])
+}
+
 pub fn seen(channel: &str, fingerprint: &str) -> Vec<u8> {
     named(SEEN, channel, fingerprint.as_bytes())
 }
@@ -289,6 +329,19 @@ mod tests {
             submit_assembly("smpp:a", "1", "23", 7, 2),
             submit_assembly("smpp:a", "12", "3", 7, 2)
         );
+    }
+
+    #[test]
+    fn activity_keys_sort_by_time_and_name_their_customer() {
+        assert!(activity(99, "+49") < activity(100, "+39"));
+        assert_eq!(
+            activity_customer(&activity(7, "+393471234567")).as_deref(),
+            Some("+393471234567")
+        );
+        let id = MessageId(ulid::Ulid::from_parts(5, 1));
+        assert!(inbound_from("+391", id).starts_with(&inbound_from_prefix("+391")));
+        assert!(!inbound_from("+3912", id).starts_with(&inbound_from_prefix("+391")));
+        assert_eq!(id_suffix(&inbound_from("+391", id)), Some(id));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The durable store: messages with their full history, the due-time queue, idempotency keys, the
 //! remote-id index, inbound messages, SMPP multi-part submits being reassembled, the outbox of
-//! receipts and replies owed to SMPP accounts ([`outbox`]) and the opt-out (suppression) list,
-//! in one sled tree (layout in [`keys`]).
+//! receipts and replies owed to SMPP accounts ([`outbox`]), the opt-out (suppression) list and
+//! the conversations (a thread per customer, [`conversations`]), in one sled tree (layout in
+//! [`keys`]).
 //!
 //! All writes go through one writer thread ([`writer`]) that applies them in order and commits them
 //! in groups: every request waiting while a flush runs shares the next flush, and no caller hears
@@ -9,6 +10,7 @@
 //! sync_file_range, which does not survive a power cut). Reads go straight to sled from any thread.
 //! Nothing outside this module touches sled, so the engine can be replaced behind these functions.
 
+mod conversations;
 mod keys;
 mod outbox;
 mod record;
@@ -28,6 +30,9 @@ use crate::message::{
     InboundMessage, Message, MessageId, Millis, NewMessage, ReceiptOutcome, Status,
 };
 
+pub use conversations::{
+    Conversation, ConversationCursor, Direction, LastMessage, TEXT_HEAD_CHARS, ThreadItem,
+};
 pub use keys::normalize_remote_id;
 pub use outbox::{
     DeadLetter, DeadLetterEntry, OutboxEntry, OutboxItem, OutboxKey, OutboxReader, smpp_target,
@@ -1045,3 +1050,6 @@ mod outbox_tests;
 
 #[cfg(test)]
 mod optout_tests;
+
+#[cfg(test)]
+mod conversation_tests;

@@ -118,6 +118,10 @@ pub fn decode_optout(key: &[u8], bytes: &[u8]) -> Result<crate::optout::OptOut, 
     decode(key, bytes)
 }
 
+pub fn decode_conversation(key: &[u8], bytes: &[u8]) -> Result<super::Conversation, StoreError> {
+    decode(key, bytes)
+}
+
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     let mut out = vec![FORMAT_V3];
     // Serializing our own plain structs into a Vec cannot fail; keep the version byte alone if

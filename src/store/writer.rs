@@ -28,8 +28,8 @@ use super::keys;
 use super::outbox::{self, OutboxItem, OutboxKey};
 use super::record::{self, Assembly, EarlyReceipt, SubmitAssembly, SubmitRecord};
 use super::{
-    Applied, Claimed, InboundNew, PartSubmitted, Recovery, StoreError, StoreStats, SubmitPart,
-    Submitted, Update, stat_add,
+    Applied, Claimed, Conversation, InboundNew, PartSubmitted, Recovery, StoreError, StoreStats,
+    SubmitPart, Submitted, Update, stat_add,
 };
 use crate::message::{
     InboundMessage, Kind, Message, MessageId, Millis, NewMessage, PartState, ReceiptOutcome,
@@ -111,6 +111,10 @@ pub enum Op {
     },
     RemoveOptOut {
         number: String,
+        reply: Reply<bool>,
+    },
+    MarkRead {
+        customer: String,
         reply: Reply<bool>,
     },
     Close {
@@ -312,9 +316,43 @@ impl Committer {
         {
             extra.extend(self.events_for(EventType::MessageStatus, || body));
         }
+        // A new message is activity in its recipient's conversation; status changes are not.
+        if old.is_none() {
+            let old_conversation = self.get_conversation(&new.to)?;
+            let conversation = Conversation::outgoing(old_conversation.clone(), new);
+            self.conversation_entries(old_conversation.as_ref(), &conversation, &mut extra);
+        }
         extra.push((keys::message(new.id), Some(record::encode(new))));
         self.write(extra);
         Ok(())
+    }
+
+    /// The customer's conversation record as the open group sees it.
+    fn get_conversation(&self, customer: &str) -> Result<Option<Conversation>, StoreError> {
+        let key = keys::conversation(customer);
+        match self.get(&key)? {
+            Some(v) => record::decode_conversation(&key, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The writes that replace `old` with `new`: the record, and its activity index entry
+    /// moved to the new time.
+    fn conversation_entries(
+        &self,
+        old: Option<&Conversation>,
+        new: &Conversation,
+        out: &mut Vec<Entry>,
+    ) {
+        let new_key = keys::activity(new.last_activity_at, &new.customer);
+        if let Some(old) = old {
+            let old_key = keys::activity(old.last_activity_at, &old.customer);
+            if old_key != new_key {
+                out.push((old_key, None));
+            }
+        }
+        out.push((new_key, Some(Vec::new())));
+        out.push((keys::conversation(&new.customer), Some(record::encode(new))));
     }
 
     /// A webhook event for `target`, under a new id (its outbox key's), to be written with the
@@ -661,6 +699,7 @@ fn refuse(op: Op, reason: &str) -> Finish {
         Op::ExpireOutbox { reply, .. } => finish(reply, Err(error())),
         Op::AddOptOut { reply, .. } => finish(reply, Err(error())),
         Op::RemoveOptOut { reply, .. } => finish(reply, Err(error())),
+        Op::MarkRead { reply, .. } => finish(reply, Err(error())),
         Op::Close { reply } => Box::new(move |_| {
             let _ = reply.send(());
         }),
@@ -721,6 +760,7 @@ fn process(c: &mut Committer, op: Op) -> Finish {
             reply,
         } => finish(reply, add_optout(c, number, scope)),
         Op::RemoveOptOut { number, reply } => finish(reply, remove_optout(c, &number)),
+        Op::MarkRead { customer, reply } => finish(reply, mark_read(c, &customer)),
         Op::Close { reply } => Box::new(move |_| {
             let _ = reply.send(());
         }),
@@ -1707,6 +1747,10 @@ fn store_inbound(
     extra.extend(c.events_for(EventType::MessageReceived, || {
         crate::webhook::event::received_body(&record)
     }));
+    let old_conversation = c.get_conversation(&record.from)?;
+    let conversation = Conversation::incoming(old_conversation.clone(), &record);
+    c.conversation_entries(old_conversation.as_ref(), &conversation, &mut extra);
+    extra.push((keys::inbound_from(&record.from, id), Some(Vec::new())));
     extra.push((keys::inbound(id), Some(record::encode(&record))));
     c.write(extra);
     if let Some(effect) = keyword {
@@ -1844,6 +1888,22 @@ fn conversation(c: &Committer, inbound: &InboundMessage) -> Result<Option<Messag
     Ok(None)
 }
 
+/// Clears the customer's unread count; false when they have no conversation. Nothing is
+/// written when it is already zero.
+fn mark_read(c: &mut Committer, customer: &str) -> Result<bool, StoreError> {
+    let Some(mut conversation) = c.get_conversation(customer)? else {
+        return Ok(false);
+    };
+    if conversation.unread > 0 {
+        conversation.unread = 0;
+        c.write(vec![(
+            keys::conversation(customer),
+            Some(record::encode(&conversation)),
+        )]);
+    }
+    Ok(true)
+}
+
 fn expire_assemblies(
     c: &mut Committer,
     started_before: Millis,
@@ -1938,19 +1998,28 @@ fn sweep(c: &mut Committer, finished_before: Millis, max: usize) -> Result<usize
     // Inbound messages and receipts that never found their message age out on the same clock.
     let remaining = max.saturating_sub(deleted);
     let mut old_inbound = Vec::new();
+    // Records deleted (the customer-index entries that go with them are not counted).
+    let mut records = 0;
     let cutoff = ulid::Ulid::from_parts(u64::try_from(finished_before).unwrap_or(0), 0);
-    for key in
+    for item in
         c.db.range(vec![keys::INBOUND]..keys::inbound(MessageId(cutoff)))
-            .keys()
             .take(remaining)
     {
-        old_inbound.push((key?.to_vec(), None));
+        let (key, value) = item?;
+        // Its entry in the customer's index goes with it (an unreadable record has none
+        // that could be found).
+        if let (Ok(m), Some(id)) = (record::decode_inbound(&key, &value), keys::id_suffix(&key)) {
+            old_inbound.push((keys::inbound_from(&m.from, id), None));
+        }
+        old_inbound.push((key.to_vec(), None));
+        records += 1;
     }
     for item in c.db.scan_prefix([keys::SEEN]).take(remaining) {
         let (k, v) = item?;
         let at = <[u8; 8]>::try_from(v.as_ref()).map_or(0, u64::from_be_bytes);
         if i64::try_from(at).unwrap_or(0) < finished_before {
             old_inbound.push((k.to_vec(), None));
+            records += 1;
         }
     }
     let mut stale_receipts = Vec::new();
@@ -1961,7 +2030,7 @@ fn sweep(c: &mut Committer, finished_before: Millis, max: usize) -> Result<usize
             stale_receipts.push((k.to_vec(), None));
         }
     }
-    deleted += old_inbound.len() + stale_receipts.len();
+    deleted += records + stale_receipts.len();
     if !old_inbound.is_empty() {
         c.write(old_inbound);
     }
