@@ -671,3 +671,134 @@ fn optouts_need_the_token_like_every_v1_route() {
     assert_eq!(authed.post("/v1/optouts", &body).status, 201);
     assert_eq!(authed.get("/v1/optouts/+393471234567").status, 200);
 }
+
+#[test]
+fn conversations_list_threads_mark_read_and_reply_from_the_sticky_number() {
+    let d = quiet_daemon();
+    let c = &d.client;
+    assert_eq!(c.get("/v1/conversations").body["items"], json!([]));
+    assert_eq!(c.get("/v1/conversations/%2B393471234567").status, 404);
+    let none = c.post(
+        "/v1/conversations/%2B393471234567/messages",
+        &json!({"text": "hello?"}),
+    );
+    assert_eq!(none.status, 404, "{:?}", none.body);
+
+    let sent = c.post(
+        "/v1/messages",
+        &json!({"to": "347 123 4567", "text": "Your order 1234 ships tomorrow",
+                "reference": "order-1234"}),
+    );
+    assert_eq!(sent.status, 202);
+    customer_says(
+        &d,
+        "+393471234567",
+        "+393400000001",
+        "Can it come on Friday?",
+    );
+    c.post(
+        "/v1/messages",
+        &json!({"to": "+393479999999", "text": "Another customer's order"}),
+    );
+
+    let list = c.get("/v1/conversations");
+    assert_eq!(list.status, 200, "{:?}", list.body);
+    let items = list.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(
+        items[0]["customer"], "+393479999999",
+        "latest activity first"
+    );
+    assert_eq!(items[0]["last_message"]["direction"], "out");
+    assert_eq!(items[0]["last_message"]["status"], "queued");
+    let anna = &items[1];
+    assert_eq!(anna["customer"], "+393471234567");
+    assert_eq!(anna["unread"], 1);
+    assert_eq!(anna["reference"], "order-1234");
+    assert_eq!(anna["last_message"]["direction"], "in");
+    assert_eq!(anna["last_message"]["text"], "Can it come on Friday?");
+    let first = c.get("/v1/conversations?limit=1");
+    let cursor = first.body["next_cursor"].as_str().unwrap();
+    let second = c.get(&format!("/v1/conversations?limit=1&cursor={cursor}"));
+    assert_eq!(second.body["items"][0]["customer"], "+393471234567");
+    assert_eq!(c.get("/v1/conversations?cursor=nope").status, 400);
+
+    // The thread, by national number too; reading it marks it read.
+    let thread = c.get("/v1/conversations/3471234567");
+    assert_eq!(thread.status, 200, "{:?}", thread.body);
+    let messages = thread.body["items"].as_array().unwrap();
+    assert_eq!(messages.len(), 2);
+    assert_eq!(messages[0]["direction"], "in");
+    assert_eq!(messages[0]["channel"], "carrier");
+    assert!(messages[0].get("status").is_none());
+    assert_eq!(messages[1]["direction"], "out");
+    assert_eq!(messages[1]["id"], sent.body["id"]);
+    assert_eq!(messages[1]["status"], "queued");
+    assert_eq!(thread.body["conversation"]["unread"], 0);
+    let listed = c.get("/v1/conversations").body;
+    assert_eq!(listed["items"][1]["unread"], 0, "read stays read");
+
+    // The reply goes from the number the customer wrote to, as a transactional message.
+    let reply = c.post(
+        "/v1/conversations/%2B393471234567/messages",
+        &json!({"text": "Yes, Friday it is"}),
+    );
+    assert_eq!(reply.status, 202, "{:?}", reply.body);
+    assert_eq!(reply.body["to"], "+393471234567");
+    assert_eq!(reply.body["from"], "+393400000001");
+    assert_eq!(reply.body["kind"], "transactional");
+    assert_eq!(reply.body["status"], "queued");
+    let thread = c.get("/v1/conversations/%2B393471234567?limit=1");
+    assert_eq!(thread.body["items"][0]["id"], reply.body["id"]);
+    let older = thread.body["next_cursor"].as_str().unwrap();
+    let page = c.get(&format!("/v1/conversations/%2B393471234567?cursor={older}"));
+    assert_eq!(page.body["items"].as_array().unwrap().len(), 2);
+    // Replies are validated like any message.
+    let empty = c.post(
+        "/v1/conversations/%2B393471234567/messages",
+        &json!({"text": "  "}),
+    );
+    assert_eq!((empty.status, empty.code()), (422, "empty_text"));
+    let extra = c.post(
+        "/v1/conversations/%2B393471234567/messages",
+        &json!({"text": "hi", "to": "+393479999999"}),
+    );
+    assert_eq!(extra.status, 400);
+}
+
+#[test]
+fn inbound_since_polls_oldest_first() {
+    let d = quiet_daemon();
+    let c = &d.client;
+    let start = c.get("/v1/inbound?since=2020-01-01T00:00:00Z");
+    assert_eq!(start.status, 200, "{:?}", start.body);
+    assert_eq!(start.body["items"], json!([]));
+    customer_says(&d, "+393471111111", "+393400000001", "one");
+    customer_says(&d, "+393472222222", "+393400000001", "two");
+    customer_says(&d, "+393471111111", "+393400000001", "three");
+    let all = c.get("/v1/inbound?since=2020-01-01T00:00:00Z");
+    let texts: Vec<_> = all.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(texts, ["one", "two", "three"]);
+    let page = c.get("/v1/inbound?since=2020-01-01T00:00:00Z&limit=2");
+    let next = page.body["next_cursor"].as_str().unwrap();
+    let rest = c.get(&format!("/v1/inbound?since={next}"));
+    assert_eq!(rest.body["items"][0]["text"], "three");
+    assert_eq!(rest.body["items"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        c.get("/v1/inbound?since=2999-01-01T00:00:00Z").body["items"],
+        json!([])
+    );
+    assert_eq!(c.get("/v1/inbound?since=yesterday").status, 400);
+    assert_eq!(
+        c.get(&format!("/v1/inbound?since={next}&cursor={next}"))
+            .status,
+        400
+    );
+    // Without since: newest first, as before.
+    assert_eq!(c.get("/v1/inbound").body["items"][0]["text"], "three");
+}

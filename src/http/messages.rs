@@ -21,21 +21,21 @@ use crate::store::{ListFilter, Submitted};
 /// Body of `POST /v1/messages`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SendRequest {
-    to: String,
-    text: String,
+pub(super) struct SendRequest {
+    pub(super) to: String,
+    pub(super) text: String,
     #[serde(default)]
-    from: Option<String>,
+    pub(super) from: Option<String>,
     #[serde(default)]
-    kind: Option<Kind>,
+    pub(super) kind: Option<Kind>,
     /// RFC 3339 time before which the message is not sent.
     #[serde(default)]
-    send_at: Option<String>,
+    pub(super) send_at: Option<String>,
     #[serde(default)]
-    validity_s: Option<u64>,
+    pub(super) validity_s: Option<u64>,
     /// The shop's own reference (order id), kept with the message.
     #[serde(default)]
-    reference: Option<String>,
+    pub(super) reference: Option<String>,
 }
 
 const MAX_REFERENCE_CHARS: usize = 128;
@@ -149,7 +149,7 @@ pub(super) fn parse_json<T: serde::de::DeserializeOwned>(
     Ok(value)
 }
 
-fn validate(state: &ApiState, req: SendRequest) -> Result<NewMessage, ApiError> {
+pub(super) fn validate(state: &ApiState, req: SendRequest) -> Result<NewMessage, ApiError> {
     let to = phone::normalize(&req.to, state.region)
         .map_err(|e| ApiError::invalid("invalid_number", "to", e.to_string()))?;
     if req.text.trim().is_empty() {
@@ -226,7 +226,7 @@ fn validate(state: &ApiState, req: SendRequest) -> Result<NewMessage, ApiError> 
     })
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };
@@ -259,6 +259,17 @@ pub async fn create(
     let idempotency = idempotency_key(&headers)?;
     let req: SendRequest = parse_json(body)?;
     let new = validate(&state, req)?;
+    submit(&state, scope, idempotency, new).await
+}
+
+/// Stores a validated message and answers 202 with it (marked `Idempotent-Replayed` when an
+/// earlier request with the same key made it).
+pub(super) async fn submit(
+    state: &ApiState,
+    scope: ClientScope,
+    idempotency: Option<String>,
+    new: NewMessage,
+) -> Result<Response, ApiError> {
     let submitted = state
         .store
         .submit(new, idempotency.map(|k| (scope.0, k)))
@@ -337,7 +348,7 @@ pub(super) fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
     Ok(limit)
 }
 
-fn cursor(cursor: Option<&str>) -> Result<Option<MessageId>, ApiError> {
+pub(super) fn cursor(cursor: Option<&str>) -> Result<Option<MessageId>, ApiError> {
     cursor
         .map(|c| {
             c.parse().map_err(|_| {
@@ -398,6 +409,8 @@ pub async fn list(
 pub struct InboundQuery {
     limit: Option<usize>,
     cursor: Option<String>,
+    /// RFC 3339 time or inbound id: list what was stored after it, oldest first (polling).
+    since: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -429,15 +442,45 @@ impl From<&InboundMessage> for InboundView {
     }
 }
 
-/// `GET /v1/inbound?limit=&cursor=`: customer messages, newest first.
+/// Where `since` starts: after an inbound id, or at an RFC 3339 time (everything stored from
+/// then on: ids begin with the time they were stored).
+fn since(since: &str) -> Result<MessageId, ApiError> {
+    if let Ok(id) = since.parse::<MessageId>() {
+        return Ok(id);
+    }
+    let ts: jiff::Timestamp = since.parse().map_err(|_| {
+        ApiError::bad_request(
+            "invalid_query",
+            "since must be an RFC 3339 time such as 2026-12-01T09:00:00Z or an inbound message id",
+        )
+        .field("since")
+    })?;
+    let ms = u64::try_from(ts.as_millisecond()).unwrap_or(0);
+    Ok(MessageId(ulid::Ulid::from_parts(ms, 0)))
+}
+
+/// `GET /v1/inbound?limit=&cursor=`: customer messages, newest first. With `since=` (an RFC
+/// 3339 time or an inbound id), those stored after it, oldest first: to poll, pass the last id
+/// seen (or `next_cursor`) as `since`.
 pub async fn list_inbound(
     State(state): State<Arc<ApiState>>,
     q: Result<Query<InboundQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<axum::Json<Page<InboundView>>, ApiError> {
     let q = query(q)?;
     let limit = page_limit(q.limit)?;
-    let before = cursor(q.cursor.as_deref())?;
-    let items = state.store.list_inbound(before, limit)?;
+    let items = match q.since.as_deref() {
+        Some(_) if q.cursor.is_some() => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "with since, pass the next page's start as since, not cursor",
+            )
+            .field("cursor"));
+        }
+        Some(s) => state.store.inbound_after(since(s)?, limit)?,
+        None => state
+            .store
+            .list_inbound(cursor(q.cursor.as_deref())?, limit)?,
+    };
     let next_cursor = (items.len() == limit)
         .then(|| items.last().map(|m| m.id.to_string()))
         .flatten();

@@ -1,6 +1,7 @@
 //! The local HTTP API (axum): routes, authentication, limits and JSON errors. Handlers live in
-//! [`messages`] and [`optouts`]; they only validate, write to the store and read from it.
+//! [`messages`], [`conversations`] and [`optouts`]; they only validate, write to the store and read from it.
 
+mod conversations;
 mod error;
 mod messages;
 mod optouts;
@@ -77,6 +78,12 @@ pub fn router(state: Arc<ApiState>, max_body_bytes: usize) -> Router {
             get(messages::get_one).delete(messages::cancel),
         )
         .route("/v1/inbound", get(messages::list_inbound))
+        .route("/v1/conversations", get(conversations::list))
+        .route("/v1/conversations/{customer}", get(conversations::thread))
+        .route(
+            "/v1/conversations/{customer}/messages",
+            axum::routing::post(conversations::reply),
+        )
         .route("/v1/optouts", get(optouts::list).post(optouts::create))
         .route(
             "/v1/optouts/{number}",
