@@ -753,6 +753,13 @@ fn conversations_list_threads_mark_read_and_reply_from_the_sticky_number() {
     let older = thread.body["next_cursor"].as_str().unwrap();
     let page = c.get(&format!("/v1/conversations/%2B393471234567?cursor={older}"));
     assert_eq!(page.body["items"].as_array().unwrap().len(), 2);
+    // A customer who never wrote gets the channel's default sender.
+    let unsticky = c.post(
+        "/v1/conversations/%2B393479999999/messages",
+        &json!({"text": "Any questions?"}),
+    );
+    assert_eq!(unsticky.status, 202, "{:?}", unsticky.body);
+    assert_eq!(unsticky.body["from"], Value::Null);
     // Replies are validated like any message.
     let empty = c.post(
         "/v1/conversations/%2B393471234567/messages",

@@ -121,10 +121,11 @@ pub struct ListQuery {
 /// Messages per page of a thread unless `limit` says otherwise.
 const THREAD_PAGE: usize = 100;
 
-/// The customer's number as conversations key it (E.164).
-fn customer(state: &ApiState, input: &str) -> Result<String, ApiError> {
-    phone::normalize(input, state.region)
-        .map_err(|e| ApiError::invalid("invalid_number", "customer", e.to_string()))
+/// The customer's number as conversations key it: E.164 (national numbers read in the
+/// configured region), or as written when it is not a number (a customer known by a sender id
+/// the network passed on has a conversation under that id).
+fn customer(state: &ApiState, input: &str) -> String {
+    phone::normalize(input, state.region).unwrap_or_else(|_| input.to_owned())
 }
 
 fn no_conversation(customer: &str) -> ApiError {
@@ -173,14 +174,19 @@ pub async fn thread(
     let q = query(q)?;
     let limit = page_limit(Some(q.limit.unwrap_or(THREAD_PAGE)))?;
     let before = cursor(q.cursor.as_deref())?;
-    let customer = customer(&state, &input)?;
+    let customer = customer(&state, &input);
     let mut conversation = state
         .store
         .conversation(&customer)?
         .ok_or_else(|| no_conversation(&customer))?;
     let items = state.store.thread(&customer, before, limit)?;
+    // What was read is what was there when the conversation was: a message that came in
+    // since stays unread.
     if conversation.unread > 0 {
-        state.store.mark_read(&customer).await?;
+        state
+            .store
+            .mark_read(&customer, conversation.last_inbound_id)
+            .await?;
         conversation.unread = 0;
     }
     let next_cursor = (items.len() == limit)
@@ -212,7 +218,7 @@ pub async fn reply(
 ) -> Result<Response, ApiError> {
     let idempotency = idempotency_key(&headers)?;
     let req: ReplyRequest = parse_json(body)?;
-    let customer = customer(&state, &input)?;
+    let customer = customer(&state, &input);
     let conversation = state
         .store
         .conversation(&customer)?

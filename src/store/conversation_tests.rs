@@ -116,9 +116,17 @@ async fn inbound_counts_unread_keeps_the_sticky_number_and_reading_clears_it() {
     assert_eq!(c.last_inbound_channel.as_deref(), Some("sim"));
     assert_eq!(c.last_inbound_to.as_deref(), Some(SHOP));
     assert_eq!(c.reference.as_deref(), Some("order-7"));
-    assert!(store.mark_read(ANNA).await.unwrap());
+    assert_eq!(c.last_inbound_id, Some(last));
+    // A reader who saw only the first message does not clear the second.
+    let seen_first = Some(MessageId(ulid::Ulid::from_parts(0, 1)));
+    assert!(store.mark_read(ANNA, seen_first).await.unwrap());
+    assert_eq!(store.conversation(ANNA).unwrap().unwrap().unread, 2);
+    assert!(store.mark_read(ANNA, Some(last)).await.unwrap());
     assert_eq!(store.conversation(ANNA).unwrap().unwrap().unread, 0);
-    assert!(!store.mark_read(BEN).await.unwrap(), "no conversation");
+    assert!(
+        !store.mark_read(BEN, None).await.unwrap(),
+        "no conversation"
+    );
     assert!(store.conversation(BEN).unwrap().is_none());
     // Survives a restart.
     store.close().await;

@@ -55,6 +55,8 @@ pub struct Conversation {
     pub unread: u32,
     /// The latest non-empty reference (an order id) of a message sent to the customer.
     pub reference: Option<String>,
+    /// The customer's latest message (what [`Store::mark_read`] is told was seen).
+    pub last_inbound_id: Option<MessageId>,
     /// The channel the customer last wrote on.
     pub last_inbound_channel: Option<String>,
     /// The number or sender id the customer last wrote to: replies go out from it.
@@ -91,6 +93,7 @@ impl Conversation {
             text: head(&m.text),
         };
         c.unread = c.unread.saturating_add(1);
+        c.last_inbound_id = Some(m.id);
         c.last_inbound_channel = Some(m.channel.clone());
         c.last_inbound_to = Some(m.to.clone());
         c
@@ -107,6 +110,7 @@ impl Conversation {
             },
             unread: 0,
             reference: None,
+            last_inbound_id: None,
             last_inbound_channel: None,
             last_inbound_to: None,
         }
@@ -280,11 +284,20 @@ impl Store {
         Ok(out)
     }
 
-    /// Marks the customer's conversation read (no unread messages), durably; false when
-    /// there is no conversation.
-    pub async fn mark_read(&self, customer: &str) -> Result<bool, StoreError> {
+    /// Marks the customer's conversation read (no unread messages), durably, when `seen` (the
+    /// conversation's `last_inbound_id` as the reader saw it) is still the customer's latest
+    /// message: one that came in meanwhile stays unread. False when there is no conversation.
+    pub async fn mark_read(
+        &self,
+        customer: &str,
+        seen: Option<MessageId>,
+    ) -> Result<bool, StoreError> {
         let customer = customer.to_owned();
-        self.call(|reply| super::writer::Op::MarkRead { customer, reply })
-            .await
+        self.call(|reply| super::writer::Op::MarkRead {
+            customer,
+            seen,
+            reply,
+        })
+        .await
     }
 }

@@ -115,6 +115,7 @@ pub enum Op {
     },
     MarkRead {
         customer: String,
+        seen: Option<MessageId>,
         reply: Reply<bool>,
     },
     Close {
@@ -760,7 +761,11 @@ fn process(c: &mut Committer, op: Op) -> Finish {
             reply,
         } => finish(reply, add_optout(c, number, scope)),
         Op::RemoveOptOut { number, reply } => finish(reply, remove_optout(c, &number)),
-        Op::MarkRead { customer, reply } => finish(reply, mark_read(c, &customer)),
+        Op::MarkRead {
+            customer,
+            seen,
+            reply,
+        } => finish(reply, mark_read(c, &customer, seen)),
         Op::Close { reply } => Box::new(move |_| {
             let _ = reply.send(());
         }),
@@ -1888,13 +1893,17 @@ fn conversation(c: &Committer, inbound: &InboundMessage) -> Result<Option<Messag
     Ok(None)
 }
 
-/// Clears the customer's unread count; false when they have no conversation. Nothing is
-/// written when it is already zero.
-fn mark_read(c: &mut Committer, customer: &str) -> Result<bool, StoreError> {
+/// Clears the customer's unread count when their latest message is still `seen`; false when
+/// they have no conversation. Nothing is written when there is nothing to clear.
+fn mark_read(
+    c: &mut Committer,
+    customer: &str,
+    seen: Option<MessageId>,
+) -> Result<bool, StoreError> {
     let Some(mut conversation) = c.get_conversation(customer)? else {
         return Ok(false);
     };
-    if conversation.unread > 0 {
+    if conversation.unread > 0 && conversation.last_inbound_id == seen {
         conversation.unread = 0;
         c.write(vec![(
             keys::conversation(customer),
