@@ -696,10 +696,22 @@ fn conversations_list_threads_mark_read_and_reply_from_the_sticky_number() {
         "+393400000001",
         "Can it come on Friday?",
     );
+    // Another customer, who answers too; the shop's latest message to them is the last.
+    c.post(
+        "/v1/messages",
+        &json!({"to": "+393479999999", "text": "Your order 99 ships today"}),
+    );
+    customer_says(&d, "+393479999999", "+393400000001", "ok");
     c.post(
         "/v1/messages",
         &json!({"to": "+393479999999", "text": "Another customer's order"}),
     );
+    // Customers who never wrote are not listed (their threads can still be read).
+    let silent = c.post(
+        "/v1/messages",
+        &json!({"to": "+393478888888", "text": "Your code is 1234"}),
+    );
+    assert_eq!(silent.status, 202);
 
     let list = c.get("/v1/conversations");
     assert_eq!(list.status, 200, "{:?}", list.body);
@@ -753,9 +765,14 @@ fn conversations_list_threads_mark_read_and_reply_from_the_sticky_number() {
     let older = thread.body["next_cursor"].as_str().unwrap();
     let page = c.get(&format!("/v1/conversations/%2B393471234567?cursor={older}"));
     assert_eq!(page.body["items"].as_array().unwrap().len(), 2);
-    // A customer who never wrote gets the channel's default sender.
+    // A customer who never wrote: the thread is there, and a reply goes from the channel's
+    // default sender.
+    let thread = c.get("/v1/conversations/%2B393478888888");
+    assert_eq!(thread.status, 200, "{:?}", thread.body);
+    assert_eq!(thread.body["items"][0]["id"], silent.body["id"]);
+    assert_eq!(thread.body["conversation"]["unread"], 0);
     let unsticky = c.post(
-        "/v1/conversations/%2B393479999999/messages",
+        "/v1/conversations/%2B393478888888/messages",
         &json!({"text": "Any questions?"}),
     );
     assert_eq!(unsticky.status, 202, "{:?}", unsticky.body);

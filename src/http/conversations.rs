@@ -128,6 +128,22 @@ fn customer(state: &ApiState, input: &str) -> String {
     phone::normalize(input, state.region).unwrap_or_else(|_| input.to_owned())
 }
 
+/// The customer's conversation; for a customer who never wrote (the store keeps no record for
+/// them), one made from the latest message they were sent. None: nothing was ever exchanged.
+fn conversation_of(state: &ApiState, customer: &str) -> Result<Option<Conversation>, ApiError> {
+    if let Some(c) = state.store.conversation(customer)? {
+        return Ok(Some(c));
+    }
+    Ok(state
+        .store
+        .thread(customer, None, 1)?
+        .into_iter()
+        .find_map(|item| match item {
+            ThreadItem::Out(m) => Some(Conversation::outgoing(None, &m)),
+            ThreadItem::In(_) => None,
+        }))
+}
+
 fn no_conversation(customer: &str) -> ApiError {
     ApiError::not_found(format!("no conversation with {customer}"))
 }
@@ -165,7 +181,7 @@ pub async fn list(
 }
 
 /// `GET /v1/conversations/{customer}?limit=&cursor=`: the thread, both directions, newest
-/// first; reading it marks the conversation read. 404 when there is none.
+/// first; reading it marks the conversation read. 404 when nothing was ever exchanged.
 pub async fn thread(
     State(state): State<Arc<ApiState>>,
     Path(input): Path<String>,
@@ -175,10 +191,8 @@ pub async fn thread(
     let limit = page_limit(Some(q.limit.unwrap_or(THREAD_PAGE)))?;
     let before = cursor(q.cursor.as_deref())?;
     let customer = customer(&state, &input);
-    let mut conversation = state
-        .store
-        .conversation(&customer)?
-        .ok_or_else(|| no_conversation(&customer))?;
+    let mut conversation =
+        conversation_of(&state, &customer)?.ok_or_else(|| no_conversation(&customer))?;
     let items = state.store.thread(&customer, before, limit)?;
     // What was read is what was there when the conversation was: a message that came in
     // since stays unread.
@@ -219,10 +233,8 @@ pub async fn reply(
     let idempotency = idempotency_key(&headers)?;
     let req: ReplyRequest = parse_json(body)?;
     let customer = customer(&state, &input);
-    let conversation = state
-        .store
-        .conversation(&customer)?
-        .ok_or_else(|| no_conversation(&customer))?;
+    let conversation =
+        conversation_of(&state, &customer)?.ok_or_else(|| no_conversation(&customer))?;
     // The sticky number; one that cannot be a sender leaves the channel's default.
     let from = conversation
         .last_inbound_to

@@ -61,34 +61,40 @@ fn activity_entries(store: &Store) -> usize {
 }
 
 #[tokio::test]
-async fn a_new_message_opens_a_conversation_and_keeps_its_reference() {
+async fn a_customer_s_first_message_opens_the_conversation_and_it_keeps_the_reference() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    assert!(store.conversation(ANNA).unwrap().is_none());
     let long = "x".repeat(100);
     let first = send(&store, ANNA, &long, Some("order-1")).await;
+    // Messages to a customer who never wrote keep no record (most never do).
+    assert!(store.conversation(ANNA).unwrap().is_none());
+    assert_eq!(activity_entries(&store), 0);
+    let answer = receive(&store, ANNA, "thanks", now_millis()).await;
     let c = store.conversation(ANNA).unwrap().unwrap();
     assert_eq!(c.customer, ANNA);
-    assert_eq!(c.last_message.direction, Direction::Out);
-    assert_eq!(c.last_message.id, first);
-    assert_eq!(c.last_message.text.chars().count(), TEXT_HEAD_CHARS);
-    assert_eq!(c.reference.as_deref(), Some("order-1"));
-    assert_eq!(c.unread, 0);
-    // A message without a reference keeps the last one; a new reference replaces it.
-    send(&store, ANNA, "no reference", None).await;
+    assert_eq!(c.last_message.direction, Direction::In);
+    assert_eq!(c.last_message.id, answer);
     assert_eq!(
-        store
-            .conversation(ANNA)
-            .unwrap()
-            .unwrap()
-            .reference
-            .as_deref(),
-        Some("order-1")
+        c.reference.as_deref(),
+        Some("order-1"),
+        "from the message answered"
     );
+    assert_eq!(c.unread, 1);
+    // From now on the shop's messages are activity too. One without a reference keeps the
+    // last one; a new reference replaces it.
+    send(&store, ANNA, "no reference", None).await;
+    let c = store.conversation(ANNA).unwrap().unwrap();
+    assert_eq!(c.reference.as_deref(), Some("order-1"));
+    assert_eq!(c.last_message.direction, Direction::Out);
+    assert_eq!(c.last_message.text, "no reference");
     send(&store, ANNA, "next order", Some("order-2")).await;
     let c = store.conversation(ANNA).unwrap().unwrap();
     assert_eq!(c.reference.as_deref(), Some("order-2"));
     assert_eq!(c.last_message.text, "next order");
+    let long_reply = send(&store, ANNA, &long, None).await;
+    let c = store.conversation(ANNA).unwrap().unwrap();
+    assert_eq!(c.last_message.id, long_reply);
+    assert_eq!(c.last_message.text.chars().count(), TEXT_HEAD_CHARS);
     // Status changes do not rewrite the record.
     let before = store.conversation(ANNA).unwrap();
     store.cancel(first).await.unwrap();

@@ -317,11 +317,15 @@ impl Committer {
         {
             extra.extend(self.events_for(EventType::MessageStatus, || body));
         }
-        // A new message is activity in its recipient's conversation; status changes are not.
-        if old.is_none() {
-            let old_conversation = self.get_conversation(&new.to)?;
-            let conversation = Conversation::outgoing(old_conversation.clone(), new);
-            self.conversation_entries(old_conversation.as_ref(), &conversation, &mut extra);
+        // A new message is activity in its recipient's conversation (status changes are not),
+        // once the customer has written: most messages go to customers who never answer, and
+        // keeping a record for each of them cost a third of intake. The customer's first
+        // message starts the record from the latest message they were sent.
+        if old.is_none()
+            && let Some(existing) = self.get_conversation(&new.to)?
+        {
+            let conversation = Conversation::outgoing(Some(existing.clone()), new);
+            self.conversation_entries(Some(&existing), &conversation, &mut extra);
         }
         extra.push((keys::message(new.id), Some(record::encode(new))));
         self.write(extra);
@@ -1753,7 +1757,11 @@ fn store_inbound(
         crate::webhook::event::received_body(&record)
     }));
     let old_conversation = c.get_conversation(&record.from)?;
-    let conversation = Conversation::incoming(old_conversation.clone(), &record);
+    let started = match &old_conversation {
+        Some(existing) => Some(existing.clone()),
+        None => latest_sent(c, &record.from)?.map(|m| Conversation::outgoing(None, &m)),
+    };
+    let conversation = Conversation::incoming(started, &record);
     c.conversation_entries(old_conversation.as_ref(), &conversation, &mut extra);
     extra.push((keys::inbound_from(&record.from, id), Some(Vec::new())));
     extra.push((keys::inbound(id), Some(record::encode(&record))));
@@ -1762,6 +1770,21 @@ fn store_inbound(
         apply_keyword(c, &record, effect)?;
     }
     Ok(Applied::Inbound(id))
+}
+
+/// The latest message the shop sent `customer` (committed ones: the recipient index).
+fn latest_sent(c: &Committer, customer: &str) -> Result<Option<Message>, StoreError> {
+    let Some(key) =
+        c.db.scan_prefix(keys::recipient_prefix(customer))
+            .keys()
+            .next_back()
+    else {
+        return Ok(None);
+    };
+    match keys::id_suffix(&key?) {
+        Some(id) => c.get_message(id),
+        None => Ok(None),
+    }
 }
 
 /// What an inbound keyword does: the customer's entry now, the change, and the keyword whose
