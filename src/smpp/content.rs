@@ -666,7 +666,7 @@ fn address(ton: u8, npi: u8, addr: &impl AsRef<[u8]>) -> Address {
 }
 
 /// Text of C-octet string octets: up to the first NUL, non-UTF-8 as U+FFFD.
-fn c_string(bytes: &[u8]) -> String {
+pub(crate) fn c_string(bytes: &[u8]) -> String {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     String::from_utf8_lossy(bytes.get(..end).unwrap_or_default()).into_owned()
 }

@@ -118,8 +118,8 @@ pub fn read_submit(
     }
     let (schedule, validity) = match command.pdu() {
         Some(Pdu::SubmitSm(b)) => (
-            c_text(b.schedule_delivery_time.as_ref()),
-            c_text(b.validity_period.as_ref()),
+            content::c_string(b.schedule_delivery_time.as_ref()),
+            content::c_string(b.validity_period.as_ref()),
         ),
         _ => (String::new(), String::new()),
     };
@@ -203,12 +203,6 @@ pub fn read_submit(
     }
 }
 
-/// Text of C-octet string octets (up to the first NUL).
-fn c_text(bytes: &[u8]) -> String {
-    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(bytes.get(..end).unwrap_or_default()).into_owned()
-}
-
 fn origin_address(address: &super::frame::Address) -> OriginAddress {
     OriginAddress {
         addr: address.addr.clone(),
@@ -275,8 +269,8 @@ fn recipient(dest: &super::frame::Address, region: Option<Region>) -> Result<Str
 /// ESME_RINVMSGID when it is not an id parla gave.
 pub fn requested_id(command: &Command) -> Result<MessageId, u32> {
     let raw = match command.pdu() {
-        Some(Pdu::QuerySm(b)) => c_text(b.message_id.as_ref()),
-        Some(Pdu::CancelSm(b)) => c_text(b.message_id.as_ref()),
+        Some(Pdu::QuerySm(b)) => content::c_string(b.message_id.as_ref()),
+        Some(Pdu::CancelSm(b)) => content::c_string(b.message_id.as_ref()),
         _ => return Err(ESME_RSYSERR),
     };
     raw.trim().parse().map_err(|_| ESME_RINVMSGID)

@@ -287,9 +287,9 @@ fn query_resp_tells_state_and_final_date() {
         match decode_one(&encode_to_vec(&c).unwrap()).unwrap() {
             Frame::Pdu(c) => match c.pdu() {
                 Some(Pdu::QuerySmResp(b)) => (
-                    c_text(b.final_date.as_ref()),
+                    content::c_string(b.final_date.as_ref()),
                     u8::from(b.message_state),
-                    c_text(b.message_id.as_ref()),
+                    content::c_string(b.message_id.as_ref()),
                 ),
                 other => panic!("{other:?}"),
             },
