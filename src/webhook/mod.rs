@@ -50,6 +50,9 @@ pub async fn run(settings: WebhookSettings, store: Store, shutdown: Cancellation
     };
     let client = match reqwest::Client::builder()
         .timeout(settings.timeout)
+        // A redirect would send the signed event somewhere the operator did not configure: an
+        // endpoint that moved answers 3xx, which fails like any other answer.
+        .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("parla/", env!("CARGO_PKG_VERSION")))
         .build()
     {
