@@ -256,17 +256,8 @@ fn addr(number: &str) -> Address {
 
 fn fields_of(content: SmsContent, registered_delivery: u8) -> SubmitFields {
     SubmitFields {
-        source: addr("Shop"),
-        dest: addr("+393471234567"),
         registered_delivery,
-        esm_class: content.esm_class,
-        data_coding: content.data_coding,
-        short_message: content.short_message,
-        message_payload: content.message_payload,
-        sar_msg_ref_num: content.sar.map(|p| p.reference),
-        sar_total_segments: content.sar.map(|p| p.total),
-        sar_segment_seqnum: content.sar.map(|p| p.seq),
-        ..SubmitFields::default()
+        ..content::fields_of(&addr("Shop"), &addr("+393471234567"), content)
     }
 }
 
