@@ -51,7 +51,32 @@ pub struct Settings {
     pub optouts: OptOutSettings,
     /// `[quiet_hours]`: when marketing messages wait.
     pub quiet_hours: QuietHoursSettings,
+    /// `[conversations]`: which thread a customer's message joins.
+    pub conversations: ConversationSettings,
 }
+
+/// How customers' messages are put into conversations.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConversationSettings {
+    /// A customer's message to a number the shop never wrote to them from (the reply number
+    /// of an alphanumeric sender) joins their latest conversation active within this window.
+    #[serde(with = "humantime_serde")]
+    pub reply_window: Duration,
+}
+
+impl Default for ConversationSettings {
+    fn default() -> Self {
+        ConversationSettings {
+            reply_window: Duration::from_millis(
+                crate::store::DEFAULT_REPLY_WINDOW_MS.unsigned_abs(),
+            ),
+        }
+    }
+}
+
+/// The longest reply window: a customer's answer months later is a new conversation.
+const MAX_REPLY_WINDOW: Duration = Duration::from_secs(90 * 24 * 3600);
 
 /// The daily window when marketing messages are not sent.
 #[derive(Debug, Clone, Deserialize)]
@@ -861,6 +886,13 @@ fn validate_channels(s: &Settings, out: &mut Vec<ConfigProblem>) {
         &s.quiet_hours.time_zone,
     ) {
         out.push(problem(format!("quiet_hours.{key}"), message));
+    }
+    let window = s.conversations.reply_window;
+    if window.is_zero() || window > MAX_REPLY_WINDOW {
+        out.push(problem(
+            "conversations.reply_window",
+            "a duration from 1s to 90d (e.g. \"7d\")",
+        ));
     }
 }
 
@@ -1692,6 +1724,7 @@ mod tests {
             "smpp.client.registered_delivery",
             "smpp.client.service_type",
             "smpp.client.mo_dedupe_window",
+            "conversations.reply_window",
             "quiet_hours.enabled",
             "quiet_hours.start",
             "quiet_hours.end",
@@ -1983,6 +2016,7 @@ mod tests {
             "[http]\nlisten = \"not an address\"\nbogus = 1\n\
              [store]\ncache_capacity_mb = \"lots\"\n\
              [retry]\njitter = 3.0\n\
+             [conversations]\nreply_window = \"0s\"\n\
              [nonsense]\nx = 1\n",
         )
         .unwrap_err();
@@ -1992,6 +2026,7 @@ mod tests {
             "http.bogus",
             "store.cache_capacity_mb",
             "retry.jitter",
+            "conversations.reply_window",
             "nonsense",
         ] {
             assert!(keys.contains(&expected), "{expected} missing in {keys:?}");

@@ -112,6 +112,8 @@ pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
         &settings.webhooks,
     ));
     options.quiet_hours = settings.quiet_hours.window();
+    options.reply_window_ms =
+        i64::try_from(settings.conversations.reply_window.as_millis()).unwrap_or(i64::MAX);
     options.optouts = Arc::new(OptOutRules::new(
         &settings.optouts,
         i64::try_from(settings.defaults.validity.as_millis()).unwrap_or(i64::MAX),

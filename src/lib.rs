@@ -19,13 +19,15 @@
 //!   record.rs          versioned compact encoding of stored values
 //!   writer.rs          writer + syncer threads: staged groups, pipelined group commit, fdatasync
 //!   outbox.rs          durable per-target outbox: receipts and replies owed to SMPP accounts
-//!   conversations.rs   a thread per customer: summary record, activity index, threads, mark read
+//!   conversations.rs   a thread per customer and shop number: summary record, activity index,
+//!                      threads, mark read
 //! src/channel.rs       the Channel abstraction: send jobs in, events out; channel status
 //! src/modem/           GSM modem channel
 //!   session.rs         the AT session as a state machine without I/O (init, send, read, health)
 //!   driver.rs          the task owning the serial port (tokio-serial): recovery, pacing, probe
-//! src/route.rs         routes: destination prefixes -> ordered channel steps; queue lanes, failover;
-//!                      reply rules: customers' messages -> integrator accounts
+//! src/route.rs         routes: destination prefixes -> ordered channel steps; queue lanes, failover,
+//!                      lanes of messages pinned to a channel; reply rules: customers' messages ->
+//!                      integrator accounts
 //! src/dispatch.rs      due messages -> channels that are up; retry policy with backoff and jitter
 //! src/conversation.rs  the correlator: channel events -> message state (acks, receipts, replies)
 //! src/optout.rs        opt-outs: STOP / STOPALL / START / HELP keyword matching, the suppression

@@ -288,6 +288,23 @@ pub struct NewMessage {
     /// The SMPP account that submitted it and the receipts it asked for; None for messages
     /// from the HTTP API.
     pub origin: Option<Origin>,
+    /// Callback URL, sticky channel, conversation.
+    pub options: MessageOptions,
+}
+
+/// What a message may ask beyond its content: where its events go and which conversation and
+/// channel it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct MessageOptions {
+    /// An http(s) URL that gets this message's status events, besides the configured webhooks.
+    pub callback_url: Option<String>,
+    /// The channel tried first (a reply goes out on the channel the customer wrote on); the
+    /// route's channels follow it when it cannot send.
+    pub channel: Option<String>,
+    /// The shop number of the conversation the message belongs to, when that is not `from`:
+    /// a reply sent from the number the customer wrote to, in a conversation the shop started
+    /// from an alphanumeric sender or its default one ("" for the default sender).
+    pub shop_number: Option<String>,
 }
 
 /// A stored message with its whole history.
@@ -330,12 +347,24 @@ pub struct Message {
     /// The idempotency-index key that points at this message, deleted with it.
     pub idempotency_key: Option<Vec<u8>>,
     /// Who submitted it through the SMPP server, so its final status goes back to that account
-    /// as a receipt. Last field on purpose: records written before it existed decode by
-    /// appending `None` (see the store's record format).
+    /// as a receipt.
     pub origin: Option<Origin>,
+    /// Callback URL, sticky channel, conversation. Last field on purpose: records written
+    /// before it existed decode by appending its default (see the store's record format).
+    pub options: MessageOptions,
 }
 
 impl Message {
+    /// The shop number of the conversation this message belongs to: "" for the channel's
+    /// default sender.
+    pub fn conversation_number(&self) -> &str {
+        self.options
+            .shop_number
+            .as_deref()
+            .or(self.from.as_deref())
+            .unwrap_or("")
+    }
+
     /// Records a new status with its time and reason.
     pub fn transition(&mut self, status: Status, at: Millis, reason: Option<String>) {
         self.status = status;
@@ -370,6 +399,18 @@ pub struct InboundMessage {
     /// Parts (numbered from 1) that never arrived: the message was stored incomplete after
     /// waiting for them too long. Empty when whole.
     pub missing_parts: Vec<u8>,
+    /// The shop number of the conversation it was put in: `to`, or the number of the
+    /// customer's latest conversation when they answered an alphanumeric or default sender
+    /// through a reply number ("" for the default sender). None in records stored before
+    /// conversations had shop numbers: those belong to the default one. Last field on purpose.
+    pub shop_number: Option<String>,
+}
+
+impl InboundMessage {
+    /// The shop number of its conversation ("" for the default sender).
+    pub fn conversation_number(&self) -> &str {
+        self.shop_number.as_deref().unwrap_or("")
+    }
 }
 
 /// A stable 64-bit FNV-1a label of `bytes` in hex: the same on every platform and release, so it

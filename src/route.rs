@@ -12,6 +12,11 @@
 //! recipient and the channel that tried it last ([`Router::lane`]), so it needs no stored
 //! field of its own.
 //!
+//! A message pinned to a channel (a reply in a conversation goes out on the channel the customer
+//! wrote on) waits in a pinned lane of its route: its channel takes it while up; while it is not
+//! (down, removed, receive-only), the channels of the route's first step do, as they would
+//! take the route's lane 0. Refused for good by its channel, it goes to the route's first step.
+//!
 //! Customers' messages are routed too, to the integrator account they answer
 //! ([`ReplyRules`]). Pure: no I/O.
 
@@ -52,6 +57,12 @@ impl RouteStep {
 /// Most routes and most steps per route (a lane keeps each in one byte).
 pub const MAX_ROUTES: usize = 255;
 
+/// Step numbers from here on are pinned lanes: `PINNED + i` holds the route's messages pinned
+/// to the i-th configured channel.
+const PINNED: usize = 0x80;
+/// Channels a message can be pinned to (later ones: the pin is ignored, the route serves).
+const MAX_PINNED: usize = 0x7f;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Route {
     prefixes: Vec<String>,
@@ -63,6 +74,8 @@ struct Route {
 pub struct Router {
     /// Configured routes with prefixes, then the default route last.
     routes: Vec<Route>,
+    /// Every channel, in configuration order: what messages can be pinned to.
+    channels: Vec<String>,
 }
 
 impl Default for Router {
@@ -73,6 +86,7 @@ impl Default for Router {
                 prefixes: Vec::new(),
                 steps: vec![Vec::new()],
             }],
+            channels: Vec::new(),
         }
     }
 }
@@ -99,7 +113,10 @@ impl Router {
             steps: default,
         });
         routes.truncate(MAX_ROUTES);
-        Router { routes }
+        Router {
+            routes,
+            channels: channels.iter().take(MAX_PINNED).cloned().collect(),
+        }
     }
 
     /// Whether routing is the default (any channel takes any message).
@@ -132,37 +149,60 @@ impl Router {
     }
 
     /// The lane of a queued message: its route, at the step of the channel that tried it last
-    /// (a transient failure keeps it there; [`Router::failover`] moves it on).
-    pub fn lane(&self, to: &str, last_channel: Option<&str>) -> Lane {
+    /// (a transient failure keeps it there; [`Router::failover`] moves it on); a message
+    /// `pinned` to a channel waits in that channel's pinned lane until another channel tried it.
+    pub fn lane(&self, to: &str, last_channel: Option<&str>, pinned: Option<&str>) -> Lane {
         let route = self.route_of(to);
+        if let Some(i) = pinned.and_then(|p| self.pin_index(p))
+            && last_channel.is_none_or(|c| c == self.channels[i])
+        {
+            return lane(route, PINNED + i);
+        }
         let step = self.step_of(route, last_channel);
         lane(route, step)
     }
 
+    fn pin_index(&self, channel: &str) -> Option<usize> {
+        self.channels.iter().position(|c| c == channel)
+    }
+
     /// Every lane there is.
     pub fn lanes(&self) -> Vec<Lane> {
+        let pinned = self.channels.len();
         self.routes
             .iter()
             .enumerate()
-            .flat_map(|(r, route)| (0..route.steps.len().max(1)).map(move |s| lane(r, s)))
+            .flat_map(|(r, route)| {
+                (0..route.steps.len().max(1))
+                    .chain(PINNED..PINNED + pinned)
+                    .map(move |s| lane(r, s))
+            })
             .collect()
     }
 
     /// The lanes `channel` takes messages from, given which channels are up: those where it
-    /// belongs to the first step (at or after the lane's) that has a channel up. With the
-    /// default routing, every up channel takes lane 0.
+    /// belongs to the first step (at or after the lane's) that has a channel up; its own
+    /// pinned lanes while it is up; and other channels' pinned lanes while those are not, where
+    /// it takes lane 0. With the default routing, every up channel takes lane 0.
     pub fn lanes_for(&self, channel: &str, is_up: impl Fn(&str) -> bool) -> Vec<Lane> {
-        if self.is_trivial() && self.routes[0].steps[0].is_empty() {
-            return if is_up(channel) { vec![0] } else { Vec::new() };
+        if !is_up(channel) {
+            return Vec::new();
         }
         let mut out = Vec::new();
         for (r, route) in self.routes.iter().enumerate() {
+            let any_channel = route.steps.iter().all(|step| step.is_empty());
             for s in 0..route.steps.len() {
                 let serving = route.steps[s..]
                     .iter()
                     .find(|step| step.iter().any(|c| is_up(c)));
-                if serving.is_some_and(|step| step.iter().any(|c| c == channel) && is_up(channel)) {
+                if any_channel || serving.is_some_and(|step| step.iter().any(|c| c == channel)) {
                     out.push(lane(r, s));
+                }
+            }
+            let takes_lane_0 = out.contains(&lane(r, 0));
+            for (i, pinned) in self.channels.iter().enumerate() {
+                if pinned == channel || (!is_up(pinned) && takes_lane_0) {
+                    out.push(lane(r, PINNED + i));
                 }
             }
         }
@@ -170,18 +210,19 @@ impl Router {
     }
 
     /// After `channel` refused a message for good: the first channel of the next step of the
-    /// message's route, which it should be handed to, or None when no step is left.
-    pub fn failover(&self, to: &str, channel: &str) -> Option<&str> {
+    /// message's route, which it should be handed to, or None when no step is left. A message
+    /// refused by the channel it was `pinned` to never went the route's way: it goes to the
+    /// route's first step without that channel.
+    pub fn failover(&self, to: &str, channel: &str, pinned: Option<&str>) -> Option<&str> {
         let route = &self.routes[self.route_of(to)];
-        let step = route
-            .steps
-            .iter()
-            .position(|step| step.iter().any(|c| c == channel))?;
-        route
-            .steps
-            .get(step + 1)
-            .and_then(|next| next.first())
-            .map(String::as_str)
+        let has = |step: &Vec<String>| step.iter().any(|c| c == channel);
+        let next = if pinned == Some(channel) {
+            route.steps.iter().find(|step| !has(step))
+        } else {
+            let step = route.steps.iter().position(has)?;
+            route.steps.get(step + 1)
+        };
+        next.and_then(|step| step.first()).map(String::as_str)
     }
 
     /// A fingerprint of the routes, stored with the queue: when it changes, queued messages are
@@ -197,6 +238,8 @@ impl Router {
             }
             text.push('\n');
         }
+        // Pinned lanes are numbered by channel.
+        text.push_str(&self.channels.join(","));
         u64::from_str_radix(&crate::message::fingerprint(text.as_bytes()), 16).unwrap_or(0)
     }
 }
@@ -396,12 +439,12 @@ mod tests {
     #[test]
     fn the_longest_prefix_wins_and_others_take_the_default() {
         let r = router();
-        assert_eq!(r.lane("+390212345678", None), 0x0000);
-        assert_eq!(r.lane("+393471234567", None), 0x0100);
-        assert_eq!(r.lane("+4915123456789", None), 0x0200);
+        assert_eq!(r.lane("+390212345678", None, None), 0x0000);
+        assert_eq!(r.lane("+393471234567", None, None), 0x0100);
+        assert_eq!(r.lane("+4915123456789", None, None), 0x0200);
         // The step of the channel that tried it last.
-        assert_eq!(r.lane("+390212345678", Some("carrier")), 0x0001);
-        assert_eq!(r.lane("+390212345678", Some("modem2")), 0x0000);
+        assert_eq!(r.lane("+390212345678", Some("carrier"), None), 0x0001);
+        assert_eq!(r.lane("+390212345678", Some("modem2"), None), 0x0000);
         assert_eq!(r.lanes(), vec![0x0000, 0x0001, 0x0100, 0x0101, 0x0200]);
     }
 
@@ -438,26 +481,83 @@ mod tests {
     #[test]
     fn a_refusal_hands_the_message_to_the_next_step() {
         let r = router();
-        assert_eq!(r.failover("+390212345678", "modem2"), Some("carrier"));
-        assert_eq!(r.failover("+390212345678", "carrier"), None);
-        assert_eq!(r.failover("+393471234567", "carrier"), Some("modem1"));
-        assert_eq!(r.failover("+4915123456789", "carrier"), None);
+        assert_eq!(r.failover("+390212345678", "modem2", None), Some("carrier"));
+        assert_eq!(r.failover("+390212345678", "carrier", None), None);
+        assert_eq!(r.failover("+393471234567", "carrier", None), Some("modem1"));
+        assert_eq!(r.failover("+4915123456789", "carrier", None), None);
         // Its lane then is the next step's.
-        assert_eq!(r.lane("+393471234567", Some("modem1")), 0x0101);
+        assert_eq!(r.lane("+393471234567", Some("modem1"), None), 0x0101);
     }
 
     #[test]
     fn without_routes_every_channel_takes_every_message() {
         let r = Router::new(&[], &["a".into(), "b".into()]);
-        assert_eq!(r.lanes(), vec![0]);
-        assert_eq!(r.lane("+391", Some("b")), 0);
-        assert_eq!(r.lanes_for("b", |_| true), vec![0]);
-        assert_eq!(r.failover("+391", "a"), None);
+        // Lane 0, and one pinned lane per channel.
+        assert_eq!(r.lanes(), vec![0, 0x80, 0x81]);
+        assert_eq!(r.lane("+391", Some("b"), None), 0);
+        assert_eq!(r.lanes_for("b", |_| true), vec![0, 0x81]);
+        assert_eq!(r.failover("+391", "a", None), None);
         assert!(r.is_trivial());
         let d = Router::default();
         assert_eq!(d.lanes_for("x", |_| true), vec![0]);
         assert!(d.lanes_for("x", |_| false).is_empty());
         assert_ne!(r.fingerprint(), router().fingerprint());
+    }
+
+    #[test]
+    fn a_pinned_message_waits_for_its_channel_and_the_route_serves_it_when_that_is_down() {
+        let channels = ["carrier".to_string(), "modem1".into(), "modem2".into()];
+        let routes = [
+            RouteSettings {
+                prefixes: vec!["+39".into()],
+                channels: vec![
+                    RouteStep::Shared(vec!["modem1".into(), "modem2".into()]),
+                    one("carrier"),
+                ],
+            },
+            RouteSettings {
+                prefixes: Vec::new(),
+                channels: vec![one("carrier")],
+            },
+        ];
+        let r = Router::new(&routes, &channels);
+        let italy = "+393471234567";
+        // Pinned to modem2 (index 2): its pinned lane on the Italian route, until another
+        // channel tried it.
+        assert_eq!(r.lane(italy, None, Some("modem2")), 0x0082);
+        assert_eq!(r.lane(italy, Some("modem2"), Some("modem2")), 0x0082);
+        assert_eq!(r.lane(italy, Some("carrier"), Some("modem2")), 0x0001);
+        // A channel no longer configured: the route's lanes.
+        assert_eq!(r.lane(italy, None, Some("gone")), 0x0000);
+        let all_up = |_: &str| true;
+        assert!(r.lanes_for("modem2", all_up).contains(&0x0082));
+        assert!(!r.lanes_for("modem1", all_up).contains(&0x0082));
+        assert!(!r.lanes_for("carrier", all_up).contains(&0x0082));
+        // modem2 down: the first step's other channel takes its pinned messages, not the
+        // carrier (the route's later step).
+        let modem2_down = |c: &str| c != "modem2";
+        assert!(r.lanes_for("modem1", modem2_down).contains(&0x0082));
+        assert!(!r.lanes_for("carrier", modem2_down).contains(&0x0082));
+        // Both modems down: the carrier serves lane 0, and so the pinned lane.
+        let modems_down = |c: &str| c == "carrier";
+        assert!(r.lanes_for("carrier", modems_down).contains(&0x0082));
+        // Refused for good by the channel it is pinned to: the route from its first step
+        // without that channel; refused there, the route goes on as usual.
+        assert_eq!(
+            r.failover(italy, "carrier", Some("carrier")),
+            Some("modem1")
+        );
+        assert_eq!(r.lane(italy, Some("modem1"), Some("carrier")), 0x0000);
+        assert_eq!(r.failover(italy, "modem1", Some("modem1")), Some("carrier"));
+        assert_eq!(
+            r.failover("+4915123456789", "modem1", Some("modem1")),
+            Some("carrier")
+        );
+        assert_ne!(
+            r.fingerprint(),
+            Router::new(&routes, &["modem1".into(), "carrier".into()]).fingerprint(),
+            "pinned lanes are numbered by channel: a new order refiles the queue"
+        );
     }
 
     fn account(name: &str, numbers: &[&str], keywords: &[&str], catch_all: bool) -> ReplyAccount {

@@ -788,6 +788,61 @@ fn conversations_list_threads_mark_read_and_reply_from_the_sticky_number() {
         &json!({"text": "hi", "to": "+393479999999"}),
     );
     assert_eq!(extra.status, 400);
+
+    // The shop's first messages went from the default sender: Anna's conversation has no
+    // shop number, and replies stick to the channel and number she wrote to.
+    let thread = c.get("/v1/conversations/%2B393471234567").body;
+    assert_eq!(thread["conversation"]["shop_number"], Value::Null);
+    assert_eq!(thread["conversation"]["channel"], "carrier");
+    // The shop writes to Anna from a second number; her answer to it opens a second
+    // conversation, now her latest, with its own thread.
+    let booking = c.post(
+        "/v1/messages",
+        &json!({"to": "+393471234567", "from": "+393400000002",
+                "text": "Table for 2 at 8pm?", "reference": "booking-7"}),
+    );
+    assert_eq!(booking.status, 202, "{:?}", booking.body);
+    customer_says(&d, "+393471234567", "393400000002", "yes please");
+    let latest = c.get("/v1/conversations/%2B393471234567").body;
+    assert_eq!(latest["conversation"]["shop_number"], "+393400000002");
+    assert_eq!(latest["conversation"]["reference"], "booking-7");
+    let texts: Vec<_> = latest["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["yes please", "Table for 2 at 8pm?"]);
+    assert_eq!(latest["conversations"].as_array().unwrap().len(), 2);
+    assert_eq!(latest["conversations"][1]["shop_number"], Value::Null);
+    let listed = c.get("/v1/conversations").body;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 3);
+    let by_reference = c.get("/v1/conversations?reference=booking-7").body;
+    assert_eq!(by_reference["items"].as_array().unwrap().len(), 1);
+    // The first conversation is still there by its shop number (none: ""), and a reply
+    // names which one it goes to.
+    let first = c.get("/v1/conversations/%2B393471234567?shop_number=").body;
+    assert_eq!(first["conversation"]["shop_number"], Value::Null);
+    assert_eq!(first["items"][0]["id"], reply.body["id"]);
+    let in_latest = c.post(
+        "/v1/conversations/%2B393471234567/messages",
+        &json!({"text": "Booked!"}),
+    );
+    assert_eq!(in_latest.body["from"], "+393400000002");
+    let in_first = c.post(
+        "/v1/conversations/%2B393471234567/messages",
+        &json!({"text": "See you Friday", "shop_number": ""}),
+    );
+    assert_eq!(
+        in_first.body["from"], "+393400000001",
+        "{:?}",
+        in_first.body
+    );
+    // Which made it the latest again.
+    let latest = c.get("/v1/conversations/%2B393471234567").body;
+    assert_eq!(latest["conversation"]["shop_number"], Value::Null);
+    let unknown = c.get("/v1/conversations/%2B393471234567?shop_number=%2B390000");
+    assert_eq!(unknown.status, 404);
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! /v1/conversations: a thread per customer number, both directions; replies from the number
-//! the customer last wrote to.
+//! /v1/conversations: a thread per customer number and shop number, both directions; replies
+//! on the channel and from the number the customer last wrote to.
 
 use std::sync::Arc;
 
@@ -23,6 +23,11 @@ use crate::store::{Conversation, ConversationCursor, Direction, ThreadItem};
 #[derive(Debug, Serialize)]
 pub struct ConversationView {
     customer: String,
+    /// The number or sender id the shop writes from in this conversation; null for the
+    /// channel's default sender.
+    shop_number: Option<String>,
+    /// The channel the customer last wrote on: replies go out on it.
+    channel: Option<String>,
     last_activity_at: String,
     last_message: LastMessageView,
     /// Messages from the customer since the thread was last read.
@@ -52,6 +57,8 @@ fn view(state: &ApiState, c: &Conversation) -> Result<ConversationView, ApiError
     };
     Ok(ConversationView {
         customer: c.customer.clone(),
+        shop_number: Some(c.shop_number.clone()).filter(|s| !s.is_empty()),
+        channel: c.last_inbound_channel.clone(),
         last_activity_at: format_millis(c.last_activity_at),
         last_message: LastMessageView {
             direction: c.last_message.direction.as_str(),
@@ -77,6 +84,8 @@ struct ThreadItemView {
     at: String,
     /// The channel it went out on (null until sent) or came in on.
     channel: Option<String>,
+    /// The shop number of its conversation (null: the default sender).
+    shop_number: Option<String>,
 }
 
 impl From<&ThreadItem> for ThreadItemView {
@@ -89,6 +98,7 @@ impl From<&ThreadItem> for ThreadItemView {
                 status: Some(m.status.as_str()),
                 at: format_millis(m.created_at),
                 channel: m.channel.clone(),
+                shop_number: shop_number(item),
             },
             ThreadItem::In(m) => ThreadItemView {
                 direction: Direction::In.as_str(),
@@ -97,15 +107,22 @@ impl From<&ThreadItem> for ThreadItemView {
                 status: None,
                 at: format_millis(m.received_at),
                 channel: Some(m.channel.clone()),
+                shop_number: shop_number(item),
             },
         }
     }
+}
+
+fn shop_number(item: &ThreadItem) -> Option<String> {
+    Some(item.conversation_number().to_owned()).filter(|s| !s.is_empty())
 }
 
 /// `GET /v1/conversations/{customer}`: the conversation and a page of its thread.
 #[derive(Debug, Serialize)]
 pub struct ThreadView {
     conversation: ConversationView,
+    /// All of the customer's conversations (one per shop number), latest activity first.
+    conversations: Vec<ConversationView>,
     items: Vec<ThreadItemView>,
     /// Pass as `cursor` for older messages; absent on the last page.
     next_cursor: Option<String>,
@@ -116,6 +133,17 @@ pub struct ThreadView {
 pub struct ListQuery {
     limit: Option<usize>,
     cursor: Option<String>,
+    /// Only conversations whose latest reference (an order id) is this.
+    reference: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThreadQuery {
+    limit: Option<usize>,
+    cursor: Option<String>,
+    /// Which of the customer's conversations; default: the latest.
+    shop_number: Option<String>,
 }
 
 /// Messages per page of a thread unless `limit` says otherwise.
@@ -128,24 +156,39 @@ fn customer(state: &ApiState, input: &str) -> String {
     phone::normalize(input, state.region).unwrap_or_else(|_| input.to_owned())
 }
 
-/// The customer's conversation; for a customer who never wrote (the store keeps no record for
-/// them), one made from the latest message they were sent. None: nothing was ever exchanged.
-fn conversation_of(state: &ApiState, customer: &str) -> Result<Option<Conversation>, ApiError> {
-    if let Some(c) = state.store.conversation(customer)? {
-        return Ok(Some(c));
+/// How many of a customer's latest messages are read for conversations that have no record.
+const UNRECORDED_SCAN: usize = 100;
+
+/// The customer's conversations, latest activity first. The store keeps a record once the
+/// customer wrote; conversations they never answered are made from the latest message sent
+/// from each shop number.
+fn conversations_of(state: &ApiState, customer: &str) -> Result<Vec<Conversation>, ApiError> {
+    let mut all = state.store.conversations_of(customer)?;
+    for item in state.store.thread(customer, None, None, UNRECORDED_SCAN)? {
+        if let ThreadItem::Out(m) = item
+            && !all.iter().any(|c| c.is_shop(m.conversation_number()))
+        {
+            all.push(Conversation::outgoing(None, &m));
+        }
     }
-    Ok(state
-        .store
-        .thread(customer, None, 1)?
-        .into_iter()
-        .find_map(|item| match item {
-            ThreadItem::Out(m) => Some(Conversation::outgoing(None, &m)),
-            ThreadItem::In(_) => None,
-        }))
+    all.sort_by_key(|c| std::cmp::Reverse(c.last_activity_at));
+    Ok(all)
 }
 
-fn no_conversation(customer: &str) -> ApiError {
-    ApiError::not_found(format!("no conversation with {customer}"))
+/// The conversation with `shop` among `all`, or the latest one.
+fn pick(
+    all: &[Conversation],
+    shop: Option<&str>,
+    customer: &str,
+) -> Result<Conversation, ApiError> {
+    let found = match shop {
+        Some(shop) => all.iter().find(|c| c.is_shop(shop)),
+        None => all.first(),
+    };
+    found.cloned().ok_or_else(|| match shop {
+        Some(shop) => ApiError::not_found(format!("no conversation with {customer} from {shop}")),
+        None => ApiError::not_found(format!("no conversation with {customer}")),
+    })
 }
 
 /// `GET /v1/conversations?limit=&cursor=`: latest activity first.
@@ -165,7 +208,10 @@ pub async fn list(
             })
         })
         .transpose()?;
-    let conversations = state.store.list_conversations(after.as_ref(), limit)?;
+    let conversations =
+        state
+            .store
+            .list_conversations(after.as_ref(), limit, q.reference.as_deref())?;
     let next_cursor = (conversations.len() == limit)
         .then(|| {
             conversations
@@ -180,34 +226,54 @@ pub async fn list(
     Ok(axum::Json(Page { items, next_cursor }))
 }
 
-/// `GET /v1/conversations/{customer}?limit=&cursor=`: the thread, both directions, newest
-/// first; reading it marks the conversation read. 404 when nothing was ever exchanged.
+/// `GET /v1/conversations/{customer}?shop_number=&limit=&cursor=`: a conversation (the one
+/// with `shop_number`, else the latest) and its thread, both directions, newest first; reading
+/// it marks the conversation read. 404 when nothing was ever exchanged.
 pub async fn thread(
     State(state): State<Arc<ApiState>>,
     Path(input): Path<String>,
-    q: Result<Query<ListQuery>, QueryRejection>,
+    q: Result<Query<ThreadQuery>, QueryRejection>,
 ) -> Result<axum::Json<ThreadView>, ApiError> {
     let q = query(q)?;
     let limit = page_limit(Some(q.limit.unwrap_or(THREAD_PAGE)))?;
     let before = cursor(q.cursor.as_deref())?;
     let customer = customer(&state, &input);
-    let mut conversation =
-        conversation_of(&state, &customer)?.ok_or_else(|| no_conversation(&customer))?;
-    let items = state.store.thread(&customer, before, limit)?;
+    let mut all = conversations_of(&state, &customer)?;
+    let conversation = pick(&all, q.shop_number.as_deref(), &customer)?;
+    let items = state
+        .store
+        .thread(&customer, Some(&conversation.shop_number), before, limit)?;
     // What was read is what was there when the conversation was: a message that came in
     // since stays unread.
     if conversation.unread > 0 {
         state
             .store
-            .mark_read(&customer, conversation.last_inbound_id)
+            .mark_read(
+                &customer,
+                &conversation.shop_number,
+                conversation.last_inbound_id,
+            )
             .await?;
-        conversation.unread = 0;
+        for c in all
+            .iter_mut()
+            .filter(|c| c.is_shop(&conversation.shop_number))
+        {
+            c.unread = 0;
+        }
     }
     let next_cursor = (items.len() == limit)
         .then(|| items.last().map(|i| i.id().to_string()))
         .flatten();
+    let selected = all
+        .iter()
+        .find(|c| c.is_shop(&conversation.shop_number))
+        .unwrap_or(&conversation);
     Ok(axum::Json(ThreadView {
-        conversation: view(&state, &conversation)?,
+        conversation: view(&state, selected)?,
+        conversations: all
+            .iter()
+            .map(|c| view(&state, c))
+            .collect::<Result<_, _>>()?,
         items: items.iter().map(ThreadItemView::from).collect(),
         next_cursor,
     }))
@@ -218,11 +284,18 @@ pub async fn thread(
 #[serde(deny_unknown_fields)]
 struct ReplyRequest {
     text: String,
+    /// Which of the customer's conversations; default: the latest.
+    #[serde(default)]
+    shop_number: Option<String>,
+    /// The shop's own reference (an order id), kept on the message and the conversation.
+    #[serde(default)]
+    reference: Option<String>,
 }
 
-/// `POST /v1/conversations/{customer}/messages` `{"text"}`: a transactional reply, from the
-/// number the customer last wrote to (when it can be a sender), validated and answered like
-/// `POST /v1/messages`. 404 when there is no conversation.
+/// `POST /v1/conversations/{customer}/messages` `{"text", "shop_number"?, "reference"?}`: a
+/// transactional reply in the conversation (the one with `shop_number`, else the latest), on
+/// the channel and from the number the customer last wrote to (when it can be a sender),
+/// validated and answered like `POST /v1/messages`. 404 when there is no conversation.
 pub async fn reply(
     State(state): State<Arc<ApiState>>,
     Extension(scope): Extension<ClientScope>,
@@ -233,14 +306,31 @@ pub async fn reply(
     let idempotency = idempotency_key(&headers)?;
     let req: ReplyRequest = parse_json(body)?;
     let customer = customer(&state, &input);
-    let conversation =
-        conversation_of(&state, &customer)?.ok_or_else(|| no_conversation(&customer))?;
-    // The sticky number; one that cannot be a sender leaves the channel's default.
+    let all = conversations_of(&state, &customer)?;
+    let conversation = pick(&all, req.shop_number.as_deref(), &customer)?;
+    // The sticky number: the one the customer wrote to (a modem without a configured number
+    // reports its name there: not a sender), else the conversation's own; else the
+    // channel's default.
+    let is_number = |to: &&str| {
+        let digits = to.strip_prefix('+').unwrap_or(to);
+        !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+    };
     let from = conversation
         .last_inbound_to
         .as_deref()
+        .filter(is_number)
+        .or(Some(conversation.shop_number.as_str()).filter(|s| !s.is_empty()))
         .and_then(|to| phone::normalize_sender(to, state.region).ok());
-    let new = validate(
+    // The sticky channel: the one the customer wrote on, else the one that carried the
+    // conversation's latest message.
+    let channel = match &conversation.last_inbound_channel {
+        Some(channel) => Some(channel.clone()),
+        None => state
+            .store
+            .get(conversation.last_message.id)?
+            .and_then(|m| m.channel),
+    };
+    let mut new = validate(
         &state,
         SendRequest {
             to: customer,
@@ -249,8 +339,10 @@ pub async fn reply(
             kind: Some(Kind::Transactional),
             send_at: None,
             validity_s: None,
-            reference: None,
+            reference: req.reference,
         },
     )?;
+    new.options.channel = channel;
+    new.options.shop_number = Some(conversation.shop_number);
     submit(&state, scope, idempotency, new).await
 }

@@ -223,6 +223,7 @@ pub(super) fn validate(state: &ApiState, req: SendRequest) -> Result<NewMessage,
         send_at,
         validity_ms: i64::try_from(validity_s * 1000).unwrap_or(i64::MAX),
         origin: None,
+        options: Default::default(),
     })
 }
 

@@ -163,6 +163,7 @@ pub fn read_submit(
         send_at,
         validity_ms,
         origin: Some(origin),
+        options: Default::default(),
     };
     match decoded.part {
         Some(part) if part.total > 1 => {

@@ -279,6 +279,7 @@ fn query_resp_tells_state_and_final_date() {
         history: Vec::new(),
         idempotency_key: None,
         origin: m.origin,
+        options: Default::default(),
     };
     assert!(owned_by(&message, "shop"));
     assert!(!owned_by(&message, "shop2"));

@@ -167,6 +167,7 @@ mod tests {
             history: Vec::new(),
             idempotency_key: None,
             origin: None,
+            options: Default::default(),
         }
     }
 

@@ -1,8 +1,10 @@
-//! Conversations: one thread per customer number, both directions. The writer keeps a small
-//! summary record per customer (`v`), moved in the activity index (`y`) with every message
-//! created for the customer and every message received from them; status changes do not touch
-//! it (the last message's status is read from the message). Inbound messages are indexed by
-//! customer (`z`) so a thread is the merge of that index and the recipient index (`t`).
+//! Conversations: one thread per customer number and shop number (the number or sender id the
+//! shop writes from, "" for a channel's default sender), both directions. The writer keeps a
+//! small summary record per conversation (`v`), moved in the activity index (`y`) with every
+//! message created in it and every message received in it; status changes do not touch it (the
+//! last message's status is read from the message). Inbound messages are indexed by customer
+//! (`z`), so a thread is the merge of that index and the recipient index (`t`), filtered by
+//! the shop number each message records.
 
 use serde::{Deserialize, Serialize};
 
@@ -61,6 +63,9 @@ pub struct Conversation {
     pub last_inbound_channel: Option<String>,
     /// The number or sender id the customer last wrote to: replies go out from it.
     pub last_inbound_to: Option<String>,
+    /// The shop's side: the number or sender id it writes from ("" for the channel's default
+    /// sender). Last field on purpose (see the store's record format).
+    pub shop_number: String,
 }
 
 fn head(text: &str) -> String {
@@ -70,7 +75,7 @@ fn head(text: &str) -> String {
 impl Conversation {
     /// The record after the shop created `m` for the customer (`old`: the record before).
     pub fn outgoing(old: Option<Conversation>, m: &Message) -> Conversation {
-        let mut c = old.unwrap_or_else(|| Conversation::empty(&m.to));
+        let mut c = old.unwrap_or_else(|| Conversation::empty(&m.to, m.conversation_number()));
         c.last_activity_at = m.created_at;
         c.last_message = LastMessage {
             direction: Direction::Out,
@@ -85,7 +90,7 @@ impl Conversation {
 
     /// The record after the customer's message `m` was received (`old`: the record before).
     pub fn incoming(old: Option<Conversation>, m: &InboundMessage) -> Conversation {
-        let mut c = old.unwrap_or_else(|| Conversation::empty(&m.from));
+        let mut c = old.unwrap_or_else(|| Conversation::empty(&m.from, m.conversation_number()));
         c.last_activity_at = m.received_at;
         c.last_message = LastMessage {
             direction: Direction::In,
@@ -99,9 +104,10 @@ impl Conversation {
         c
     }
 
-    fn empty(customer: &str) -> Conversation {
+    fn empty(customer: &str, shop_number: &str) -> Conversation {
         Conversation {
             customer: customer.to_owned(),
+            shop_number: shop_number.to_owned(),
             last_activity_at: 0,
             last_message: LastMessage {
                 direction: Direction::Out,
@@ -115,6 +121,11 @@ impl Conversation {
             last_inbound_to: None,
         }
     }
+
+    /// Whether `shop` (as a message records it) is this conversation's shop number.
+    pub fn is_shop(&self, shop: &str) -> bool {
+        keys::shop_key(&self.shop_number) == keys::shop_key(shop)
+    }
 }
 
 /// A place in the list of conversations: the activity index key of the last one shown.
@@ -124,7 +135,11 @@ pub struct ConversationCursor(Vec<u8>);
 impl ConversationCursor {
     /// The cursor after `c` in the list.
     pub fn after(c: &Conversation) -> Self {
-        ConversationCursor(keys::activity(c.last_activity_at, &c.customer))
+        ConversationCursor(keys::activity(
+            c.last_activity_at,
+            &c.customer,
+            &c.shop_number,
+        ))
     }
 }
 
@@ -166,6 +181,14 @@ pub enum ThreadItem {
 }
 
 impl ThreadItem {
+    /// The shop number of its conversation.
+    pub fn conversation_number(&self) -> &str {
+        match self {
+            ThreadItem::Out(m) => m.conversation_number(),
+            ThreadItem::In(m) => m.conversation_number(),
+        }
+    }
+
     /// Its id; ids of both kinds come from one generator, so they sort by time together.
     pub fn id(&self) -> MessageId {
         match self {
@@ -176,21 +199,36 @@ impl ThreadItem {
 }
 
 impl Store {
-    /// The customer's conversation, if there is one.
-    pub fn conversation(&self, customer: &str) -> Result<Option<Conversation>, StoreError> {
+    /// The conversation between the customer and a shop number, if there is one.
+    pub fn conversation(
+        &self,
+        customer: &str,
+        shop: &str,
+    ) -> Result<Option<Conversation>, StoreError> {
         self.readable()?;
-        let key = keys::conversation(customer);
+        let key = keys::conversation(customer, shop);
         match self.inner.tree.get(&key)? {
             Some(v) => record::decode_conversation(&key, &v).map(Some),
             None => Ok(None),
         }
     }
 
-    /// Up to `limit` conversations, latest activity first, after `cursor` when given.
+    /// The customer's conversations (one per shop number they exchanged messages with),
+    /// latest activity first.
+    pub fn conversations_of(&self, customer: &str) -> Result<Vec<Conversation>, StoreError> {
+        self.readable()?;
+        let mut out = scan_conversations(&self.inner.tree, customer)?;
+        out.sort_by_key(|c| std::cmp::Reverse(c.last_activity_at));
+        Ok(out)
+    }
+
+    /// Up to `limit` conversations, latest activity first, after `cursor` when given; only
+    /// those whose latest reference is `reference` when given.
     pub fn list_conversations(
         &self,
         cursor: Option<&ConversationCursor>,
         limit: usize,
+        reference: Option<&str>,
     ) -> Result<Vec<Conversation>, StoreError> {
         self.readable()?;
         let start = vec![keys::ACTIVITY];
@@ -203,21 +241,25 @@ impl Store {
             if out.len() >= limit {
                 break;
             }
-            let Some(customer) = keys::activity_customer(&key?) else {
+            let Some((customer, shop)) = keys::activity_conversation(&key?) else {
                 continue;
             };
-            if let Some(c) = self.conversation(&customer)? {
+            if let Some(c) = self.conversation(&customer, &shop)?
+                && reference.is_none_or(|r| c.reference.as_deref() == Some(r))
+            {
                 out.push(c);
             }
         }
         Ok(out)
     }
 
-    /// Up to `limit` messages of the customer's thread, both directions, newest first,
-    /// strictly older than `before` when given.
+    /// Up to `limit` messages exchanged with the customer, both directions, newest first,
+    /// strictly older than `before` when given: those of the conversation with shop number
+    /// `shop` when given, else all of the customer's.
     pub fn thread(
         &self,
         customer: &str,
+        shop: Option<&str>,
         before: Option<MessageId>,
         limit: usize,
     ) -> Result<Vec<ThreadItem>, StoreError> {
@@ -251,15 +293,20 @@ impl Store {
             let Some(id) = keys::id_suffix(&key?) else {
                 continue;
             };
-            if take_out {
-                if let Some(m) = self.get(id)? {
-                    out.push(ThreadItem::Out(m));
-                }
+            let item = if take_out {
+                self.get(id)?.map(ThreadItem::Out)
             } else {
                 let key = keys::inbound(id);
-                if let Some(v) = self.inner.tree.get(&key)? {
-                    out.push(ThreadItem::In(record::decode_inbound(&key, &v)?));
+                match self.inner.tree.get(&key)? {
+                    Some(v) => Some(ThreadItem::In(record::decode_inbound(&key, &v)?)),
+                    None => None,
                 }
+            };
+            let wanted = |item: &ThreadItem| {
+                shop.is_none_or(|s| keys::shop_key(item.conversation_number()) == keys::shop_key(s))
+            };
+            if let Some(item) = item.filter(wanted) {
+                out.push(item);
             }
         }
         Ok(out)
@@ -284,20 +331,77 @@ impl Store {
         Ok(out)
     }
 
-    /// Marks the customer's conversation read (no unread messages), durably, when `seen` (the
+    /// Marks a conversation read (no unread messages), durably, when `seen` (the
     /// conversation's `last_inbound_id` as the reader saw it) is still the customer's latest
-    /// message: one that came in meanwhile stays unread. False when there is no conversation.
+    /// message in it: one that came in meanwhile stays unread. False when there is no such
+    /// conversation.
     pub async fn mark_read(
         &self,
         customer: &str,
+        shop: &str,
         seen: Option<MessageId>,
     ) -> Result<bool, StoreError> {
         let customer = customer.to_owned();
+        let shop = shop.to_owned();
         self.call(|reply| super::writer::Op::MarkRead {
             customer,
+            shop,
             seen,
             reply,
         })
         .await
     }
+}
+
+/// The customer's conversation records as committed, in key order.
+pub(super) fn scan_conversations(
+    tree: &sled::Tree,
+    customer: &str,
+) -> Result<Vec<Conversation>, StoreError> {
+    let mut out = Vec::new();
+    for item in tree.scan_prefix(keys::conversations_of(customer)) {
+        let (key, value) = item?;
+        out.push(record::decode_conversation(&key, &value)?);
+    }
+    Ok(out)
+}
+
+/// Moves conversation records and activity entries written before conversations had shop
+/// numbers (keyed by customer alone) to their keys under the default shop number "". Runs at
+/// open, before the writer starts; a crash in between leaves keys it redoes next time.
+pub(super) fn migrate_keys(tree: &sled::Tree) -> Result<usize, StoreError> {
+    let mut batch = sled::Batch::default();
+    let mut moved = 0;
+    for item in tree.scan_prefix([keys::CONVERSATION]) {
+        let (key, value) = item?;
+        if key.contains(&0) {
+            continue;
+        }
+        let c = record::decode_conversation(&key, &value)?;
+        batch.remove(key);
+        batch.insert(
+            keys::conversation(&c.customer, &c.shop_number),
+            record::encode(&c),
+        );
+        moved += 1;
+    }
+    for key in tree.scan_prefix([keys::ACTIVITY]).keys() {
+        let key = key?;
+        if key.get(9..).is_some_and(|rest| !rest.contains(&0)) {
+            let mut new = key.to_vec();
+            new.push(0);
+            batch.remove(key);
+            batch.insert(new, Vec::new());
+            moved += 1;
+        }
+    }
+    if moved > 0 {
+        tree.apply_batch(batch)?;
+        tree.flush()?;
+        tracing::info!(
+            keys = moved,
+            "conversation records moved to their shop-number keys"
+        );
+    }
+    Ok(moved)
 }

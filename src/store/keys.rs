@@ -19,8 +19,8 @@
 //! | `o`    | target + 0x00 + entry id              | encoded [`OutboxItem`]: a receipt, reply or webhook event owed to the target |
 //! | `w`    | target + 0x00 + entry id              | encoded [`DeadLetter`]: an outbox entry given up on |
 //! | `x`    | customer number (E.164)               | encoded [`OptOut`]: the suppression list, in number order |
-//! | `v`    | customer number                       | encoded [`Conversation`]: the customer's thread summary |
-//! | `y`    | last activity millis (BE) + customer  | empty: conversations by latest activity |
+//! | `v`    | customer number + 0x00 + shop number  | encoded [`Conversation`]: a thread's summary |
+//! | `y`    | last activity millis (BE) + customer + 0x00 + shop number | empty: conversations by latest activity |
 //! | `z`    | customer + 0x00 + id                  | empty: inbound messages by customer |
 //! | `c`    | counter name                          | u64 BE                         |
 //!
@@ -250,26 +250,41 @@ pub fn optout(number: &str) -> Vec<u8> {
     k
 }
 
-/// A customer's conversation record. Numbers are whole keys, as in [`optout`].
-pub fn conversation(customer: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(customer.len() + 1);
-    k.push(CONVERSATION);
-    k.extend_from_slice(customer.as_bytes());
-    k
+/// The record of the conversation between a customer and a shop number, written as
+/// [`shop_key`] gives it ("" for the channel's default sender).
+pub fn conversation(customer: &str, shop: &str) -> Vec<u8> {
+    named(CONVERSATION, customer, shop_key(shop).as_bytes())
 }
 
-/// A conversation's entry in the activity index: sorts by time, then number.
-pub fn activity(at: Millis, customer: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(customer.len() + 9);
+/// The prefix of a customer's conversation records.
+pub fn conversations_of(customer: &str) -> Vec<u8> {
+    named(CONVERSATION, customer, &[])
+}
+
+/// A shop number as conversation keys hold it: "+393400000001" and "393400000001" (how SMPP
+/// peers often write a destination) are one number.
+pub fn shop_key(shop: &str) -> &str {
+    crate::route::without_plus(shop)
+}
+
+/// A conversation's entry in the activity index: sorts by time, then customer, then shop
+/// number.
+pub fn activity(at: Millis, customer: &str, shop: &str) -> Vec<u8> {
+    let shop = shop_key(shop);
+    let mut k = Vec::with_capacity(customer.len() + shop.len() + 10);
     k.push(ACTIVITY);
     k.extend_from_slice(&time_bytes(at));
     k.extend_from_slice(customer.as_bytes());
+    k.push(0);
+    k.extend_from_slice(shop.as_bytes());
     k
 }
 
-/// The customer named in an activity key.
-pub fn activity_customer(key: &[u8]) -> Option<String> {
-    String::from_utf8(key.get(9..)?.to_vec()).ok()
+/// The customer and shop number (as [`shop_key`] writes it) named in an activity key.
+pub fn activity_conversation(key: &[u8]) -> Option<(String, String)> {
+    let rest = std::str::from_utf8(key.get(9..)?).ok()?;
+    let (customer, shop) = rest.split_once('\0')?;
+    Some((customer.to_owned(), shop.to_owned()))
 }
 
 /// An inbound message's entry in its customer's index.
@@ -332,12 +347,23 @@ mod tests {
     }
 
     #[test]
-    fn activity_keys_sort_by_time_and_name_their_customer() {
-        assert!(activity(99, "+49") < activity(100, "+39"));
+    fn activity_keys_sort_by_time_and_name_their_conversation() {
+        assert!(activity(99, "+49", "") < activity(100, "+39", ""));
         assert_eq!(
-            activity_customer(&activity(7, "+393471234567")).as_deref(),
-            Some("+393471234567")
+            activity_conversation(&activity(7, "+393471234567", "+393400000001")),
+            Some(("+393471234567".into(), "393400000001".into()))
         );
+        assert_eq!(
+            activity_conversation(&activity(7, "+393471234567", "")),
+            Some(("+393471234567".into(), String::new()))
+        );
+        // One number, however the shop or the SMSC writes it.
+        assert_eq!(
+            conversation("+391", "+393400000001"),
+            conversation("+391", "393400000001")
+        );
+        assert!(conversation("+391", "Shop").starts_with(&conversations_of("+391")));
+        assert!(!conversation("+3912", "Shop").starts_with(&conversations_of("+391")));
         let id = MessageId(ulid::Ulid::from_parts(5, 1));
         assert!(inbound_from("+391", id).starts_with(&inbound_from_prefix("+391")));
         assert!(!inbound_from("+3912", id).starts_with(&inbound_from_prefix("+391")));

@@ -126,6 +126,10 @@ pub struct StoreOptions {
     pub quiet_hours: Option<crate::schedule::QuietHours>,
     /// Customers' STOP / START / HELP keywords and their confirmations; default: disabled.
     pub optouts: Arc<OptOutRules>,
+    /// How long after a conversation's last activity a customer's message to a number that
+    /// has no conversation with them (the reply number of an alphanumeric sender) still
+    /// joins it.
+    pub reply_window_ms: Millis,
 }
 
 impl StoreOptions {
@@ -141,9 +145,13 @@ impl StoreOptions {
             webhooks: Arc::new(crate::webhook::event::Subscriptions::default()),
             quiet_hours: None,
             optouts: Arc::new(OptOutRules::default()),
+            reply_window_ms: DEFAULT_REPLY_WINDOW_MS,
         }
     }
 }
+
+/// Seven days: the default of [`StoreOptions::reply_window_ms`].
+pub const DEFAULT_REPLY_WINDOW_MS: Millis = 7 * 24 * 3600 * 1000;
 
 /// What a submission returned: a new message, or the one an earlier request with the same
 /// idempotency key created.
@@ -365,6 +373,7 @@ impl Store {
     pub fn open(options: &StoreOptions) -> Result<(Store, Recovery), StoreError> {
         finish_interrupted_compaction(&options.path)?;
         let db = open_db(&options.path, options.cache_capacity_bytes)?;
+        conversations::migrate_keys(&db)?;
         let db_file =
             std::fs::File::open(options.path.join("db")).map_err(|e| StoreError::Open {
                 path: options.path.clone(),

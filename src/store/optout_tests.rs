@@ -41,6 +41,7 @@ fn message(to: &str, kind: Kind) -> NewMessage {
         send_at: None,
         validity_ms: 3_600_000,
         origin: None,
+        options: Default::default(),
     }
 }
 

@@ -34,6 +34,7 @@ fn new_message(to: &str, origin: Option<Origin>) -> NewMessage {
         send_at: None,
         validity_ms: 3_600_000,
         origin,
+        options: Default::default(),
     }
 }
 

@@ -14,6 +14,10 @@ const FORMAT_V2: u8 = 2;
 /// V3 made the record of an SMPP multi-part submit a [`SubmitRecord`] (open, or complete) where
 /// it was a bare [`SubmitAssembly`]; every other type is encoded as in V2.
 const FORMAT_V3: u8 = 3;
+/// V4 added [`Message::options`], [`InboundMessage::shop_number`] and
+/// [`Conversation::shop_number`](super::Conversation::shop_number) as their last fields; every
+/// other type is encoded as in V3.
+const FORMAT_V4: u8 = 4;
 
 /// A receipt that arrived before the channel reported the part as accepted.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -95,7 +99,7 @@ pub fn decode_submit_record(key: &[u8], bytes: &[u8]) -> Result<SubmitRecord, St
         // (one 0x00 byte) put before it.
         Some((&(FORMAT_V1 | FORMAT_V2), body)) => {
             let mut migrated = Vec::with_capacity(bytes.len() + 1);
-            migrated.extend_from_slice(&[FORMAT_V3, 0]);
+            migrated.extend_from_slice(&[FORMAT_V4, 0]);
             migrated.extend_from_slice(body);
             decode(key, &migrated)
         }
@@ -119,11 +123,32 @@ pub fn decode_optout(key: &[u8], bytes: &[u8]) -> Result<crate::optout::OptOut, 
 }
 
 pub fn decode_conversation(key: &[u8], bytes: &[u8]) -> Result<super::Conversation, StoreError> {
-    decode(key, bytes)
+    // Before V4 a conversation had no shop number: "" (one 0x00 byte, the empty string).
+    decode(key, &with_trailing_defaults(bytes, &[], &[0]))
+}
+
+/// `bytes` as V4 when it is an older record of a type whose newer fields are all at its end:
+/// postcard is not self-describing, so the missing fields' encoded defaults are appended
+/// (`v1`: V1 records', `v2_v3`: V2 and V3 records').
+fn with_trailing_defaults<'a>(
+    bytes: &'a [u8],
+    v1: &[u8],
+    v2_v3: &[u8],
+) -> std::borrow::Cow<'a, [u8]> {
+    let appended = match bytes.first() {
+        Some(&FORMAT_V1) => [v1, v2_v3].concat(),
+        Some(&(FORMAT_V2 | FORMAT_V3)) => v2_v3.to_vec(),
+        _ => return std::borrow::Cow::Borrowed(bytes),
+    };
+    let mut migrated = Vec::with_capacity(bytes.len() + appended.len());
+    migrated.push(FORMAT_V4);
+    migrated.extend_from_slice(&bytes[1..]);
+    migrated.extend_from_slice(&appended);
+    std::borrow::Cow::Owned(migrated)
 }
 
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut out = vec![FORMAT_V3];
+    let mut out = vec![FORMAT_V4];
     // Serializing our own plain structs into a Vec cannot fail; keep the version byte alone if
     // it ever does, which decodes as corrupt rather than panicking.
     if let Ok(body) = postcard::to_allocvec(value) {
@@ -138,7 +163,7 @@ fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError
         reason,
     };
     match bytes.split_first() {
-        Some((&(FORMAT_V1 | FORMAT_V2 | FORMAT_V3), body)) => {
+        Some((&(FORMAT_V1 | FORMAT_V2 | FORMAT_V3 | FORMAT_V4), body)) => {
             postcard::from_bytes(body).map_err(|e| corrupt(e.to_string()))
         }
         Some((v, _)) => Err(corrupt(format!("unknown format version {v}"))),
@@ -147,22 +172,13 @@ fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError
 }
 
 pub fn decode_message(key: &[u8], bytes: &[u8]) -> Result<Message, StoreError> {
-    match bytes.split_first() {
-        // A V1 message lacks the trailing `origin`; postcard is not self-describing, so it is
-        // read as V2 with that field's `None` (one 0x00 byte) appended.
-        Some((&FORMAT_V1, body)) => {
-            let mut migrated = Vec::with_capacity(bytes.len() + 1);
-            migrated.push(FORMAT_V2);
-            migrated.extend_from_slice(body);
-            migrated.push(0);
-            decode(key, &migrated)
-        }
-        _ => decode(key, bytes),
-    }
+    // V1 lacks `origin` (None: 0x00); V1 to V3 lack `options` (three Nones).
+    decode(key, &with_trailing_defaults(bytes, &[0], &[0, 0, 0]))
 }
 
 pub fn decode_inbound(key: &[u8], bytes: &[u8]) -> Result<InboundMessage, StoreError> {
-    decode(key, bytes)
+    // Before V4 an inbound message had no `shop_number` (None: 0x00).
+    decode(key, &with_trailing_defaults(bytes, &[], &[0]))
 }
 
 pub fn decode_early_receipt(key: &[u8], bytes: &[u8]) -> Result<EarlyReceipt, StoreError> {
@@ -224,6 +240,36 @@ mod tests {
     }
 
     #[test]
+    fn inbound_messages_written_before_v4_read_without_a_shop_number() {
+        let m = InboundMessage {
+            id: assembly().id,
+            channel: "sim".into(),
+            from: "+393471234567".into(),
+            to: "+393400000001".into(),
+            text: "thanks".into(),
+            received_at: 5,
+            in_reply_to: None,
+            parts: 1,
+            missing_parts: Vec::new(),
+            shop_number: None,
+        };
+        let mut old = encode(&m);
+        assert_eq!(old.pop(), Some(0), "a trailing None");
+        for version in [FORMAT_V1, FORMAT_V2, FORMAT_V3] {
+            old[0] = version;
+            assert_eq!(decode_inbound(b"i", &old).unwrap(), m);
+        }
+        let with_number = InboundMessage {
+            shop_number: Some(String::new()),
+            ..m
+        };
+        assert_eq!(
+            decode_inbound(b"i", &encode(&with_number)).unwrap(),
+            with_number
+        );
+    }
+
+    #[test]
     fn submit_records_round_trip() {
         let complete = SubmitRecord::Complete {
             id: assembly().id,
@@ -232,7 +278,7 @@ mod tests {
         };
         for record in [SubmitRecord::Open(assembly()), complete] {
             let bytes = encode(&record);
-            assert_eq!(bytes[0], FORMAT_V3);
+            assert_eq!(bytes[0], FORMAT_V4);
             assert_eq!(decode_submit_record(b"b", &bytes).unwrap(), record);
         }
         assert!(matches!(

@@ -16,6 +16,7 @@ fn new_message(to: &str, parts: u8) -> NewMessage {
         send_at: None,
         validity_ms: 3_600_000,
         origin: None,
+        options: Default::default(),
     }
 }
 
@@ -869,29 +870,33 @@ async fn a_refusal_hands_the_message_to_the_next_step_of_its_route_and_lanes_fol
 }
 
 #[tokio::test]
-async fn messages_written_before_origin_existed_still_read() {
+async fn messages_written_before_origin_or_options_existed_still_read() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let id = submit(&store, "+393471234567").await;
     let current = store.get(id).unwrap().unwrap();
-    // A V2 message is encoded as in V3; a V1 one lacks the trailing `None` of `origin`.
-    let mut v1 = record::encode(&current);
-    assert_eq!(v1.first(), Some(&3));
-    v1[0] = 2;
-    store
-        .inner
-        .tree
-        .insert(keys::message(id), v1.clone())
-        .unwrap();
+    // V2 and V3 messages lack the trailing default `options` (three `None`s); a V1 one also
+    // lacks the `None` of `origin` before them.
+    let mut old = record::encode(&current);
+    assert_eq!(old.first(), Some(&4));
+    assert_eq!(old.split_off(old.len() - 3), [0, 0, 0]);
+    for version in [2, 3] {
+        old[0] = version;
+        store
+            .inner
+            .tree
+            .insert(keys::message(id), old.clone())
+            .unwrap();
+        assert_eq!(store.get(id).unwrap().unwrap(), current);
+    }
+    assert_eq!(old.pop(), Some(0));
+    old[0] = 1;
+    store.inner.tree.insert(keys::message(id), old).unwrap();
     assert_eq!(store.get(id).unwrap().unwrap(), current);
-    assert_eq!(v1.pop(), Some(0));
-    v1[0] = 1;
-    store.inner.tree.insert(keys::message(id), v1).unwrap();
-    assert_eq!(store.get(id).unwrap().unwrap(), current);
-    // And it is written as V3 with its next change.
+    // And it is written as V4 with its next change.
     store.cancel(id).await.unwrap();
     let raw = store.inner.tree.get(keys::message(id)).unwrap().unwrap();
-    assert_eq!(raw.first(), Some(&3));
+    assert_eq!(raw.first(), Some(&4));
     assert_eq!(store.get(id).unwrap().unwrap().status, Status::Canceled);
     // Other types decode from either version, and an unknown version is corrupt.
     let early = record::EarlyReceipt {
@@ -900,11 +905,11 @@ async fn messages_written_before_origin_existed_still_read() {
         at: 5,
     };
     let mut bytes = record::encode(&early);
-    for version in [1, 2, 3] {
+    for version in [1, 2, 3, 4] {
         bytes[0] = version;
         assert_eq!(record::decode_early_receipt(b"p", &bytes).unwrap().at, 5);
     }
-    bytes[0] = 4;
+    bytes[0] = 5;
     assert!(matches!(
         record::decode_early_receipt(b"p", &bytes),
         Err(StoreError::Corrupt { .. })

@@ -115,6 +115,7 @@ pub enum Op {
     },
     MarkRead {
         customer: String,
+        shop: String,
         seen: Option<MessageId>,
         reply: Reply<bool>,
     },
@@ -197,6 +198,8 @@ pub struct Committer {
     quiet_hours: Option<crate::schedule::QuietHours>,
     /// Customers' opt-out keywords and their confirmations.
     optouts: Arc<OptOutRules>,
+    /// How long a conversation takes customers' messages to numbers it does not write from.
+    reply_window_ms: Millis,
     /// Set when the open group wrote an outbox entry: its consumers are woken once it is durable.
     outbox_added: bool,
 }
@@ -220,6 +223,7 @@ impl Committer {
             webhooks: options.webhooks.clone(),
             quiet_hours: options.quiet_hours.clone(),
             optouts: options.optouts.clone(),
+            reply_window_ms: options.reply_window_ms,
             outbox_added: false,
         }
     }
@@ -322,7 +326,7 @@ impl Committer {
         // keeping a record for each of them cost a third of intake. The customer's first
         // message starts the record from the latest message they were sent.
         if old.is_none()
-            && let Some(existing) = self.get_conversation(&new.to)?
+            && let Some(existing) = self.get_conversation(&new.to, new.conversation_number())?
         {
             let conversation = Conversation::outgoing(Some(existing.clone()), new);
             self.conversation_entries(Some(&existing), &conversation, &mut extra);
@@ -332,9 +336,13 @@ impl Committer {
         Ok(())
     }
 
-    /// The customer's conversation record as the open group sees it.
-    fn get_conversation(&self, customer: &str) -> Result<Option<Conversation>, StoreError> {
-        let key = keys::conversation(customer);
+    /// A conversation record as the open group sees it.
+    fn get_conversation(
+        &self,
+        customer: &str,
+        shop: &str,
+    ) -> Result<Option<Conversation>, StoreError> {
+        let key = keys::conversation(customer, shop);
         match self.get(&key)? {
             Some(v) => record::decode_conversation(&key, &v).map(Some),
             None => Ok(None),
@@ -349,15 +357,18 @@ impl Committer {
         new: &Conversation,
         out: &mut Vec<Entry>,
     ) {
-        let new_key = keys::activity(new.last_activity_at, &new.customer);
+        let new_key = keys::activity(new.last_activity_at, &new.customer, &new.shop_number);
         if let Some(old) = old {
-            let old_key = keys::activity(old.last_activity_at, &old.customer);
+            let old_key = keys::activity(old.last_activity_at, &old.customer, &old.shop_number);
             if old_key != new_key {
                 out.push((old_key, None));
             }
         }
         out.push((new_key, Some(Vec::new())));
-        out.push((keys::conversation(&new.customer), Some(record::encode(new))));
+        out.push((
+            keys::conversation(&new.customer, &new.shop_number),
+            Some(record::encode(new)),
+        ));
     }
 
     /// A webhook event for `target`, under a new id (its outbox key's), to be written with the
@@ -419,7 +430,7 @@ fn index_keys(m: &Message, router: &Router) -> BTreeSet<Vec<u8>> {
     set.insert(keys::status(m.status, m.id));
     set.insert(keys::recipient(&m.to, m.id));
     if m.status == Status::Queued {
-        let lane = router.lane(&m.to, m.channel.as_deref());
+        let lane = router.lane(&m.to, m.channel.as_deref(), m.options.channel.as_deref());
         set.insert(keys::due(lane, m.due_at, m.id));
     }
     // "sent" ages out too: a receipt may never come (not every network sends one), and such
@@ -505,7 +516,12 @@ fn refile_queue(db: &sled::Db, c: &mut Committer) -> Result<(), StoreError> {
         let wanted = c
             .get_message(id)?
             .filter(|m| m.status == Status::Queued)
-            .map(|m| keys::due(c.router.lane(&m.to, m.channel.as_deref()), m.due_at, m.id));
+            .map(|m| {
+                let lane = c
+                    .router
+                    .lane(&m.to, m.channel.as_deref(), m.options.channel.as_deref());
+                keys::due(lane, m.due_at, m.id)
+            });
         if wanted.as_deref() != Some(&key[..]) {
             entries.push((key.to_vec(), None));
             if let Some(new) = wanted {
@@ -767,9 +783,10 @@ fn process(c: &mut Committer, op: Op) -> Finish {
         Op::RemoveOptOut { number, reply } => finish(reply, remove_optout(c, &number)),
         Op::MarkRead {
             customer,
+            shop,
             seen,
             reply,
-        } => finish(reply, mark_read(c, &customer, seen)),
+        } => finish(reply, mark_read(c, &customer, &shop, seen)),
         Op::Close { reply } => Box::new(move |_| {
             let _ = reply.send(());
         }),
@@ -828,6 +845,7 @@ fn submit(
     }
     let id = c.next_id();
     let mut m = queued(id, new, now_millis(), idem_key.clone());
+    join_conversation(c, &mut m)?;
     c.respect_quiet_hours(&mut m);
     let extra = match idem_key {
         Some(k) => vec![(k, Some(id.to_bytes().to_vec()))],
@@ -878,6 +896,23 @@ fn remove_optout(c: &mut Committer, number: &str) -> Result<bool, StoreError> {
     Ok(existed)
 }
 
+/// Puts a new message sent from the channel's default sender into the customer's latest
+/// conversation within the reply window, whatever number it has: the shop answering a customer
+/// without naming a sender goes on with that conversation.
+fn join_conversation(c: &Committer, m: &mut Message) -> Result<(), StoreError> {
+    if m.from.is_some() || m.options.shop_number.is_some() {
+        return Ok(());
+    }
+    let latest = super::conversations::scan_conversations(&c.db, &m.to)?
+        .into_iter()
+        .filter(|conv| m.created_at.saturating_sub(conv.last_activity_at) <= c.reply_window_ms)
+        .max_by_key(|conv| conv.last_activity_at);
+    if let Some(conv) = latest {
+        m.options.shop_number = Some(conv.shop_number);
+    }
+    Ok(())
+}
+
 /// A new message, queued at `now` under `id` (what every way of submitting stores).
 fn queued(id: MessageId, new: NewMessage, now: Millis, idem_key: Option<Vec<u8>>) -> Message {
     let start = new.send_at.unwrap_or(now).max(now);
@@ -910,6 +945,7 @@ fn queued(id: MessageId, new: NewMessage, now: Millis, idem_key: Option<Vec<u8>>
         }],
         idempotency_key: idem_key,
         origin: new.origin,
+        options: new.options,
     }
 }
 
@@ -1001,6 +1037,7 @@ fn submit_part(c: &mut Committer, part: SubmitPart) -> Result<PartSubmitted, Sto
         .collect();
     let now = now_millis();
     let mut m = queued(id, assembly.into_message(text), now, None);
+    join_conversation(c, &mut m)?;
     // Every part was answered with the id already: a refusal now could only be told by
     // failing the message, which query_sm and the receipt report.
     if let Some(entry) = opted_out(c, &m.to, m.kind)? {
@@ -1040,6 +1077,7 @@ impl SubmitAssembly {
             send_at: self.send_at,
             validity_ms: self.validity_ms,
             origin: self.origin,
+            options: Default::default(),
         }
     }
 }
@@ -1100,6 +1138,7 @@ fn expire_submit_assemblies(
         let id = assembly.id;
         let first_at = assembly.first_at;
         let mut m = queued(id, assembly.into_message(text), first_at, None);
+        join_conversation(c, &mut m)?;
         // The client sent `total` parts' worth, whatever the placeholders count as.
         m.parts = (0..total)
             .map(|_| PartState {
@@ -1495,7 +1534,9 @@ fn send_failed(
     let mut reason = reason;
     if retry_at.is_none()
         && let Some(channel) = &refused_by
-        && let Some(next) = c.router.failover(&m.to, channel)
+        && let Some(next) = c
+            .router
+            .failover(&m.to, channel, m.options.channel.as_deref())
     {
         // The route goes on: the next step gets it now (its lane follows from `channel`).
         reason = format!("{reason}; handed to {next}, next on its route");
@@ -1645,6 +1686,7 @@ fn inbound(c: &mut Committer, mut new: InboundNew) -> Result<Applied, StoreError
             in_reply_to: new.in_reply_to,
             parts: 1,
             missing_parts: Vec::new(),
+            shop_number: None,
         };
         return store_inbound(c, record, Vec::new());
     };
@@ -1721,6 +1763,7 @@ fn assembled(
         in_reply_to: assembly.in_reply_to,
         parts: total,
         missing_parts,
+        shop_number: None,
     }
 }
 
@@ -1756,11 +1799,7 @@ fn store_inbound(
     extra.extend(c.events_for(EventType::MessageReceived, || {
         crate::webhook::event::received_body(&record)
     }));
-    let old_conversation = c.get_conversation(&record.from)?;
-    let started = match &old_conversation {
-        Some(existing) => Some(existing.clone()),
-        None => latest_sent(c, &record.from)?.map(|m| Conversation::outgoing(None, &m)),
-    };
+    let (old_conversation, started) = conversation_of_inbound(c, &mut record)?;
     let conversation = Conversation::incoming(started, &record);
     c.conversation_entries(old_conversation.as_ref(), &conversation, &mut extra);
     extra.push((keys::inbound_from(&record.from, id), Some(Vec::new())));
@@ -1772,19 +1811,69 @@ fn store_inbound(
     Ok(Applied::Inbound(id))
 }
 
-/// The latest message the shop sent `customer` (committed ones: the recipient index).
-fn latest_sent(c: &Committer, customer: &str) -> Result<Option<Message>, StoreError> {
-    let Some(key) =
-        c.db.scan_prefix(keys::recipient_prefix(customer))
+/// How many of a customer's latest messages are looked at for the conversations they started.
+const THREAD_SCAN: usize = 20;
+
+/// The conversation a customer's message joins, recorded in its `shop_number`: the one with
+/// the number they wrote to; else, when they wrote to a number the shop does not write from
+/// (the reply number of an alphanumeric or default sender), their latest conversation within
+/// the reply window; else a new one with that number. Returns the conversation's record (None
+/// when it has none yet) and the record to update: the old one, or one started from the
+/// latest message sent in it, or None.
+fn conversation_of_inbound(
+    c: &Committer,
+    record: &mut InboundMessage,
+) -> Result<(Option<Conversation>, Option<Conversation>), StoreError> {
+    let customer = record.from.clone();
+    let wrote_to = keys::shop_key(&record.to).to_owned();
+    // Committed conversations and the latest messages sent (a conversation gets a record only
+    // once the customer writes, so a first answer finds its thread among the messages).
+    let mut candidates: Vec<(String, Millis)> =
+        super::conversations::scan_conversations(&c.db, &customer)?
+            .into_iter()
+            .map(|conv| (conv.shop_number, conv.last_activity_at))
+            .collect();
+    let mut sent = Vec::new();
+    for key in
+        c.db.scan_prefix(keys::recipient_prefix(&customer))
             .keys()
-            .next_back()
-    else {
-        return Ok(None);
-    };
-    match keys::id_suffix(&key?) {
-        Some(id) => c.get_message(id),
-        None => Ok(None),
+            .rev()
+            .take(THREAD_SCAN)
+    {
+        if let Some(m) = keys::id_suffix(&key?)
+            .map(|id| c.get_message(id))
+            .transpose()?
+        {
+            sent.extend(m);
+        }
     }
+    candidates.extend(
+        sent.iter()
+            .map(|m| (m.conversation_number().to_owned(), m.created_at)),
+    );
+    let exact = candidates
+        .iter()
+        .find(|(shop, _)| keys::shop_key(shop) == wrote_to);
+    let latest = candidates
+        .iter()
+        .filter(|(_, at)| record.received_at.saturating_sub(*at) <= c.reply_window_ms)
+        .max_by_key(|(_, at)| *at);
+    let shop = match exact.or(latest) {
+        Some((shop, _)) => shop.clone(),
+        None => record.to.clone(),
+    };
+    let old = c.get_conversation(&customer, &shop)?;
+    let started = match &old {
+        Some(existing) => Some(existing.clone()),
+        None => sent
+            .iter()
+            .filter(|m| keys::shop_key(m.conversation_number()) == keys::shop_key(&shop))
+            .max_by_key(|m| m.id)
+            .map(|m| Conversation::outgoing(None, m)),
+    };
+    // The number as the conversation first recorded it, so one thread shows one spelling.
+    record.shop_number = Some(started.as_ref().map_or(shop, |s| s.shop_number.clone()));
+    Ok((old, started))
 }
 
 /// What an inbound keyword does: the customer's entry now, the change, and the keyword whose
@@ -1875,6 +1964,12 @@ fn apply_keyword(
         send_at: None,
         validity_ms: c.optouts.reply_validity_ms,
         origin: None,
+        // The confirmation answers on the channel and in the conversation the keyword came in.
+        options: crate::message::MessageOptions {
+            callback_url: None,
+            channel: Some(record.channel.clone()),
+            shop_number: Some(record.conversation_number().to_owned()),
+        },
     };
     let m = queued(c.next_id(), new, now_millis(), None);
     c.put_message(None, &m, Vec::new())
@@ -1921,15 +2016,16 @@ fn conversation(c: &Committer, inbound: &InboundMessage) -> Result<Option<Messag
 fn mark_read(
     c: &mut Committer,
     customer: &str,
+    shop: &str,
     seen: Option<MessageId>,
 ) -> Result<bool, StoreError> {
-    let Some(mut conversation) = c.get_conversation(customer)? else {
+    let Some(mut conversation) = c.get_conversation(customer, shop)? else {
         return Ok(false);
     };
     if conversation.unread > 0 && conversation.last_inbound_id == seen {
         conversation.unread = 0;
         c.write(vec![(
-            keys::conversation(customer),
+            keys::conversation(customer, shop),
             Some(record::encode(&conversation)),
         )]);
     }
