@@ -121,7 +121,8 @@ enum SimCommand {
     /// per event (connected, bound, bind_refused, submit, message, receipt_sent, receipt_acked,
     /// mo_sent, mo_acked, requeued, ignored, unbound, disconnected, generic_nack_sent, error);
     /// reads commands on stdin: mo <from> <to> <single|udh|sar|payload> <text>, throttle <n>,
-    /// fail <n> <status-hex>, drop, stall on|off, refuse-binds <status-hex>|off, counters, quit.
+    /// fail <n> <status-hex>, undeliver <k>, drop, stall on|off, refuse-binds <status-hex>|off,
+    /// counters, quit.
     Smsc {
         /// Address to listen on (port 0: any free port; the ready line tells which).
         #[arg(long, default_value = "127.0.0.1:2775")]

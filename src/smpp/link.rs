@@ -707,11 +707,15 @@ impl Connection<'_> {
                 Some(outcome) => ChannelEvent::Receipt {
                     remote_id,
                     outcome,
-                    reason: error.or_else(|| {
-                        state
-                            .filter(|_| outcome != crate::message::ReceiptOutcome::Delivered)
-                            .map(|s| format!("receipt state {s:?}"))
-                    }),
+                    // What the network said, e.g. "undeliverable (receipt err:001)".
+                    reason: match (outcome, state, error) {
+                        (crate::message::ReceiptOutcome::Delivered, _, error) => error,
+                        (_, Some(s), Some(e)) => {
+                            Some(format!("{} ({e})", format!("{s:?}").to_ascii_lowercase()))
+                        }
+                        (_, Some(s), None) => Some(format!("{s:?}").to_ascii_lowercase()),
+                        (_, None, error) => error,
+                    },
                 },
                 None => {
                     // ENROUTE, ACCEPTD, UNKNOWN: not an outcome; nothing to keep.

@@ -1637,6 +1637,20 @@ fn receipt(
     };
     let mut m = old.clone();
     if m.status.is_final() {
+        // The message's fate is known (another part failed, say), but each part's is still
+        // worth keeping: the status stays, so nothing is announced.
+        let mut part_changed = false;
+        for &part in parts {
+            if let Some(state) = m.parts.get_mut(usize::from(part))
+                && !state.status.is_final()
+            {
+                state.status = receipt_status(outcome);
+                part_changed = true;
+            }
+        }
+        if part_changed {
+            c.put_message(Some(&old), &m, Vec::new())?;
+        }
         return Ok(Applied::Ignored(format!(
             "receipt for {id}, which is already {}",
             m.status
@@ -1647,6 +1661,14 @@ fn receipt(
             state.status = receipt_status(outcome);
         }
     }
+    // A long message fails or expires by one part: say which.
+    let total = m.parts.len();
+    let reason = match (reason, parts) {
+        (Some(r), [part]) if total > 1 && outcome != ReceiptOutcome::Delivered => {
+            Some(format!("part {} of {total}: {r}", part + 1))
+        }
+        (reason, _) => reason,
+    };
     aggregate(&mut m, at, reason);
     c.put_message(Some(&old), &m, Vec::new())?;
     Ok(Applied::Message {

@@ -649,6 +649,8 @@ pub struct SmscCore {
     conns: BTreeMap<ConnId, Conn>,
     throttle: u32,
     fail: Option<(u32, u32)>,
+    /// Counts accepted submit_sm down to the one whose receipt says UNDELIV (0: none).
+    undeliver_in: u32,
     refuse_binds: Option<u32>,
     stalled: bool,
     scheduled: BinaryHeap<Reverse<Timed>>,
@@ -696,6 +698,7 @@ impl SmscCore {
             conns: BTreeMap::new(),
             throttle: 0,
             fail: None,
+            undeliver_in: 0,
             refuse_binds: config.refuse_binds,
             stalled: false,
             scheduled: BinaryHeap::new(),
@@ -1066,6 +1069,8 @@ impl SmscCore {
         let (Some((number, message_id)), Some(account)) = (id, account) else {
             return;
         };
+        let chosen_undeliverable = self.undeliver_in == 1;
+        self.undeliver_in = self.undeliver_in.saturating_sub(1);
         if !self.config.quiet
             && let Some(decoded) = &decoded
         {
@@ -1074,7 +1079,8 @@ impl SmscCore {
         if receipt_wanted == 0 {
             return;
         }
-        let undeliverable = self.rng.f64() < self.config.undeliverable_share;
+        let undeliverable =
+            chosen_undeliverable || self.rng.f64() < self.config.undeliverable_share;
         if receipt_wanted == 0x02 && !undeliverable {
             return;
         }
@@ -1454,6 +1460,12 @@ impl SmscCore {
     /// The next `n` submit_sm (after those throttled) are answered with `status`.
     pub fn fail(&mut self, n: u32, status: u32) {
         self.fail = (n > 0).then_some((n, status));
+    }
+
+    /// The `k`-th submit_sm accepted from now on (1: the next) gets an UNDELIV receipt: one
+    /// part of a long message can fail while the others are delivered. 0 cancels.
+    pub fn undeliver(&mut self, k: u32) {
+        self.undeliver_in = k;
     }
 
     /// Binds are refused with `status` (`None`: judged by the credentials again).

@@ -60,6 +60,7 @@ const PRINT_BATCH: usize = 256;
 /// mo <from> <to> <single|udh|sar|payload> <text...>   a phone sends a text (to any receiver)
 /// throttle <n>                  the next n submit_sm are answered ESME_RTHROTTLED (0x58)
 /// fail <n> <status-hex>         the next n submit_sm are answered with that status
+/// undeliver <k>                 the k-th submit_sm accepted from now on gets an UNDELIV receipt
 /// drop                          close every connection at once, without unbind
 /// stall on|off                  stop answering anything / answer again
 /// refuse-binds <status-hex>|off refuse every bind with that status / judge binds again
@@ -175,6 +176,13 @@ fn cli_command(smsc: &SmscHandle, line: &str) -> CliOutcome {
                 json!({"event": "fail", "count": n, "status": status_hex(status)})
             }
             _ => return cli_error("usage: fail <n> <status-hex>"),
+        },
+        ["undeliver", k] => match k.parse::<u32>() {
+            Ok(k) => {
+                smsc.undeliver(k);
+                json!({"event": "undeliver", "submit": k})
+            }
+            Err(_) => return cli_error("usage: undeliver <k>"),
         },
         ["drop"] => json!({"event": "dropped", "connections": smsc.drop_all()}),
         ["stall", state] => {

@@ -222,6 +222,11 @@ impl SmscHandle {
         self.shared.with_core(|core| core.fail(n, status));
     }
 
+    /// The `k`-th submit_sm accepted from now on gets an UNDELIV receipt.
+    pub fn undeliver(&self, k: u32) {
+        self.shared.with_core(|core| core.undeliver(k));
+    }
+
     /// Binds are refused with `status`, or judged normally again (`None`).
     pub fn refuse_binds(&self, status: Option<u32>) {
         self.shared.with_core(|core| core.refuse_binds(status));
