@@ -87,7 +87,8 @@ pub enum Status {
     Failed = 4,
     /// Its validity ended before it could be sent or delivered.
     Expired = 5,
-    /// Canceled through the API before it was sent.
+    /// Canceled before it was sent: through the API or SMPP cancel_sm, or because the
+    /// recipient opted out while it waited.
     Canceled = 6,
 }
 

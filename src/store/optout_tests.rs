@@ -433,3 +433,47 @@ async fn a_multi_part_submit_to_an_opted_out_number_completes_as_failed() {
     assert_eq!(m.status, Status::Queued);
     store.close().await;
 }
+
+#[tokio::test]
+async fn messages_queued_before_the_opt_out_are_canceled_when_they_come_due() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let offer = store
+        .submit(message(CUSTOMER, Kind::Marketing), None)
+        .await
+        .unwrap()
+        .message()
+        .id;
+    let order = store
+        .submit(message(CUSTOMER, Kind::Transactional), None)
+        .await
+        .unwrap()
+        .message()
+        .id;
+    // The customer opts out of marketing while both wait for a channel.
+    store
+        .add_optout(CUSTOMER, OptOutScope::Marketing)
+        .await
+        .unwrap();
+    let claimed = store
+        .claim(vec![offer, order], "carrier".into())
+        .await
+        .unwrap();
+    let ids: Vec<_> = claimed.iter().map(|c| c.message.id).collect();
+    assert_eq!(ids, [order], "the order still goes");
+    let canceled = store.get(offer).unwrap().unwrap();
+    assert_eq!(canceled.status, Status::Canceled);
+    assert!(canceled.parts.iter().all(|p| p.status == Status::Canceled));
+    let reason = canceled.history.last().unwrap().reason.clone().unwrap();
+    assert!(
+        reason.starts_with("the recipient opted out of marketing messages"),
+        "{reason}"
+    );
+    assert_eq!(canceled.attempts, 0);
+    assert!(
+        store
+            .due(&store.lanes(), now_millis(), 10)
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -1311,6 +1311,26 @@ fn claim(
             c.put_message(Some(&old), &m, Vec::new())?;
             continue;
         }
+        // The customer opted out while it waited (a scheduled campaign, quiet hours): it is
+        // not sent, unless part of it already was.
+        if m.parts.iter().all(|p| p.status == Status::Queued)
+            && let Some(entry) = opted_out(c, &m.to, m.kind)?
+        {
+            for part in &mut m.parts {
+                part.status = Status::Canceled;
+            }
+            m.transition(
+                Status::Canceled,
+                now,
+                Some(format!(
+                    "the recipient opted out of {} messages at {} before it was sent",
+                    entry.scope.as_str(),
+                    crate::message::format_millis(entry.at)
+                )),
+            );
+            c.put_message(Some(&old), &m, Vec::new())?;
+            continue;
+        }
         m.attempts += 1;
         m.channel = Some(channel.to_string());
         let mut parts_to_send = Vec::new();
