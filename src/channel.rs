@@ -219,6 +219,18 @@ pub enum LinkState {
     Paused,
 }
 
+impl LinkState {
+    /// The name the API shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkState::Starting => "starting",
+            LinkState::Up => "up",
+            LinkState::Down => "down",
+            LinkState::Paused => "paused",
+        }
+    }
+}
+
 /// What a modem reported last (the modem channel fills it in).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ModemInfo {

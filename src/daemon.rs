@@ -99,7 +99,9 @@ pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
         None
     };
     let store_path = settings.store.resolved_path();
+    let metrics = crate::metrics::Handles::default();
     let mut options = StoreOptions::new(&store_path);
+    options.metrics = metrics.store.clone();
     options.cache_capacity_bytes = settings.store.cache_capacity_mb.saturating_mul(1024 * 1024);
     options.max_group = settings.store.max_group;
     options.min_free_bytes = settings.store.min_free_mb.saturating_mul(1024 * 1024);
@@ -148,7 +150,9 @@ pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
         channels.push(Box::new(ModemChannel::new(modem.clone())));
     }
     for link in &settings.smpp.client {
-        channels.push(Box::new(SmppChannel::new(link.clone())));
+        channels.push(Box::new(
+            SmppChannel::new(link.clone()).with_metrics(metrics.links.clone()),
+        ));
     }
     let mut handles = Vec::new();
     let mut statuses = Vec::new();
@@ -231,13 +235,17 @@ pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
         tracing::info!(%addr, accounts = settings.smpp.server.account.len(), "SMPP server listening");
     }
 
-    let state = Arc::new(ApiState::new(
-        store.clone(),
-        wake,
-        &settings.http,
-        settings.defaults.clone(),
-        registry,
-    ));
+    let metrics = metrics.registry(store.clone(), registry.clone());
+    let state = Arc::new(
+        ApiState::new(
+            store.clone(),
+            wake,
+            &settings.http,
+            settings.defaults.clone(),
+            registry,
+        )
+        .with_metrics(metrics),
+    );
     let app = router(state, settings.http.max_body_bytes);
     let limits = crate::http::server::ServerLimits {
         max_connections: settings.http.max_connections,

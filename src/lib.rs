@@ -53,6 +53,8 @@
 //! src/http/            axum API: handlers, auth, JSON errors; server.rs the hyper loop
 //! src/webhook/         events POSTed to integrators' endpoints: signed, retried, dead-lettered
 //!   event.rs           which endpoints want which events, event bodies, Standard Webhooks signatures
+//! src/metrics.rs       Prometheus metrics: the registry, what the writer and links count, what a
+//!                      scrape reads (channel states, modem signal, outbox depths)
 //! src/daemon.rs        wiring of the running daemon and its graceful shutdown
 //! src/phone.rs         E.164 normalization and sender-id validation
 //! ```
@@ -73,6 +75,7 @@ pub mod daemon;
 pub mod dispatch;
 pub mod http;
 pub mod message;
+pub mod metrics;
 pub mod modem;
 pub mod optout;
 pub mod phone;

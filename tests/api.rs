@@ -881,3 +881,81 @@ fn inbound_since_polls_oldest_first() {
     // Without since: newest first, as before.
     assert_eq!(c.get("/v1/inbound").body["items"][0]["text"], "three");
 }
+
+/// The value of the sample `name{labels}` in a metrics text, when present.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let rest = line.strip_prefix(series)?;
+        rest.strip_prefix(' ')?.split(' ').next()?.parse().ok()
+    })
+}
+
+#[test]
+fn metrics_count_messages_by_status_and_channel_and_readyz_follows_the_channels() {
+    // No channel: not ready, with the reason; the queue is counted all the same.
+    let idle = quiet_daemon();
+    let not_ready = idle.client.get("/readyz");
+    assert_eq!((not_ready.status, not_ready.code()), (503, "not_ready"));
+    assert!(
+        not_ready.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no channel is configured")
+    );
+    idle.client.post(
+        "/v1/messages",
+        &json!({"to": "+393471234567", "text": "waits"}),
+    );
+    let text = idle.client.get("/metrics");
+    let text = text.body.as_str().unwrap();
+    assert_eq!(sample(text, "parla_messages{status=\"queued\"}"), Some(1.0));
+
+    let d = InProcess::start(|s| {
+        s.sim.enabled = true;
+        s.sim.accept_delay = Duration::from_millis(5);
+        s.sim.delivery_delay = Duration::from_millis(20);
+        s.sim.failure_share = 0.0;
+        s.sim.reply_share = 0.0;
+    });
+    let c = &d.client;
+    support::wait_api(c, "/readyz", "ready", |b| b["status"] == "ready");
+    let ids: Vec<String> = (0..3)
+        .map(|i| {
+            let a = c.post(
+                "/v1/messages",
+                &json!({"to": "+393471234567", "text": format!("hello {i}")}),
+            );
+            assert_eq!(a.status, 202);
+            a.body["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    for id in &ids {
+        c.wait_for(id, support::GUARD, |m| m["status"] == "delivered");
+    }
+    let answer = c.get("/metrics");
+    assert_eq!(answer.status, 200);
+    assert!(
+        answer
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("application/openmetrics-text"))
+    );
+    let text = answer.body.as_str().unwrap();
+    let value = |series: &str| sample(text, series).unwrap_or_else(|| panic!("{series}:\n{text}"));
+    assert_eq!(value("parla_messages{status=\"delivered\"}"), 3.0);
+    assert_eq!(value("parla_messages{status=\"queued\"}"), 0.0);
+    assert_eq!(value("parla_messages{status=\"sending\"}"), 0.0);
+    assert_eq!(
+        value("parla_message_outcomes_total{channel=\"sim\",status=\"sent\"}"),
+        3.0
+    );
+    assert_eq!(
+        value("parla_message_outcomes_total{channel=\"sim\",status=\"delivered\"}"),
+        3.0
+    );
+    assert_eq!(value("parla_submit_to_sent_seconds_count"), 3.0);
+    assert_eq!(value("parla_sent_to_delivered_seconds_count"), 3.0);
+    assert_eq!(value("parla_channel_up{channel=\"sim\",kind=\"sim\"}"), 1.0);
+    assert_eq!(value("parla_channel_sms_sent_total{channel=\"sim\"}"), 3.0);
+    assert!(value("parla_store_syncs_total") >= 1.0);
+    assert!(text.ends_with("# EOF\n"), "{text}");
+}

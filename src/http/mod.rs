@@ -22,7 +22,7 @@ use tokio::sync::{Notify, Semaphore};
 
 pub use error::ApiError;
 
-use crate::channel::ChannelRegistry;
+use crate::channel::{ChannelRegistry, LinkState};
 use crate::config::{Defaults, HttpSettings};
 use crate::store::Store;
 
@@ -41,6 +41,8 @@ pub struct ApiState {
     tokens: Vec<String>,
     /// Bounds requests in progress: past it, requests wait (backpressure, bounded memory).
     slots: Semaphore,
+    /// What `GET /metrics` shows; None: it answers 404.
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl ApiState {
@@ -61,7 +63,14 @@ impl ApiState {
             channels,
             tokens: http.tokens.clone(),
             slots: Semaphore::new(http.max_concurrent_requests.max(1)),
+            metrics: None,
         }
+    }
+
+    /// The same, serving `metrics` at `GET /metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 }
 
@@ -98,6 +107,8 @@ pub fn router(state: Arc<ApiState>, max_body_bytes: usize) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .merge(v1)
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
@@ -119,6 +130,55 @@ async fn healthz(State(state): State<Arc<ApiState>>) -> Response {
     match state.store.health() {
         Ok(()) => axum::Json(serde_json::json!({"status": "ok"})).into_response(),
         Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// Ready: the store takes writes and at least one channel can send. Load balancers and
+/// orchestrators stop sending traffic here while it answers 503.
+async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
+    if let Err(e) = state.store.health() {
+        return ApiError::from(e).into_response();
+    }
+    let statuses = state.channels.statuses();
+    if statuses.iter().any(|s| s.state == LinkState::Up) {
+        return axum::Json(serde_json::json!({"status": "ready"})).into_response();
+    }
+    let why: Vec<String> = statuses
+        .iter()
+        .map(|s| match &s.detail {
+            Some(detail) => format!("{} {} ({detail})", s.name, s.state.as_str()),
+            None => format!("{} {}", s.name, s.state.as_str()),
+        })
+        .collect();
+    let message = if why.is_empty() {
+        "no channel is configured".to_string()
+    } else {
+        format!("no channel can send: {}", why.join(", "))
+    };
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", message).into_response()
+}
+
+/// Prometheus metrics in the OpenMetrics text format.
+async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
+    let Some(metrics) = state.metrics.clone() else {
+        return ApiError::not_found("metrics are not kept by this server").into_response();
+    };
+    // Reads the outbox keyspaces: off the async workers.
+    match tokio::task::spawn_blocking(move || metrics.render()).await {
+        Ok(text) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                crate::metrics::CONTENT_TYPE,
+            )],
+            text,
+        )
+            .into_response(),
+        Err(_) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "metrics could not be read",
+        )
+        .into_response(),
     }
 }
 

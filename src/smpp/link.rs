@@ -56,12 +56,22 @@ const STABLE_AFTER: Duration = Duration::from_secs(30);
 /// An SMPP link to a carrier's SMSC as a [`Channel`].
 pub struct SmppChannel {
     settings: SmppClientSettings,
+    metrics: crate::metrics::LinkMetrics,
 }
 
 impl SmppChannel {
     /// A channel for the link these settings describe.
     pub fn new(settings: SmppClientSettings) -> Self {
-        SmppChannel { settings }
+        SmppChannel {
+            settings,
+            metrics: Default::default(),
+        }
+    }
+
+    /// The same, counting its window use and throttling into `metrics`.
+    pub fn with_metrics(mut self, metrics: crate::metrics::LinkMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 }
 
@@ -81,7 +91,7 @@ impl Channel for SmppChannel {
     }
 
     fn run(self: Box<Self>, ctx: ChannelContext) -> ChannelTask {
-        Box::pin(run(self.settings, ctx))
+        Box::pin(run(self.settings, self.metrics, ctx))
     }
 }
 
@@ -95,7 +105,11 @@ enum Role {
 }
 
 /// Runs the link until shutdown.
-pub async fn run(settings: SmppClientSettings, ctx: ChannelContext) -> Result<(), ChannelError> {
+pub async fn run(
+    settings: SmppClientSettings,
+    metrics: crate::metrics::LinkMetrics,
+    ctx: ChannelContext,
+) -> Result<(), ChannelError> {
     let ChannelContext {
         mut jobs,
         events,
@@ -107,6 +121,7 @@ pub async fn run(settings: SmppClientSettings, ctx: ChannelContext) -> Result<()
         events,
         status,
         shutdown,
+        metrics,
     };
     let result = match link.settings.bind {
         SmppBindMode::Transceiver => {
@@ -145,6 +160,7 @@ struct Link {
     events: EventSink,
     status: StatusHandle,
     shutdown: tokio_util::sync::CancellationToken,
+    metrics: crate::metrics::LinkMetrics,
 }
 
 /// How a connection ended.
@@ -519,7 +535,18 @@ impl Connection<'_> {
             self.work.in_flight.insert(token, pending);
             submitted = true;
         }
+        if submitted {
+            self.report_window();
+        }
         submitted
+    }
+
+    fn report_window(&self) {
+        self.link.metrics.window(
+            self.link.name(),
+            self.work.in_flight.len(),
+            self.link.settings.window,
+        );
     }
 
     /// When something is due: a session timer, the end of a throttle pause, the rate limit.
@@ -587,6 +614,7 @@ impl Connection<'_> {
         let Some(mut pending) = self.work.in_flight.remove(&token) else {
             return Ok(());
         };
+        self.report_window();
         let id = pending.job;
         let Some(state) = self.work.jobs.get_mut(&id) else {
             return Ok(());
@@ -605,6 +633,7 @@ impl Connection<'_> {
                     .await?;
             }
             Err(e) if e.kind == SubmitErrorKind::Throttled && state.failure.is_none() => {
+                self.link.metrics.throttled(self.link.name());
                 let pause = self.throttle.throttled(Instant::now());
                 pending.throttled += 1;
                 if pending.throttled >= MAX_THROTTLES_PER_PART {

@@ -35,7 +35,8 @@ pub use conversations::{
 };
 pub use keys::normalize_remote_id;
 pub use outbox::{
-    DeadLetter, DeadLetterEntry, OutboxEntry, OutboxItem, OutboxKey, OutboxReader, smpp_target,
+    DeadLetter, DeadLetterEntry, OutboxDepth, OutboxEntry, OutboxItem, OutboxKey, OutboxReader,
+    smpp_target,
 };
 
 /// Errors of the store layer.
@@ -130,6 +131,8 @@ pub struct StoreOptions {
     /// has no conversation with them (the reply number of an alphanumeric sender) still
     /// joins it.
     pub reply_window_ms: Millis,
+    /// What the writer counts for `GET /metrics`.
+    pub metrics: crate::metrics::StoreMetrics,
 }
 
 impl StoreOptions {
@@ -146,6 +149,7 @@ impl StoreOptions {
             quiet_hours: None,
             optouts: Arc::new(OptOutRules::default()),
             reply_window_ms: DEFAULT_REPLY_WINDOW_MS,
+            metrics: Default::default(),
         }
     }
 }
@@ -383,6 +387,10 @@ impl Store {
         let mut committer = writer::Committer::new(db.clone(), options, stats.clone());
         let mut durability = writer::Durability::new(db.clone(), db_file, &options.path);
         let recovery = writer::recover(&db, &mut committer, &mut durability)?;
+        for status in Status::ALL {
+            let count = db.scan_prefix(keys::status_prefix(status)).keys().count();
+            options.metrics.set_count(status, count as u64);
+        }
         let (tx, rx) = mpsc::channel(options.max_group.max(1) * 2);
         let thread_stats = stats.clone();
         let max_group = options.max_group.max(1);

@@ -230,3 +230,56 @@ impl OutboxReader {
         !self.retry.is_empty()
     }
 }
+
+/// How many entries wait in a target's outbox, and how many were given up on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxDepth {
+    /// The target (an SMPP account's or a webhook endpoint's).
+    pub target: String,
+    /// Entries not yet delivered.
+    pub pending: u64,
+    /// Dead letters kept for replay.
+    pub dead: u64,
+}
+
+impl super::Store {
+    /// Every target with entries, in name order (reads every key of both keyspaces: for
+    /// metrics, which ask every few seconds at most).
+    pub fn outbox_depths(&self) -> Result<Vec<OutboxDepth>, super::StoreError> {
+        self.readable()?;
+        let mut depths: std::collections::BTreeMap<String, OutboxDepth> = Default::default();
+        for (space, dead) in [(keys::OUTBOX, false), (keys::DEAD_LETTER, true)] {
+            // Keys of one target are adjacent: its name is parsed once per run of them.
+            let mut run: Option<(Vec<u8>, u64)> = None;
+            let mut close = |run: Option<(Vec<u8>, u64)>| {
+                let Some((prefix, n)) = run else { return };
+                let Some(target) = keys::target_of(&prefix) else {
+                    return;
+                };
+                let depth = depths.entry(target.clone()).or_insert(OutboxDepth {
+                    target,
+                    pending: 0,
+                    dead: 0,
+                });
+                if dead {
+                    depth.dead += n;
+                } else {
+                    depth.pending += n;
+                }
+            };
+            for key in self.inner.tree.scan_prefix([space]).keys() {
+                let key = key?;
+                let Some(end) = key.iter().skip(1).position(|&b| b == 0) else {
+                    continue;
+                };
+                let prefix = &key[..end + 2];
+                match &mut run {
+                    Some((p, n)) if p.as_slice() == prefix => *n += 1,
+                    _ => close(run.replace((prefix.to_vec(), 1))),
+                }
+            }
+            close(run);
+        }
+        Ok(depths.into_values().collect())
+    }
+}

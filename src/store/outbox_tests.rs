@@ -231,6 +231,15 @@ async fn the_outbox_pages_in_order_keeps_targets_apart_and_forgets_what_is_done(
     assert_eq!(store.outbox_len("smpp:a").unwrap(), 5);
     assert_eq!(store.outbox_len("smpp:ab").unwrap(), 1);
     assert_eq!(store.outbox_len("smpp:").unwrap(), 0);
+    let depth = |target: &str, pending| super::OutboxDepth {
+        target: target.into(),
+        pending,
+        dead: 0,
+    };
+    assert_eq!(
+        store.outbox_depths().unwrap(),
+        [depth("smpp:a", 5), depth("smpp:ab", 1)]
+    );
     assert_eq!(
         receipt_statuses(&store, "smpp:ab"),
         vec![(other, Status::Canceled)]
@@ -1076,6 +1085,13 @@ async fn webhook_events_are_written_with_the_changes_they_report() {
     assert_eq!(dead[0].target, "webhook:crm");
     assert_eq!(dead[0].letter.reason, "HTTP 500");
     assert_eq!(dead[0].letter.item, first.item);
+    let crm = store
+        .outbox_depths()
+        .unwrap()
+        .into_iter()
+        .find(|d| d.target == "webhook:crm")
+        .unwrap();
+    assert_eq!((crm.pending, crm.dead), (2, 1));
 
     // Opt-outs through the API: announced to the endpoints that want them.
     store

@@ -200,6 +200,8 @@ pub struct Committer {
     optouts: Arc<OptOutRules>,
     /// How long a conversation takes customers' messages to numbers it does not write from.
     reply_window_ms: Millis,
+    /// Messages by status, outcomes and latencies, inbound counts.
+    metrics: crate::metrics::StoreMetrics,
     /// Set when the open group wrote an outbox entry: its consumers are woken once it is durable.
     outbox_added: bool,
 }
@@ -224,6 +226,7 @@ impl Committer {
             quiet_hours: options.quiet_hours.clone(),
             optouts: options.optouts.clone(),
             reply_window_ms: options.reply_window_ms,
+            metrics: options.metrics.clone(),
             outbox_added: false,
         }
     }
@@ -332,6 +335,7 @@ impl Committer {
             self.conversation_entries(Some(&existing), &conversation, &mut extra);
         }
         extra.push((keys::message(new.id), Some(record::encode(new))));
+        self.metrics.changed(old, new);
         self.write(extra);
         Ok(())
     }
@@ -1846,6 +1850,7 @@ fn store_inbound(
     c.conversation_entries(old_conversation.as_ref(), &conversation, &mut extra);
     extra.push((keys::inbound_from(&record.from, id), Some(Vec::new())));
     extra.push((keys::inbound(id), Some(record::encode(&record))));
+    c.metrics.received(&record.channel);
     c.write(extra);
     if let Some(effect) = keyword {
         apply_keyword(c, &record, effect)?;
@@ -2159,6 +2164,7 @@ fn sweep(c: &mut Committer, finished_before: Millis, max: usize) -> Result<usize
                 entries.push((k.clone(), None));
             }
             entries.push((keys::message(id), None));
+            c.metrics.deleted(m.status);
             deleted += 1;
         }
         entries.sort();
