@@ -53,6 +53,38 @@ pub struct Settings {
     pub quiet_hours: QuietHoursSettings,
     /// `[conversations]`: which thread a customer's message joins.
     pub conversations: ConversationSettings,
+    /// `[log]`: how the daemon logs.
+    pub log: LogSettings,
+}
+
+/// How log lines are written (to stderr: journald under systemd).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// "plain" (one readable line per event) or "json" (one JSON object per line, for log
+    /// shippers).
+    pub format: LogFormat,
+    /// The level filter ("info", "debug", "parla=debug,sled=warn"); RUST_LOG overrides it.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            format: LogFormat::Plain,
+            level: "info".into(),
+        }
+    }
+}
+
+/// The shape of log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Readable lines.
+    Plain,
+    /// One JSON object per line.
+    Json,
 }
 
 /// How customers' messages are put into conversations.
@@ -886,6 +918,12 @@ fn validate_channels(s: &Settings, out: &mut Vec<ConfigProblem>) {
         &s.quiet_hours.time_zone,
     ) {
         out.push(problem(format!("quiet_hours.{key}"), message));
+    }
+    if tracing_subscriber::EnvFilter::try_new(&s.log.level).is_err() {
+        out.push(problem(
+            "log.level",
+            "a level or filter such as \"info\", \"debug\" or \"parla=debug,sled=warn\"",
+        ));
     }
     let window = s.conversations.reply_window;
     if window.is_zero() || window > MAX_REPLY_WINDOW {
@@ -1725,6 +1763,8 @@ mod tests {
             "smpp.client.service_type",
             "smpp.client.mo_dedupe_window",
             "conversations.reply_window",
+            "log.format",
+            "log.level",
             "quiet_hours.enabled",
             "quiet_hours.start",
             "quiet_hours.end",
@@ -2017,6 +2057,7 @@ mod tests {
              [store]\ncache_capacity_mb = \"lots\"\n\
              [retry]\njitter = 3.0\n\
              [conversations]\nreply_window = \"0s\"\n\
+             [log]\nlevel = \"lots=of=noise\"\n\
              [nonsense]\nx = 1\n",
         )
         .unwrap_err();
@@ -2027,6 +2068,7 @@ mod tests {
             "store.cache_capacity_mb",
             "retry.jitter",
             "conversations.reply_window",
+            "log.level",
             "nonsense",
         ] {
             assert!(keys.contains(&expected), "{expected} missing in {keys:?}");

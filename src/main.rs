@@ -518,25 +518,27 @@ fn load(explicit: Option<&Path>) -> Result<(ConfigSource, Settings)> {
     }
 }
 
-fn init_logging() {
+fn init_logging(log: &config::LogSettings) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&log.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
     // Under systemd, journald stamps each line itself and shows no colors.
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(!journald && std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if journald {
-        builder.without_time().init();
-    } else {
-        builder.init();
+    match (log.format, journald) {
+        (config::LogFormat::Json, _) => builder.json().init(),
+        (config::LogFormat::Plain, true) => builder.without_time().init(),
+        (config::LogFormat::Plain, false) => builder.init(),
     }
 }
 
 fn serve(config: Option<&Path>) -> Result<()> {
-    init_logging();
     let (source, settings) = load(config)?;
+    init_logging(&settings.log);
     match &source {
         ConfigSource::File(p) => tracing::info!(config = %p.display(), "configuration loaded"),
         ConfigSource::Demo => {

@@ -482,3 +482,42 @@ fn hash_password_prints_a_hash_of_the_line_on_stdin() {
         assert!(out.stdout.is_empty());
     }
 }
+
+#[test]
+fn json_logs_are_one_object_per_line_with_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "[store]\npath = \"store\"\n[sim]\nenabled = true\n[log]\nformat = \"json\"\n",
+    );
+    let mut d = Binary::start(dir.path(), Some(&config), &[]);
+    let status = d.terminate();
+    assert!(status.success(), "{}", d.log());
+    let lines: Vec<serde_json::Value> = d
+        .log()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["level"].is_string() && l["timestamp"].is_string())
+    );
+    let ready = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "parla is ready")
+        .expect("the ready line");
+    assert!(
+        ready["fields"]["api"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["channel"] == "sim" && l["level"] == "WARN"),
+        "the channel is a field: {}",
+        d.log()
+    );
+}

@@ -225,6 +225,19 @@ pub struct Binary {
     pub log: Arc<Mutex<String>>,
 }
 
+/// The API address in the daemon's ready line, plain ("... parla is ready ... api=ADDR") or
+/// JSON (`[log] format = "json"`).
+fn ready_address(line: &str) -> Option<String> {
+    if !line.contains("parla is ready") {
+        return None;
+    }
+    if line.starts_with('{') {
+        let json: Value = serde_json::from_str(line).ok()?;
+        return json["fields"]["api"].as_str().map(str::to_owned);
+    }
+    Some(line.split("api=").nth(1)?.trim().to_string())
+}
+
 impl Binary {
     /// Starts `parla serve` in `dir` (its working directory), with `--config` when given, and
     /// extra environment. It listens on a free port (PARLA_HTTP__LISTEN=127.0.0.1:0 unless the
@@ -260,12 +273,8 @@ impl Binary {
                     l.push_str(&line);
                     l.push('\n');
                 }
-                if let Some(addr) = line
-                    .contains("parla is ready")
-                    .then(|| line.split("api=").nth(1))
-                    .flatten()
-                {
-                    let _ = ready_tx.send(addr.trim().to_string());
+                if let Some(addr) = ready_address(&line) {
+                    let _ = ready_tx.send(addr);
                 }
             }
         });
