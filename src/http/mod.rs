@@ -38,7 +38,8 @@ pub struct ApiState {
     pub region: Option<phonenumber::country::Id>,
     /// The channels' status, for `GET /v1/channels`.
     pub channels: ChannelRegistry,
-    tokens: Vec<String>,
+    /// Bearer tokens; a configuration reload replaces them.
+    tokens: std::sync::RwLock<Arc<Vec<String>>>,
     /// Bounds requests in progress: past it, requests wait (backpressure, bounded memory).
     slots: Semaphore,
     /// What `GET /metrics` shows; None: it answers 404.
@@ -61,10 +62,26 @@ impl ApiState {
             defaults,
             region,
             channels,
-            tokens: http.tokens.clone(),
+            tokens: std::sync::RwLock::new(Arc::new(http.tokens.clone())),
             slots: Semaphore::new(http.max_concurrent_requests.max(1)),
             metrics: None,
         }
+    }
+
+    fn tokens(&self) -> Arc<Vec<String>> {
+        self.tokens
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the bearer tokens (a configuration reload): requests from now on need one of
+    /// these.
+    pub fn set_tokens(&self, tokens: Vec<String>) {
+        *self
+            .tokens
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(tokens);
     }
 
     /// The same, serving `metrics` at `GET /metrics`.
@@ -209,7 +226,8 @@ async fn authenticate(
     mut req: Request,
     next: Next,
 ) -> Response {
-    let scope = if state.tokens.is_empty() {
+    let tokens = state.tokens();
+    let scope = if tokens.is_empty() {
         let peer = req
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
@@ -235,7 +253,7 @@ async fn authenticate(
         let matched = presented.and_then(|p| {
             // Compare against every token in constant time, so timing tells nothing.
             let mut found = None;
-            for (i, t) in state.tokens.iter().enumerate() {
+            for (i, t) in tokens.iter().enumerate() {
                 if bool::from(t.as_bytes().ct_eq(p.as_bytes())) {
                     found = Some(i);
                 }
@@ -243,7 +261,7 @@ async fn authenticate(
             found
         });
         match matched {
-            Some(i) => ClientScope(format!("token:{}", fingerprint(&state.tokens[i]))),
+            Some(i) => ClientScope(format!("token:{}", fingerprint(&tokens[i]))),
             None => {
                 return (
                     [(header::WWW_AUTHENTICATE, "Bearer")],

@@ -154,6 +154,35 @@ impl StoreOptions {
     }
 }
 
+/// The rules the writer applies that a configuration reload may replace.
+#[derive(Debug, Clone)]
+pub struct StoreRules {
+    /// See [`StoreOptions::router`].
+    pub router: Arc<Router>,
+    /// See [`StoreOptions::replies`].
+    pub replies: Arc<ReplyRules>,
+    /// See [`StoreOptions::webhooks`].
+    pub webhooks: Arc<crate::webhook::event::Subscriptions>,
+    /// See [`StoreOptions::quiet_hours`].
+    pub quiet_hours: Option<crate::schedule::QuietHours>,
+    /// See [`StoreOptions::optouts`].
+    pub optouts: Arc<OptOutRules>,
+    /// See [`StoreOptions::reply_window_ms`].
+    pub reply_window_ms: Millis,
+}
+
+impl StoreOptions {
+    /// Replaces the rules with `rules`.
+    pub fn set_rules(&mut self, rules: StoreRules) {
+        self.router = rules.router;
+        self.replies = rules.replies;
+        self.webhooks = rules.webhooks;
+        self.quiet_hours = rules.quiet_hours;
+        self.optouts = rules.optouts;
+        self.reply_window_ms = rules.reply_window_ms;
+    }
+}
+
 /// Seven days: the default of [`StoreOptions::reply_window_ms`].
 pub const DEFAULT_REPLY_WINDOW_MS: Millis = 7 * 24 * 3600 * 1000;
 
@@ -358,7 +387,8 @@ struct Inner {
     tree: sled::Db,
     stats: Arc<StoreStats>,
     path: PathBuf,
-    router: Arc<Router>,
+    /// The routes in force (a reload replaces them).
+    router: std::sync::RwLock<Arc<Router>>,
     /// Bumped by the syncer after a commit that added outbox entries is durable.
     outbox_changed: Arc<watch::Sender<u64>>,
 }
@@ -417,7 +447,7 @@ impl Store {
                 tree: db,
                 stats,
                 path: options.path.clone(),
-                router: options.router.clone(),
+                router: std::sync::RwLock::new(options.router.clone()),
                 outbox_changed,
             }),
             ops: tx,
@@ -837,7 +867,34 @@ impl Store {
 
     /// Every lane of the queue (for tools and tests that want all due messages).
     pub fn lanes(&self) -> Vec<Lane> {
-        self.inner.router.lanes()
+        self.router().lanes()
+    }
+
+    /// The routes in force.
+    pub fn router(&self) -> Arc<Router> {
+        self.inner
+            .router
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Applies a configuration reload's rules (routes, reply rules, webhook subscriptions,
+    /// quiet hours, opt-out keywords, the reply window) from the next request on; queued
+    /// messages are refiled when the routes changed. Returns once that is durable.
+    pub async fn reconfigure(&self, rules: StoreRules) -> Result<(), StoreError> {
+        let router = rules.router.clone();
+        self.call(|reply| writer::Op::Reconfigure {
+            rules: Box::new(rules),
+            reply,
+        })
+        .await?;
+        *self
+            .inner
+            .router
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = router;
+        Ok(())
     }
 
     /// Number of messages in a status (a scan of its index: for tests, tools and periodic metrics).

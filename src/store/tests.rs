@@ -1021,3 +1021,47 @@ async fn marketing_waits_out_quiet_hours_and_transactional_does_not() {
     assert!(reason.starts_with("quiet hours: deferred to"), "{reason}");
     store.close().await;
 }
+
+#[tokio::test]
+async fn a_reload_s_new_routes_refile_the_queue_at_once() {
+    use crate::route::{RouteSettings, RouteStep, Router};
+    let dir = tempfile::tempdir().unwrap();
+    let names = ["a".to_string(), "b".to_string()];
+    let store = Store::open(&StoreOptions::new(dir.path())).unwrap().0;
+    let italy = submit(&store, "+393471234567").await;
+    let germany = submit(&store, "+4915123456789").await;
+    let now = now_millis();
+    assert_eq!(store.due(&[0], now, 10).unwrap(), vec![italy, germany]);
+    // Italy gets its own route: the reload files Italy's message under it, Germany's under
+    // the default route (now the second).
+    let routes = vec![RouteSettings {
+        prefixes: vec!["+39".into()],
+        channels: vec![RouteStep::One("b".into())],
+    }];
+    let mut rules = StoreRules {
+        router: Arc::new(Router::new(&routes, &names)),
+        replies: Default::default(),
+        webhooks: Default::default(),
+        quiet_hours: None,
+        optouts: Default::default(),
+        reply_window_ms: DEFAULT_REPLY_WINDOW_MS,
+    };
+    store.reconfigure(rules.clone()).await.unwrap();
+    assert_eq!(store.due(&[0x0000], now, 10).unwrap(), vec![italy]);
+    assert_eq!(store.due(&[0x0100], now, 10).unwrap(), vec![germany]);
+    assert!(store.lanes().contains(&0x0100));
+    // A message submitted after the reload is filed by the new routes too.
+    let later = submit(&store, "+393470000000").await;
+    assert_eq!(
+        store.due(&[0x0000], now_millis(), 10).unwrap(),
+        vec![italy, later]
+    );
+    // And back: one lane again.
+    rules.router = Arc::new(Router::new(&[], &names));
+    store.reconfigure(rules).await.unwrap();
+    assert_eq!(
+        store.due(&[0], now_millis(), 10).unwrap(),
+        vec![italy, germany, later]
+    );
+    store.close().await;
+}

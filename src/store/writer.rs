@@ -119,6 +119,10 @@ pub enum Op {
         seen: Option<MessageId>,
         reply: Reply<bool>,
     },
+    Reconfigure {
+        rules: Box<super::StoreRules>,
+        reply: Reply<()>,
+    },
     Close {
         reply: oneshot::Sender<()>,
     },
@@ -229,6 +233,19 @@ impl Committer {
             metrics: options.metrics.clone(),
             outbox_added: false,
         }
+    }
+
+    /// Applies a configuration reload's rules from the next request on; queued messages move
+    /// to their new lanes when the routes changed.
+    fn reconfigure(&mut self, rules: super::StoreRules) -> Result<(), StoreError> {
+        self.router = rules.router;
+        self.replies = rules.replies;
+        self.webhooks = rules.webhooks;
+        self.quiet_hours = rules.quiet_hours;
+        self.optouts = rules.optouts;
+        self.reply_window_ms = rules.reply_window_ms;
+        let db = self.db.clone();
+        refile_queue(&db, self)
     }
 
     fn next_id(&mut self) -> MessageId {
@@ -512,8 +529,21 @@ fn refile_queue(db: &sled::Db, c: &mut Committer) -> Result<(), StoreError> {
     }
     let mut entries: Vec<Entry> = Vec::new();
     let mut moved = 0usize;
+    // Committed due keys, and those of the open group (a reload lands between two requests).
+    let mut due: BTreeSet<Vec<u8>> = BTreeSet::new();
     for key in db.scan_prefix([keys::DUE]).keys() {
-        let key = key?;
+        due.insert(key?.to_vec());
+    }
+    for (key, value) in &c.overlay {
+        if key.first() == Some(&keys::DUE) {
+            if value.is_some() {
+                due.insert(key.clone());
+            } else {
+                due.remove(key);
+            }
+        }
+    }
+    for key in due {
         let Some(id) = keys::id_suffix(&key) else {
             continue;
         };
@@ -527,7 +557,7 @@ fn refile_queue(db: &sled::Db, c: &mut Committer) -> Result<(), StoreError> {
                 keys::due(lane, m.due_at, m.id)
             });
         if wanted.as_deref() != Some(&key[..]) {
-            entries.push((key.to_vec(), None));
+            entries.push((key.clone(), None));
             if let Some(new) = wanted {
                 entries.push((new, Some(Vec::new())));
                 moved += 1;
@@ -725,6 +755,7 @@ fn refuse(op: Op, reason: &str) -> Finish {
         Op::AddOptOut { reply, .. } => finish(reply, Err(error())),
         Op::RemoveOptOut { reply, .. } => finish(reply, Err(error())),
         Op::MarkRead { reply, .. } => finish(reply, Err(error())),
+        Op::Reconfigure { reply, .. } => finish(reply, Err(error())),
         Op::Close { reply } => Box::new(move |_| {
             let _ = reply.send(());
         }),
@@ -791,6 +822,7 @@ fn process(c: &mut Committer, op: Op) -> Finish {
             seen,
             reply,
         } => finish(reply, mark_read(c, &customer, &shop, seen)),
+        Op::Reconfigure { rules, reply } => finish(reply, c.reconfigure(*rules)),
         Op::Close { reply } => Box::new(move |_| {
             let _ = reply.send(());
         }),
