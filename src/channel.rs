@@ -357,28 +357,59 @@ impl StatusHandle {
     }
 }
 
-/// Every channel's status, by name: what `GET /v1/channels` lists.
+/// Every channel's status, by name: what `GET /v1/channels` lists. A configuration reload adds
+/// and removes channels.
 #[derive(Debug, Clone, Default)]
 pub struct ChannelRegistry {
-    channels: Arc<Vec<StatusHandle>>,
+    channels: Arc<std::sync::RwLock<Vec<StatusHandle>>>,
 }
 
 impl ChannelRegistry {
     /// A registry of these channels, in configuration order.
     pub fn new(channels: Vec<StatusHandle>) -> Self {
         ChannelRegistry {
-            channels: Arc::new(channels),
+            channels: Arc::new(std::sync::RwLock::new(channels)),
         }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<StatusHandle>> {
+        self.channels
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Each channel's status.
     pub fn statuses(&self) -> Vec<ChannelStatus> {
-        self.channels.iter().map(StatusHandle::get).collect()
+        self.read().iter().map(StatusHandle::get).collect()
     }
 
     /// The handle of the channel called `name`.
-    pub fn get(&self, name: &str) -> Option<&StatusHandle> {
-        self.channels.iter().find(|h| h.tx.borrow().name == name)
+    pub fn get(&self, name: &str) -> Option<StatusHandle> {
+        self.read()
+            .iter()
+            .find(|h| h.tx.borrow().name == name)
+            .cloned()
+    }
+
+    /// Replaces the channel called like `handle`'s, or adds it at the end.
+    pub fn put(&self, handle: StatusHandle) {
+        let name = handle.get().name;
+        let mut channels = self
+            .channels
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match channels.iter_mut().find(|h| h.tx.borrow().name == name) {
+            Some(slot) => *slot = handle,
+            None => channels.push(handle),
+        }
+    }
+
+    /// Forgets the channel called `name`.
+    pub fn remove(&self, name: &str) {
+        self.channels
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|h| h.tx.borrow().name != name);
     }
 
     /// Adds a batch's counts to each channel's counters, one update per channel.

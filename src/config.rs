@@ -146,7 +146,7 @@ impl QuietHoursSettings {
 }
 
 /// A webhook endpoint: where events are POSTed, signed with its secret.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebhookSettings {
     /// Its name (logs, and the events' outbox).
@@ -203,7 +203,7 @@ pub struct SmppSettings {
 }
 
 /// The SMPP server for integrators (parla as their SMSC).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SmppServerSettings {
     /// Whether it listens.
@@ -249,7 +249,7 @@ impl Default for SmppServerSettings {
 }
 
 /// An integrator's account on the SMPP server.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SmppAccountSettings {
     /// The bind's system_id (at most 15 characters).
@@ -345,7 +345,7 @@ pub enum DefaultAlphabet {
 }
 
 /// One SMPP link to a carrier's SMSC.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SmppClientSettings {
     /// Channel name, used in message records and `GET /v1/channels`.
@@ -635,7 +635,7 @@ pub enum FlowControl {
 }
 
 /// One GSM modem.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModemSettings {
     /// Channel name, used in message records and `GET /v1/channels`.
@@ -864,7 +864,7 @@ impl Default for RetrySettings {
 }
 
 /// The built-in simulated channel: accepts messages, reports deliveries, has customers reply.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SimSettings {
     /// Whether the simulated channel runs (always, in the embedded demo).

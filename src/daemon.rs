@@ -12,17 +12,16 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::channel::{Channel, ChannelContext, ChannelRegistry, EventSink, StatusHandle};
+use std::collections::HashMap;
+
+use crate::channel::ChannelRegistry;
 use crate::config::Settings;
 use crate::conversation::Correlator;
-use crate::dispatch::{ChannelHandle, Dispatcher, RetryPolicy};
+use crate::dispatch::{Dispatcher, RetryPolicy};
 use crate::http::{ApiState, router};
 use crate::message::now_millis;
-use crate::modem::ModemChannel;
-use crate::optout::OptOutRules;
-use crate::route::{ReplyRules, Router};
-use crate::sim::SimChannel;
-use crate::smpp::SmppChannel;
+use crate::reload::{ChannelSpec, ChannelStarter, ReloadHandle, Reloader};
+use crate::route::Router;
 use crate::smpp::server::ServerContext;
 use crate::store::{Store, StoreError, StoreOptions};
 
@@ -73,7 +72,8 @@ pub struct RunningDaemon {
     shutdown: CancellationToken,
     channel_shutdown: CancellationToken,
     tasks: JoinSet<()>,
-    channel_tasks: JoinSet<()>,
+    channel_tasks: Arc<tokio::sync::Mutex<JoinSet<()>>>,
+    reload: ReloadHandle,
     correlator: tokio::task::JoinHandle<()>,
     http: tokio::task::JoinHandle<Result<(), std::io::Error>>,
 }
@@ -106,19 +106,10 @@ pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
     options.max_group = settings.store.max_group;
     options.min_free_bytes = settings.store.min_free_mb.saturating_mul(1024 * 1024);
     let routes = Arc::new(Router::new(&settings.routes, &settings.channel_names()));
-    options.router = routes.clone();
-    if server.enabled {
-        options.replies = Arc::new(ReplyRules::from_server(server));
-    }
-    options.webhooks = Arc::new(crate::webhook::event::Subscriptions::from_settings(
-        &settings.webhooks,
-    ));
-    options.quiet_hours = settings.quiet_hours.window();
-    options.reply_window_ms =
-        i64::try_from(settings.conversations.reply_window.as_millis()).unwrap_or(i64::MAX);
-    options.optouts = Arc::new(OptOutRules::new(
-        &settings.optouts,
-        i64::try_from(settings.defaults.validity.as_millis()).unwrap_or(i64::MAX),
+    options.set_rules(crate::reload::rules(
+        &settings,
+        &settings.smpp.server,
+        routes.clone(),
     ));
     let (store, recovery) = tokio::task::spawn_blocking(move || Store::open(&options))
         .await
@@ -138,51 +129,23 @@ pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
     let wake = Arc::new(Notify::new());
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
 
-    let mut channels: Vec<Box<dyn Channel>> = Vec::new();
-    if settings.sim.enabled {
-        tracing::warn!(
-            channel = %settings.sim.name,
-            "the SIMULATED channel is on: messages are not sent to any phone"
-        );
-        channels.push(Box::new(SimChannel::new(settings.sim.clone())));
-    }
-    for modem in &settings.modems {
-        channels.push(Box::new(ModemChannel::new(modem.clone())));
-    }
-    for link in &settings.smpp.client {
-        channels.push(Box::new(
-            SmppChannel::new(link.clone()).with_metrics(metrics.links.clone()),
-        ));
-    }
+    let starter = ChannelStarter {
+        events: events_tx,
+        shutdown: channel_shutdown.clone(),
+        links: metrics.links.clone(),
+    };
     let mut handles = Vec::new();
     let mut statuses = Vec::new();
     let mut channel_tasks = JoinSet::new();
-    for channel in channels {
-        let name: Arc<str> = Arc::from(channel.name());
-        let (jobs_tx, jobs_rx) = mpsc::channel(channel.window().max(1));
-        let status = StatusHandle::new(&name, channel.kind());
-        statuses.push(status.clone());
-        handles.push(ChannelHandle {
-            name: name.to_string(),
-            jobs: jobs_tx,
-            status: status.clone(),
-        });
-        let ctx = ChannelContext {
-            jobs: jobs_rx,
-            events: EventSink::new(name.clone(), events_tx.clone()),
-            status,
-            shutdown: channel_shutdown.clone(),
-        };
-        let task = channel.run(ctx);
-        channel_tasks.spawn(async move {
-            if let Err(e) = task.await {
-                tracing::error!(channel = %name, error = %e, "channel stopped");
-            }
-        });
+    let mut running = HashMap::new();
+    for spec in ChannelSpec::all(&settings) {
+        let (handle, token) = starter.start(&spec, &mut channel_tasks);
+        statuses.push(handle.status.clone());
+        handles.push(handle);
+        running.insert(spec.name().to_owned(), (spec, token));
     }
+    let channel_tasks = Arc::new(tokio::sync::Mutex::new(channel_tasks));
     let registry = ChannelRegistry::new(statuses);
-    // Only channels hold event senders now: the correlator ends when the last channel has.
-    drop(events_tx);
 
     // libphonenumber compiles its metadata on first use (a second or more): pay that now, not
     // in the first customer's request.
@@ -202,6 +165,7 @@ pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
 
     let mut tasks = JoinSet::new();
     let dispatcher = Dispatcher::new(store.clone(), handles, wake.clone(), routes);
+    let dispatch_changes = dispatcher.changes();
     let token = shutdown.clone();
     tasks.spawn(dispatcher.run(token));
     tasks.spawn(sweep_loop(
@@ -211,13 +175,6 @@ pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
         shutdown.clone(),
     ));
 
-    for endpoint in &settings.webhooks {
-        tasks.spawn(crate::webhook::run(
-            endpoint.clone(),
-            store.clone(),
-            shutdown.clone(),
-        ));
-    }
     let smpp_addr = smpp_listener.as_ref().map(|(_, addr)| *addr);
     if let Some((listener, addr)) = smpp_listener {
         let ctx = ServerContext {
@@ -246,6 +203,22 @@ pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
         )
         .with_metrics(metrics),
     );
+    let reloader = Reloader {
+        current: settings.clone(),
+        store: store.clone(),
+        api: state.clone(),
+        dispatch: dispatch_changes,
+        registry: state.channels.clone(),
+        starter,
+        channel_tasks: channel_tasks.clone(),
+        channels: running,
+        webhooks: HashMap::new(),
+        shutdown: shutdown.clone(),
+        webhook_tasks: JoinSet::new(),
+    };
+    let reload = reloader
+        .start_webhooks(&settings.webhooks)
+        .spawn(&mut tasks);
     let app = router(state, settings.http.max_body_bytes);
     let limits = crate::http::server::ServerLimits {
         max_connections: settings.http.max_connections,
@@ -269,10 +242,16 @@ pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
         channel_tasks,
         correlator,
         http,
+        reload,
     })
 }
 
 impl RunningDaemon {
+    /// Applies new settings in place (see [`crate::reload`]).
+    pub fn reload_handle(&self) -> ReloadHandle {
+        self.reload.clone()
+    }
+
     /// Cancel this token to begin a graceful shutdown.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
@@ -285,7 +264,8 @@ impl RunningDaemon {
         let http_result = (&mut self.http).await;
         while self.tasks.join_next().await.is_some() {}
         self.channel_shutdown.cancel();
-        let channels = async { while self.channel_tasks.join_next().await.is_some() {} };
+        let mut channel_tasks = self.channel_tasks.lock().await;
+        let channels = async { while channel_tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(CHANNEL_STOP_TIMEOUT, channels)
             .await
             .is_err()
@@ -293,8 +273,9 @@ impl RunningDaemon {
             tracing::warn!(
                 "channels did not stop in time; their messages are requeued at next start"
             );
-            self.channel_tasks.abort_all();
+            channel_tasks.abort_all();
         }
+        drop(channel_tasks);
         let _ = (&mut self.correlator).await;
         self.store.close().await;
         tracing::info!("store flushed and closed; bye");

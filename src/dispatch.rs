@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
@@ -96,12 +96,25 @@ const CLAIM_BATCH: usize = 512;
 const CLAIM_RACE_PAUSE: Duration = Duration::from_millis(5);
 
 /// Moves due messages from the store to channels: one feeding loop per channel, each taking
-/// as many messages as its channel has room for, while that channel is up.
+/// as many messages as its channel has room for, while that channel is up. A configuration
+/// reload adds and removes channels and replaces the routes ([`DispatchChange`]).
 pub struct Dispatcher {
     store: Store,
     channels: Vec<ChannelHandle>,
     wake: Arc<Notify>,
     router: Arc<Router>,
+    changes_tx: mpsc::Sender<DispatchChange>,
+    changes: mpsc::Receiver<DispatchChange>,
+}
+
+/// What a configuration reload changes in the dispatcher.
+pub enum DispatchChange {
+    /// Feed this channel (new, or started again with new settings).
+    Add(ChannelHandle),
+    /// Stop feeding the channel with this name (what it holds, it hands back itself).
+    Remove(String),
+    /// The routes are these now.
+    Routes(Arc<Router>),
 }
 
 /// What the feeding loops share.
@@ -114,8 +127,8 @@ struct Shared {
     claiming: std::sync::Mutex<HashSet<MessageId>>,
     /// Which lanes of the queue each channel serves follows from the routes and from which
     /// channels are up.
-    router: Arc<Router>,
-    statuses: Vec<(String, StatusHandle)>,
+    router: std::sync::RwLock<Arc<Router>>,
+    statuses: std::sync::RwLock<Vec<(String, StatusHandle)>>,
 }
 
 impl Shared {
@@ -125,11 +138,31 @@ impl Shared {
 
     /// The lanes `channel` serves now.
     fn lanes_for(&self, channel: &str) -> Vec<Lane> {
-        self.router.lanes_for(channel, |name| {
-            self.statuses
+        let router = self
+            .router
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let statuses = self
+            .statuses
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        router.lanes_for(channel, |name| {
+            statuses
                 .iter()
                 .any(|(n, s)| n == name && s.state() == LinkState::Up)
         })
+    }
+
+    fn set_status(&self, name: &str, status: Option<StatusHandle>) {
+        let mut statuses = self
+            .statuses
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        statuses.retain(|(n, _)| n != name);
+        if let Some(status) = status {
+            statuses.push((name.to_owned(), status));
+        }
     }
 
     /// Up to `room` due messages of `lanes` no other loop is claiming, marked as ours; and
@@ -170,57 +203,123 @@ impl Dispatcher {
         wake: Arc<Notify>,
         router: Arc<Router>,
     ) -> Self {
+        let (changes_tx, changes) = mpsc::channel(64);
         Dispatcher {
             store,
             channels,
             wake,
             router,
+            changes_tx,
+            changes,
         }
+    }
+
+    /// Where a configuration reload sends its changes.
+    pub fn changes(&self) -> mpsc::Sender<DispatchChange> {
+        self.changes_tx.clone()
     }
 
     /// Runs until `shutdown`. Store errors are logged and retried.
     pub async fn run(self, shutdown: CancellationToken) {
-        if self.channels.is_empty() {
+        let Dispatcher {
+            store,
+            channels,
+            wake,
+            router,
+            changes_tx,
+            changes,
+        } = self;
+        // Only reloads send changes: when every sender is gone, none come.
+        drop(changes_tx);
+        if channels.is_empty() {
             tracing::warn!("no channel is configured: messages stay queued until one is");
-            shutdown.cancelled().await;
-            return;
         }
         let shared = Arc::new(Shared {
-            store: self.store,
+            store,
             poke: watch::Sender::new(0),
             claiming: std::sync::Mutex::new(HashSet::new()),
-            router: self.router,
-            statuses: self
-                .channels
-                .iter()
-                .map(|c| (c.name.clone(), c.status.clone()))
-                .collect(),
+            router: std::sync::RwLock::new(router),
+            statuses: std::sync::RwLock::new(Vec::new()),
         });
-        let mut loops = JoinSet::new();
-        // Dropped (so aborted) when the loops are done.
-        let mut watchers = JoinSet::new();
-        for channel in self.channels {
-            // A channel going up or down moves lanes between channels (failover): every
-            // loop looks again at once.
-            let mut state = channel.status.subscribe();
-            let watcher = shared.clone();
-            watchers.spawn(async move {
-                while state.changed().await.is_ok() {
-                    watcher.poke();
-                }
-            });
-            loops.spawn(feed(shared.clone(), channel, shutdown.clone()));
-        }
-        // Intake's wake-ups reach every loop, not just one.
-        let fan_out = async {
-            loop {
-                self.wake.notified().await;
-                shared.poke();
-            }
+        let mut feeding = Feeding {
+            shared: shared.clone(),
+            loops: JoinSet::new(),
+            watchers: JoinSet::new(),
+            running: HashMap::new(),
+            shutdown: shutdown.clone(),
         };
-        tokio::select! {
-            _ = fan_out => {}
-            _ = async { while loops.join_next().await.is_some() {} } => {}
+        for channel in channels {
+            feeding.add(channel);
+        }
+        let mut changes = Some(changes);
+        loop {
+            let change = async {
+                match changes.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                // Intake's wake-ups reach every loop, not just one.
+                _ = wake.notified() => shared.poke(),
+                change = change => match change {
+                    Some(DispatchChange::Add(channel)) => feeding.add(channel),
+                    Some(DispatchChange::Remove(name)) => feeding.remove(&name),
+                    Some(DispatchChange::Routes(router)) => {
+                        *shared
+                            .router
+                            .write()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) = router;
+                        shared.poke();
+                    }
+                    None => changes = None,
+                },
+                Some(_) = feeding.loops.join_next() => {}
+            }
+        }
+        while feeding.loops.join_next().await.is_some() {}
+    }
+}
+
+/// The feeding loops running, by channel.
+struct Feeding {
+    shared: Arc<Shared>,
+    loops: JoinSet<()>,
+    /// Dropped (so aborted) with the dispatcher.
+    watchers: JoinSet<()>,
+    running: HashMap<String, (CancellationToken, tokio::task::AbortHandle)>,
+    shutdown: CancellationToken,
+}
+
+impl Feeding {
+    fn add(&mut self, channel: ChannelHandle) {
+        self.remove(&channel.name);
+        self.shared
+            .set_status(&channel.name, Some(channel.status.clone()));
+        // A channel going up or down moves lanes between channels (failover): every loop
+        // looks again at once.
+        let mut state = channel.status.subscribe();
+        let watcher = self.shared.clone();
+        let watching = self.watchers.spawn(async move {
+            while state.changed().await.is_ok() {
+                watcher.poke();
+            }
+        });
+        let token = self.shutdown.child_token();
+        self.running
+            .insert(channel.name.clone(), (token.clone(), watching));
+        self.loops.spawn(feed(self.shared.clone(), channel, token));
+        self.shared.poke();
+    }
+
+    fn remove(&mut self, name: &str) {
+        if let Some((token, watching)) = self.running.remove(name) {
+            token.cancel();
+            watching.abort();
+            self.shared.set_status(name, None);
+            // Its lanes pass to the channels that remain.
+            self.shared.poke();
         }
     }
 }

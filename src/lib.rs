@@ -56,6 +56,8 @@
 //! src/metrics.rs       Prometheus metrics: the registry, what the writer and links count, what a
 //!                      scrape reads (channel states, modem signal, outbox depths)
 //! src/daemon.rs        wiring of the running daemon and its graceful shutdown
+//! src/reload.rs        configuration reload (SIGHUP): channels kept, restarted, added, removed;
+//!                      the store's rules, webhook endpoints and API tokens replaced
 //! src/phone.rs         E.164 normalization and sender-id validation
 //! ```
 //!
@@ -79,6 +81,7 @@ pub mod metrics;
 pub mod modem;
 pub mod optout;
 pub mod phone;
+pub mod reload;
 pub mod route;
 pub mod schedule;
 pub mod sim;
