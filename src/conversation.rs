@@ -134,7 +134,12 @@ impl Correlator {
     /// start-up recovery then requeues what it concerned.
     pub async fn run(self, mut events: mpsc::Receiver<EventEnvelope>, shutdown: CancellationToken) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
-        while events.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let heartbeat = crate::watchdog::register("correlator");
+        while heartbeat
+            .idle(events.recv_many(&mut batch, MAX_BATCH))
+            .await
+            > 0
+        {
             let updates: Vec<Update> = batch.iter().map(|e| self.update_for(e)).collect();
             let mut backoff = RETRY_START;
             let ok = loop {
@@ -178,7 +183,7 @@ impl Correlator {
                     Err(e) => {
                         tracing::warn!(error = %e, events = batch.len(), retry_in = ?backoff, "cannot store channel events yet");
                         tokio::select! {
-                            _ = tokio::time::sleep(backoff) => {}
+                            _ = heartbeat.idle(tokio::time::sleep(backoff)) => {}
                             _ = shutdown.cancelled() => {}
                         }
                         backoff = (backoff * 2).min(RETRY_MAX);

@@ -327,14 +327,16 @@ impl Feeding {
 /// Feeds one channel until shutdown or until the channel stops.
 async fn feed(shared: Arc<Shared>, channel: ChannelHandle, shutdown: CancellationToken) {
     let mut poked = shared.poke.subscribe();
+    let heartbeat = crate::watchdog::register(format!("dispatcher for {}", channel.name));
     loop {
+        heartbeat.beat();
         if shutdown.is_cancelled() {
             return;
         }
         if channel.status.state() != LinkState::Up {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                up = channel.status.wait_up() => if !up { return },
+                up = heartbeat.idle(channel.status.wait_up()) => if !up { return },
             }
             continue;
         }
@@ -342,7 +344,7 @@ async fn feed(shared: Arc<Shared>, channel: ChannelHandle, shutdown: Cancellatio
         // messages never pile up in memory.
         let permit = tokio::select! {
             _ = shutdown.cancelled() => return,
-            permit = channel.jobs.reserve() => match permit {
+            permit = heartbeat.idle(channel.jobs.reserve()) => match permit {
                 Ok(p) => p,
                 Err(_) => return,
             },
@@ -396,7 +398,10 @@ async fn feed(shared: Arc<Shared>, channel: ChannelHandle, shutdown: Cancellatio
                     p.send(job);
                     Ok(())
                 }
-                None => channel.jobs.send(job).await.map_err(|e| e.0),
+                None => heartbeat
+                    .idle(channel.jobs.send(job))
+                    .await
+                    .map_err(|e| e.0),
             };
             if let Err(job) = sent {
                 // The channel stopped between our claim and the hand-over: put these

@@ -58,6 +58,8 @@
 //! src/daemon.rs        wiring of the running daemon and its graceful shutdown
 //! src/reload.rs        configuration reload (SIGHUP): channels kept, restarted, added, removed;
 //!                      the store's rules, webhook endpoints and API tokens replaced
+//! src/watchdog.rs      systemd watchdog tied to progress: heartbeats of the main loops, the
+//!                      pure stale-or-ping decision, the task that pings WATCHDOG=1
 //! src/phone.rs         E.164 normalization and sender-id validation
 //! ```
 //!
@@ -87,4 +89,5 @@ pub mod schedule;
 pub mod sim;
 pub mod smpp;
 pub mod store;
+pub mod watchdog;
 pub mod webhook;

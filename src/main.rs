@@ -559,7 +559,13 @@ fn serve(config: Option<&Path>) -> Result<()> {
         let token = daemon.shutdown_token();
         tokio::spawn(async move {
             wait_for_signal().await;
-            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+            let _ = sd_notify::notify(
+                false,
+                &[
+                    sd_notify::NotifyState::Stopping,
+                    sd_notify::NotifyState::Status("stopping: handing back unfinished work"),
+                ],
+            );
             token.cancel();
             // A second signal means "now": exit without the graceful path (the store's
             // crash recovery handles whatever was in flight).
@@ -567,7 +573,25 @@ fn serve(config: Option<&Path>) -> Result<()> {
             tracing::warn!("second signal: exiting at once");
             std::process::exit(130);
         });
-        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+        // start() returned: the API and SMPP listeners are bound and every channel started.
+        let status = format!("ready: API on {}", daemon.http_addr);
+        let _ = sd_notify::notify(
+            false,
+            &[
+                sd_notify::NotifyState::Ready,
+                sd_notify::NotifyState::Status(&status),
+            ],
+        );
+        if let Some(timeout) = parla::watchdog::systemd_timeout() {
+            let (watchdog, every) = parla::watchdog::Watchdog::for_timeout(timeout);
+            tracing::info!(
+                timeout = ?timeout,
+                stale_after = ?watchdog.stale_after(),
+                "systemd watchdog on: pinging while the main loops make progress"
+            );
+            let heartbeats = parla::watchdog::global().clone();
+            tokio::spawn(parla::watchdog::run(heartbeats, watchdog, every));
+        }
         match daemon.smpp_addr {
             // Fields before api=: tools read the API address as the line's last word.
             Some(smpp) => tracing::info!(smpp = %smpp, api = %daemon.http_addr, "parla is ready"),

@@ -20,6 +20,7 @@ use crate::codec::gsm7;
 use crate::codec::tpdu::{self, Concat, Pdu, ReportOutcome, SubmitSpec};
 use crate::config::{FlowControl, ModemSettings};
 use crate::message::{Millis, ReceiptOutcome, now_millis};
+use crate::watchdog::Heartbeat;
 
 /// Errors of the modem layer.
 #[derive(Debug, thiserror::Error)]
@@ -192,6 +193,7 @@ pub async fn run(settings: ModemSettings, ctx: ChannelContext) -> Result<(), Clo
     let name: Arc<str> = Arc::from(settings.name.as_str());
     let mut pacing = Pacing::new(&settings);
     let mut backoff = REOPEN_START;
+    let heartbeat = crate::watchdog::register(format!("modem {}", settings.name));
     status.update(|s| {
         s.modem = Some(crate::channel::ModemInfo {
             port: settings.port.display().to_string(),
@@ -199,6 +201,7 @@ pub async fn run(settings: ModemSettings, ctx: ChannelContext) -> Result<(), Clo
         })
     });
     loop {
+        heartbeat.beat();
         if shutdown.is_cancelled() {
             hand_back_queued(&mut jobs, &events, "the gateway is shutting down").await?;
             return Ok(());
@@ -211,6 +214,7 @@ pub async fn run(settings: ModemSettings, ctx: ChannelContext) -> Result<(), Clo
                     events: &events,
                     status: &status,
                     pacing: &mut pacing,
+                    heartbeat: &heartbeat,
                     next_token: 0,
                     reached_ready: false,
                 };
@@ -221,7 +225,7 @@ pub async fn run(settings: ModemSettings, ctx: ChannelContext) -> Result<(), Clo
                         tracing::error!(modem = %name, reason = %why, "modem blocked; fix it and restart");
                         status.set_state(LinkState::Down, Some(why));
                         // Nothing to retry on our own (a PIN is never tried twice).
-                        refuse_until_shutdown(&mut jobs, &events, &shutdown).await?;
+                        refuse_until_shutdown(&mut jobs, &events, &shutdown, &heartbeat).await?;
                         return Ok(());
                     }
                     End::Lost(e) => {
@@ -255,7 +259,7 @@ pub async fn run(settings: ModemSettings, ctx: ChannelContext) -> Result<(), Clo
         tokio::pin!(sleep);
         loop {
             tokio::select! {
-                _ = &mut sleep => break,
+                _ = heartbeat.idle(&mut sleep) => break,
                 _ = shutdown.cancelled() => break,
                 job = jobs.recv() => match job {
                     Some(job) => fail_job(&events, &job, Failure::NotSent, "the modem is not available").await?,
@@ -282,11 +286,12 @@ async fn refuse_until_shutdown(
     jobs: &mut mpsc::Receiver<SendJob>,
     events: &EventSink,
     shutdown: &tokio_util::sync::CancellationToken,
+    heartbeat: &Heartbeat,
 ) -> Result<(), Closed> {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return hand_back_queued(jobs, events, "the gateway is shutting down").await,
-            job = jobs.recv() => match job {
+            job = heartbeat.idle(jobs.recv()) => match job {
                 Some(job) => fail_job(events, &job, Failure::NotSent, "the modem is blocked").await?,
                 None => return Ok(()),
             },
@@ -317,6 +322,8 @@ struct Link<'a> {
     events: &'a EventSink,
     status: &'a StatusHandle,
     pacing: &'a mut Pacing,
+    /// The channel's loop, for the watchdog.
+    heartbeat: &'a Heartbeat,
     next_token: u64,
     /// Initialisation finished on this opening.
     reached_ready: bool,
@@ -335,8 +342,10 @@ impl Link<'_> {
         let mut buf = vec![0u8; READ_CHUNK];
         let mut current: Option<Current> = None;
         let (commit_tx, mut commit_rx) = mpsc::channel::<(Slot, bool)>(64);
+        let heartbeat = self.heartbeat;
         let result: Result<(), ModemError> = async {
             loop {
+                heartbeat.beat();
                 // Act on everything the session decided, then start the next part if we may.
                 while let Some(output) = session.poll_output() {
                     self.handle(output, &mut session, &mut current, &mut writer, &commit_tx)
@@ -371,7 +380,8 @@ impl Link<'_> {
                 let take_job = current.is_none() && session.can_send();
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
-                    read = reader.read(&mut buf) => {
+                    // Idle while this select waits; the read branch is always enabled.
+                    read = heartbeat.idle(reader.read(&mut buf)) => {
                         let n = read?;
                         if n == 0 {
                             return Err(ModemError::Eof);

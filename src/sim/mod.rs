@@ -91,9 +91,12 @@ async fn run(settings: SimSettings, ctx: ChannelContext) -> Result<(), Closed> {
     // Parts not yet accepted, per message: the in-flight window.
     let mut unaccepted: HashMap<MessageId, (Arc<SendJob>, usize)> = HashMap::new();
     let mut next_remote: u64 = 0;
+    let heartbeat = crate::watchdog::register(format!("sim channel {}", settings.name));
     loop {
+        heartbeat.beat();
         tokio::select! {
-            _ = shutdown.cancelled() => break,
+            // Idle while this select waits; the shutdown branch is always enabled.
+            _ = heartbeat.idle(shutdown.cancelled()) => break,
             job = jobs.recv(), if unaccepted.len() < settings.window => {
                 let Some(job) = job else { break };
                 let job = Arc::new(job);

@@ -30,6 +30,7 @@ use crate::channel::{
 };
 use crate::config::{DefaultAlphabet, SmppBindMode, SmppClientSettings};
 use crate::message::{MessageId, now_millis};
+use crate::watchdog::Heartbeat;
 
 use super::content::{self, Dc0, Delivery};
 use super::frame::{BindFields, BindMode, SmppCodec};
@@ -188,20 +189,25 @@ impl Link {
         let s = &self.settings;
         let mut backoff = Backoff::new(s.reconnect_min, s.reconnect_max);
         let addr = format!("{}:{}", s.host, s.port);
+        let heartbeat = crate::watchdog::register(match role {
+            Role::Send => format!("SMPP link {}", self.name()),
+            Role::Receive => format!("SMPP link {} (receiver)", self.name()),
+        });
         loop {
+            heartbeat.beat();
             if self.shutdown.is_cancelled() {
                 return Ok(());
             }
             let connect = tokio::time::timeout(s.connect_timeout, TcpStream::connect(&addr));
             let connected = tokio::select! {
-                r = connect => r,
+                r = heartbeat.idle(connect) => r,
                 () = self.shutdown.cancelled() => return Ok(()),
             };
             let end = match connected {
                 Ok(Ok(stream)) => {
                     // Small PDUs must not wait for Nagle: a submit_sm_resp is 17+ octets.
                     let _ = stream.set_nodelay(true);
-                    self.run_connection(stream, mode, role, jobs.as_deref_mut())
+                    self.run_connection(stream, mode, role, jobs.as_deref_mut(), &heartbeat)
                         .await?
                 }
                 Ok(Err(e)) => End::Lost {
@@ -254,7 +260,7 @@ impl Link {
             tokio::pin!(sleep);
             loop {
                 tokio::select! {
-                    () = &mut sleep => break,
+                    () = heartbeat.idle(&mut sleep) => break,
                     () = self.shutdown.cancelled() => return Ok(()),
                     Some(job) = recv_job(&mut jobs) => self.give_back(&job, "the link is down").await?,
                 }
@@ -303,6 +309,7 @@ impl Link {
         mode: BindMode,
         role: Role,
         jobs: Option<&mut mpsc::Receiver<SendJob>>,
+        heartbeat: &Heartbeat,
     ) -> Result<End, ChannelError> {
         let session =
             Session::new(self.session_config(mode), std::time::Instant::now()).map_err(|e| {
@@ -317,6 +324,7 @@ impl Link {
             session,
             role,
             jobs,
+            heartbeat,
             work: Work::default(),
             rate: Rate::new(self.settings.max_rate, self.settings.window),
             throttle: Throttle::new(self.settings.throttle_backoff),
@@ -381,6 +389,8 @@ struct Connection<'a> {
     session: Session,
     role: Role,
     jobs: Option<&'a mut mpsc::Receiver<SendJob>>,
+    /// The link's loop, for the watchdog.
+    heartbeat: &'a Heartbeat,
     work: Work,
     rate: Rate,
     throttle: Throttle,
@@ -397,6 +407,7 @@ impl Connection<'_> {
     async fn run(&mut self) -> Result<End, ChannelError> {
         let mut unbind_sent = false;
         loop {
+            self.heartbeat.beat();
             // Act on everything the session asked for, then write it all at once.
             let mut closed = None;
             while let Some(output) = self.session.poll_output() {
@@ -447,7 +458,8 @@ impl Connection<'_> {
                     self.stopping = Some(Instant::now());
                     self.give_back_waiting("the gateway is stopping").await?;
                 }
-                frame = self.framed.next() => {
+                // Idle while this select waits; the frame branch is always enabled.
+                frame = self.heartbeat.idle(self.framed.next()) => {
                     let now = std::time::Instant::now();
                     match frame {
                         Some(Ok(frame)) => self.session.on_frame(frame, now),

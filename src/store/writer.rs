@@ -613,7 +613,8 @@ pub fn run(
         }
     };
     let mut group: Vec<Op> = Vec::with_capacity(max_group);
-    while let Some(first) = rx.blocking_recv() {
+    let heartbeat = crate::watchdog::register("store writer");
+    while let Some(first) = heartbeat.idle_blocking(|| rx.blocking_recv()) {
         group.push(first);
         while group.len() < max_group {
             match rx.try_recv() {
@@ -690,7 +691,8 @@ fn sync_loop(
     outbox_changed: &watch::Sender<u64>,
 ) {
     let mut pending: Vec<AppliedGroup> = Vec::new();
-    while let Ok(first) = rx.recv() {
+    let heartbeat = crate::watchdog::register("store syncer");
+    while let Ok(first) = heartbeat.idle_blocking(|| rx.recv()) {
         pending.push(first);
         while let Ok(more) = rx.try_recv() {
             pending.push(more);
