@@ -243,6 +243,12 @@ impl Binary {
     /// extra environment. It listens on a free port (PARLA_HTTP__LISTEN=127.0.0.1:0 unless the
     /// caller sets it) and is ready when it logs so.
     pub fn start(dir: &Path, config: Option<&Path>, env: &[(&str, &str)]) -> Binary {
+        Binary::spawn(Binary::command(dir, config, env))
+    }
+
+    /// The command [`Binary::start`] runs, for a caller that changes it before
+    /// [`Binary::spawn`].
+    pub fn command(dir: &Path, config: Option<&Path>, env: &[(&str, &str)]) -> Command {
         let mut cmd = Command::new(parla_bin());
         cmd.arg("serve").current_dir(dir);
         if let Some(c) = config {
@@ -254,6 +260,11 @@ impl Binary {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        cmd
+    }
+
+    /// Spawns `cmd` (a `parla serve`, see [`Binary::command`]) and waits until it is ready.
+    pub fn spawn(mut cmd: Command) -> Binary {
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())

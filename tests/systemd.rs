@@ -1,0 +1,261 @@
+//! parla under systemd: the real binary's notify messages (READY, WATCHDOG, STOPPING) on a real
+//! notify socket, and systemd/parla.service checked by `systemd-analyze` (verify, security).
+
+mod support;
+
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use support::{Binary, Client, parla_bin};
+
+/// What arrived on the notify socket, in order; for READY=1, whether /healthz answered 200
+/// right then.
+#[derive(Default)]
+struct Notes {
+    messages: Vec<String>,
+    healthz_at_ready: Option<Result<u16, String>>,
+}
+
+type Shared = Arc<(Mutex<Notes>, Condvar)>;
+
+/// Reads the notify socket until the test ends. On READY=1 it asks /healthz at once: systemd
+/// starts what depends on parla at that moment, so the API must answer by then.
+fn listen(socket: UnixDatagram, api: Client) -> Shared {
+    let notes: Shared = Arc::default();
+    let writer = notes.clone();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 4096];
+        while let Ok(n) = socket.recv(&mut buf) {
+            let text = String::from_utf8_lossy(buf.get(..n).unwrap_or_default()).into_owned();
+            let healthz = text.lines().any(|l| l == "READY=1").then(|| {
+                api.request("GET", "/healthz", None, &[])
+                    .map(|a| a.status)
+                    .map_err(|e| e.to_string())
+            });
+            let (lock, changed) = &*writer;
+            let mut notes = lock.lock().unwrap();
+            if healthz.is_some() {
+                notes.healthz_at_ready = healthz;
+            }
+            notes.messages.push(text);
+            changed.notify_all();
+        }
+    });
+    notes
+}
+
+/// Waits until `done` holds for the messages so far; panics with them after `limit`.
+fn wait_for(notes: &Shared, what: &str, limit: Duration, done: impl Fn(&[String]) -> bool) {
+    let start = Instant::now();
+    let (lock, changed) = &**notes;
+    let mut n = lock.lock().unwrap();
+    while !done(&n.messages) {
+        let left = limit.saturating_sub(start.elapsed());
+        assert!(
+            !left.is_zero(),
+            "{what}: not within {limit:?}; notify messages: {:?}",
+            n.messages
+        );
+        n = changed.wait_timeout(n, left).unwrap().0;
+    }
+}
+
+fn count(messages: &[String], line: &str) -> usize {
+    messages
+        .iter()
+        .filter(|m| m.lines().any(|l| l == line))
+        .count()
+}
+
+/// A free loopback port, so the test knows the API's address before parla says it.
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+#[test]
+fn notifies_ready_watchdog_and_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    let port = free_port();
+    let listen_on = format!("127.0.0.1:{port}");
+    let api = Client::new(listen_on.parse().unwrap());
+    let notes = listen(socket, api);
+
+    let parla = Binary::command(
+        dir.path(),
+        None,
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            // 1 s: pings every 500 ms.
+            ("WATCHDOG_USEC", "1000000"),
+            ("PARLA_HTTP__LISTEN", &listen_on),
+        ],
+    );
+    // systemd sets WATCHDOG_PID to the service's pid, and sd_notify::watchdog_enabled wants
+    // it to be ours: a shell learns its pid ($$) and keeps it when it execs parla.
+    let mut sh = Command::new("sh");
+    sh.arg("-c")
+        .arg("WATCHDOG_PID=$$ exec \"$0\" \"$@\"")
+        .arg(parla.get_program())
+        .args(parla.get_args());
+    if let Some(d) = parla.get_current_dir() {
+        sh.current_dir(d);
+    }
+    for (k, v) in parla.get_envs() {
+        match v {
+            Some(v) => sh.env(k, v),
+            None => sh.env_remove(k),
+        };
+    }
+    let mut d = Binary::spawn(sh);
+
+    wait_for(&notes, "READY=1", Duration::from_secs(30), |m| {
+        count(m, "READY=1") == 1
+    });
+    let healthz = notes.0.lock().unwrap().healthz_at_ready.clone();
+    assert_eq!(
+        healthz,
+        Some(Ok(200)),
+        "the API answers when READY=1 is sent"
+    );
+    // At 1 s, three pings take about 1.5 s; the limit is only reached when pings stopped.
+    wait_for(&notes, "3 x WATCHDOG=1", Duration::from_secs(30), |m| {
+        count(m, "WATCHDOG=1") >= 3
+    });
+    {
+        let n = notes.0.lock().unwrap();
+        let first_ready = n.messages.iter().position(|m| m.contains("READY=1"));
+        let first_ping = n.messages.iter().position(|m| m.contains("WATCHDOG=1"));
+        assert!(first_ready < first_ping, "{:?}", n.messages);
+        assert_eq!(count(&n.messages, "STOPPING=1"), 0, "{:?}", n.messages);
+    }
+    assert!(d.log().contains("systemd watchdog on"), "{}", d.log());
+
+    let before_term = notes.0.lock().unwrap().messages.len();
+    let status = d.terminate();
+    assert!(status.success(), "{status:?}\n{}", d.log());
+    // It exited, so whatever it sent is in the socket's queue: the reader gets it promptly.
+    wait_for(&notes, "STOPPING=1", Duration::from_secs(10), |m| {
+        count(m, "STOPPING=1") == 1
+    });
+    let n = notes.0.lock().unwrap();
+    let stopping = n
+        .messages
+        .iter()
+        .position(|m| m.lines().any(|l| l == "STOPPING=1"))
+        .unwrap();
+    assert!(stopping >= before_term, "STOPPING=1 only after SIGTERM");
+    assert!(d.log().contains("bye"), "{}", d.log());
+    eprintln!("notify messages: {:?}", n.messages);
+}
+
+/// `systemd-analyze`, or None (with a note) when it is missing outside CI. Under CI it must be
+/// there: .ci/run installs the systemd package.
+fn systemd_analyze() -> Option<&'static str> {
+    let found = Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if found {
+        return Some("systemd-analyze");
+    }
+    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false");
+    assert!(
+        !ci,
+        "systemd-analyze is missing: install it (apt-get install -y systemd); CI is set, so \
+         this test does not skip"
+    );
+    eprintln!(
+        "test skipped: systemd-analyze is not installed (apt-get install -y systemd); it would \
+         check systemd/parla.service"
+    );
+    None
+}
+
+/// systemd/parla.service copied into `dir`, running the binary under test (verify wants the
+/// ExecStart program to exist).
+fn unit_under_test(dir: &Path) -> std::path::PathBuf {
+    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/parla.service");
+    let text = std::fs::read_to_string(&unit).unwrap();
+    assert!(text.contains("ExecStart=/usr/bin/parla "), "{text}");
+    let text = text.replace(
+        "ExecStart=/usr/bin/parla ",
+        &format!("ExecStart={} ", parla_bin().display()),
+    );
+    let path = dir.join("parla.service");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn unit_file_verifies() {
+    let Some(tool) = systemd_analyze() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let unit = unit_under_test(dir.path());
+    // --man=no: the man page named in Documentation= is installed by the package, not here.
+    let out = Command::new(tool)
+        .args(["verify", "--man=no"])
+        .arg(&unit)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "systemd-analyze verify: {stderr}");
+    assert!(
+        !stderr.contains("parla.service"),
+        "systemd-analyze verify has remarks on the unit: {stderr}"
+    );
+}
+
+/// The number in "→ Overall exposure level for parla.service: 1.5 OK".
+fn exposure(report: &str) -> Option<f64> {
+    let line = report
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))?;
+    line.rsplit(':')
+        .next()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn exposure_parses() {
+    let report = "✓ UMask= ...\n\n→ Overall exposure level for parla.service: 1.5 OK 🙂\n";
+    assert_eq!(exposure(report), Some(1.5));
+    assert_eq!(exposure("nothing"), None);
+}
+
+#[test]
+fn unit_file_is_hardened() {
+    let Some(tool) = systemd_analyze() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let unit = unit_under_test(dir.path());
+    // --offline=yes: judge the file itself, with no running systemd to ask.
+    let out = Command::new(tool)
+        .args(["security", "--offline=yes", "--no-pager"])
+        .arg(&unit)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    let level = exposure(&report).unwrap_or_else(|| {
+        panic!(
+            "no exposure level in systemd-analyze security's answer: {report}{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    eprintln!("systemd-analyze security: exposure {level}");
+    assert!(
+        level <= 2.0,
+        "systemd/parla.service is exposed {level} (at most 2.0):\n{report}"
+    );
+}
