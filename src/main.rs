@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use parla::config::{self, ConfigSource, Settings};
 
 // jemalloc: the writer and the HTTP tasks allocate many small buffers. Measured at 256 clients:
@@ -82,6 +82,15 @@ enum Command {
     Sim {
         #[command(subcommand)]
         command: SimCommand,
+    },
+    /// Print the manual page parla(1) (roff) from this CLI's definition, or with --dir write it
+    /// and one page per subcommand (parla-serve.1, parla-store-compact.1, ...) there. The
+    /// package build uses it.
+    #[command(hide = true)]
+    Man {
+        /// Directory to write the pages into (created if missing).
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -253,6 +262,7 @@ fn main() -> ExitCode {
             api,
         } => send(&api, to, text, from, kind),
         Command::Status { id, api } => status(&api, &id),
+        Command::Man { dir } => man(dir.as_deref()),
         Command::CheckConfig { config } => return check_config(config.as_deref()),
         Command::HashPassword => hash_password(),
         Command::Store {
@@ -501,6 +511,29 @@ fn sim_smsc(listen: std::net::SocketAddr, config: parla::sim::smsc::SmscConfig) 
     // wait for it.
     runtime.shutdown_timeout(Duration::from_millis(100));
     result?;
+    Ok(())
+}
+
+/// The CLI as the manual pages describe it: no `help` subcommand (its flag is documented).
+fn man_command() -> clap::Command {
+    Cli::command().disable_help_subcommand(true)
+}
+
+/// `parla man`: parla(1) on stdout, or every page into `dir`.
+fn man(dir: Option<&Path>) -> Result<()> {
+    match dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            clap_mangen::generate_to(man_command(), dir)
+                .with_context(|| format!("writing manual pages into {}", dir.display()))?;
+        }
+        None => {
+            let mut out = std::io::stdout().lock();
+            clap_mangen::Man::new(man_command())
+                .render(&mut out)
+                .context("writing the manual page")?;
+        }
+    }
     Ok(())
 }
 
@@ -814,4 +847,74 @@ fn hash_password() -> anyhow::Result<()> {
     let hash = parla::smpp::auth::hash_password(password).map_err(anyhow::Error::msg)?;
     println!("{hash}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// roff escapes hyphens (`check\-config`); the words as a reader sees them.
+    fn plain(roff: &str) -> String {
+        roff.replace("\\-", "-")
+    }
+
+    #[test]
+    fn man_page_names_every_subcommand() {
+        let mut page = Vec::new();
+        clap_mangen::Man::new(man_command())
+            .render(&mut page)
+            .unwrap();
+        let page = plain(&String::from_utf8(page).unwrap());
+        assert!(page.contains(".TH parla 1"), "{page}");
+        let visible: Vec<String> = man_command()
+            .get_subcommands()
+            .filter(|c| !c.is_hide_set())
+            .map(|c| c.get_name().to_string())
+            .collect();
+        assert!(visible.len() >= 9, "{visible:?}");
+        for name in &visible {
+            assert!(
+                page.contains(name.as_str()),
+                "parla(1) does not mention {name}:\n{page}"
+            );
+        }
+        assert!(!visible.iter().any(|n| n == "man" || n == "help"));
+    }
+
+    /// Every command at every depth has its page, naming its own subcommands and options.
+    #[test]
+    fn man_pages_cover_every_command() {
+        fn walk(cmd: &clap::Command, path: &str, dir: &Path) {
+            let file = dir.join(format!("{path}.1"));
+            let page = std::fs::read_to_string(&file)
+                .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            let page = plain(&page);
+            for arg in cmd.get_arguments().filter(|a| !a.is_hide_set()) {
+                if let Some(long) = arg.get_long() {
+                    assert!(
+                        page.contains(&format!("--{long}")),
+                        "{path}.1 lacks --{long}"
+                    );
+                }
+            }
+            for sub in cmd.get_subcommands().filter(|c| !c.is_hide_set()) {
+                assert!(
+                    page.contains(sub.get_name()),
+                    "{path}.1 lacks {}",
+                    sub.get_name()
+                );
+                walk(sub, &format!("{path}-{}", sub.get_name()), dir);
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        man(Some(dir.path())).unwrap();
+        walk(&man_command(), "parla", dir.path());
+        assert!(dir.path().join("parla-store-compact.1").exists());
+        assert!(!dir.path().join("parla-man.1").exists());
+    }
 }
