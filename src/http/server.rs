@@ -43,18 +43,20 @@ pub async fn serve(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
+    let heartbeat = crate::watchdog::register("HTTP API listener");
     loop {
+        heartbeat.beat();
         // Past the cap, stop accepting: new clients wait in the kernel's backlog.
         let permit = tokio::select! {
             _ = shutdown.cancelled() => break,
-            permit = slots.clone().acquire_owned() => match permit {
+            permit = heartbeat.idle(slots.clone().acquire_owned()) => match permit {
                 Ok(p) => p,
                 Err(_) => break,
             },
         };
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
+            accepted = heartbeat.idle(listener.accept()) => match accepted {
                 Ok(a) => a,
                 Err(e) => {
                     // Out of file descriptors and the like: pause rather than spin.

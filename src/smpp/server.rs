@@ -199,10 +199,12 @@ pub async fn serve(
         tracker.spawn(pump(shared.clone(), account, results));
     }
     let connections = Arc::new(Semaphore::new(shared.settings.max_connections.max(1)));
+    let heartbeat = crate::watchdog::register("SMPP server listener");
     loop {
+        heartbeat.beat();
         let accepted = tokio::select! {
             () = shutdown.cancelled() => break,
-            accepted = listener.accept() => accepted,
+            accepted = heartbeat.idle(listener.accept()) => accepted,
         };
         let (stream, peer) = match accepted {
             Ok(a) => a,
