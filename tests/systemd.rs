@@ -76,28 +76,11 @@ fn free_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
-#[test]
-fn notifies_ready_watchdog_and_stopping() {
-    let dir = tempfile::tempdir().unwrap();
-    let socket_path = dir.path().join("notify.sock");
-    let socket = UnixDatagram::bind(&socket_path).unwrap();
-    let port = free_port();
-    let listen_on = format!("127.0.0.1:{port}");
-    let api = Client::new(listen_on.parse().unwrap());
-    let notes = listen(socket, api);
-
-    let parla = Binary::command(
-        dir.path(),
-        None,
-        &[
-            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
-            // 1 s: pings every 500 ms.
-            ("WATCHDOG_USEC", "1000000"),
-            ("PARLA_HTTP__LISTEN", &listen_on),
-        ],
-    );
-    // systemd sets WATCHDOG_PID to the service's pid, and sd_notify::watchdog_enabled wants
-    // it to be ours: a shell learns its pid ($$) and keeps it when it execs parla.
+/// `parla serve` (the demo) in `dir` with `env`, and WATCHDOG_PID set to its pid as systemd
+/// would: sd_notify::watchdog_enabled wants it to be the process's own, so a shell learns its
+/// pid ($$) and keeps it when it execs parla.
+fn start_watched(dir: &Path, env: &[(&str, &str)]) -> Binary {
+    let parla = Binary::command(dir, None, env);
     let mut sh = Command::new("sh");
     sh.arg("-c")
         .arg("WATCHDOG_PID=$$ exec \"$0\" \"$@\"")
@@ -112,7 +95,28 @@ fn notifies_ready_watchdog_and_stopping() {
             None => sh.env_remove(k),
         };
     }
-    let mut d = Binary::spawn(sh);
+    Binary::spawn(sh)
+}
+
+#[test]
+fn notifies_ready_watchdog_and_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    let port = free_port();
+    let listen_on = format!("127.0.0.1:{port}");
+    let api = Client::new(listen_on.parse().unwrap());
+    let notes = listen(socket, api);
+
+    let mut d = start_watched(
+        dir.path(),
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            // 1 s: pings every 500 ms.
+            ("WATCHDOG_USEC", "1000000"),
+            ("PARLA_HTTP__LISTEN", &listen_on),
+        ],
+    );
 
     wait_for(&notes, "READY=1", Duration::from_secs(30), |m| {
         count(m, "READY=1") == 1
@@ -155,6 +159,148 @@ fn notifies_ready_watchdog_and_stopping() {
     assert!(stopping >= before_term, "STOPPING=1 only after SIGTERM");
     assert!(d.log().contains("bye"), "{}", d.log());
     eprintln!("notify messages: {:?}", n.messages);
+}
+
+/// The thread of `pid` named `name` (as /proc shows it), if any.
+fn thread_named(pid: u32, name: &str) -> Option<i32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+        .find(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == name)
+        })
+        .and_then(|t| t.file_name().to_str()?.parse().ok())
+}
+
+/// One thread of a child stopped with ptrace (PTRACE_SEIZE + PTRACE_INTERRUPT stop that thread
+/// alone, unlike SIGSTOP); resumed on drop. A stand-in for a thread stuck in a call that never
+/// returns (an fdatasync on a dying disk).
+struct Frozen(i32);
+
+impl Frozen {
+    /// None when ptrace is not allowed here.
+    fn freeze(tid: i32) -> Option<Frozen> {
+        let null = std::ptr::null_mut::<libc::c_void>();
+        // SAFETY: ptrace on a thread of our own child; no memory is passed.
+        if unsafe { libc::ptrace(libc::PTRACE_SEIZE, tid, null, null) } != 0 {
+            eprintln!(
+                "test skipped: ptrace is not allowed here ({})",
+                std::io::Error::last_os_error()
+            );
+            return None;
+        }
+        // SAFETY: as above.
+        assert_eq!(
+            unsafe { libc::ptrace(libc::PTRACE_INTERRUPT, tid, null, null) },
+            0,
+            "{}",
+            std::io::Error::last_os_error()
+        );
+        let mut status = 0;
+        // SAFETY: waiting for the traced thread's stop; `status` is ours.
+        let waited = unsafe { libc::waitpid(tid, &mut status, libc::__WALL) };
+        assert_eq!(waited, tid, "{}", std::io::Error::last_os_error());
+        Some(Frozen(tid))
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let null = std::ptr::null_mut::<libc::c_void>();
+        // SAFETY: detaching from the thread we seized; it runs on.
+        unsafe { libc::ptrace(libc::PTRACE_DETACH, self.0, null, null) };
+    }
+}
+
+/// A store that stops making anything durable stops the pings: the syncer thread is frozen, the
+/// writer fills the queue to it and blocks, and systemd would restart the daemon. Once the
+/// syncer runs again, the pings resume.
+#[test]
+fn a_stuck_store_stops_the_watchdog_pings() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    let listen_on = format!("127.0.0.1:{}", free_port());
+    let notes = listen(socket, Client::new(listen_on.parse().unwrap()));
+    let mut d = start_watched(
+        dir.path(),
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "1000000"),
+            ("PARLA_HTTP__LISTEN", &listen_on),
+            ("PARLA_SIM__FAILURE_SHARE", "0"),
+        ],
+    );
+    wait_for(&notes, "WATCHDOG=1", Duration::from_secs(30), |m| {
+        count(m, "WATCHDOG=1") >= 2
+    });
+    let pid = d.child.id();
+    let syncer = thread_named(pid, "parla-sync").expect("the store's sync thread");
+    let Some(frozen) = Frozen::freeze(syncer) else {
+        return;
+    };
+
+    // Messages one after another, each its own group: the writer applies them and hands them
+    // to the frozen syncer until that queue is full, then waits, busy.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for i in 0..200 {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            break;
+        }
+        let client = d.client.clone();
+        clients.push(std::thread::spawn(move || {
+            let body = serde_json::json!({"to": format!("+3934712{i:05}"), "text": "stuck?"});
+            let _ = client.request(
+                "POST",
+                "/v1/messages",
+                Some(body.to_string().as_bytes()),
+                &[("Content-Type", "application/json")],
+            );
+        }));
+        std::thread::sleep(Duration::from_millis(20));
+        let n = notes.0.lock().unwrap();
+        if n.messages.iter().any(|m| m.contains("STATUS=hung")) {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    // Busy for 5 s (the least staleness), then found at the next check.
+    wait_for(&notes, "STATUS=hung", Duration::from_secs(60), |m| {
+        m.iter()
+            .any(|m| m.contains("STATUS=hung") && m.contains("store writer"))
+    });
+    let hung_at = {
+        let n = notes.0.lock().unwrap();
+        n.messages
+            .iter()
+            .position(|m| m.contains("STATUS=hung"))
+            .unwrap()
+    };
+    // While it stays stuck, no ping: three check intervals.
+    std::thread::sleep(Duration::from_millis(1600));
+    {
+        let n = notes.0.lock().unwrap();
+        let pings_since = count(&n.messages[hung_at..], "WATCHDOG=1");
+        assert_eq!(pings_since, 0, "{:?}", n.messages);
+    }
+    let log = d.log();
+    assert!(
+        log.contains("a main loop makes no progress") && log.contains("store writer"),
+        "{log}"
+    );
+
+    drop(frozen);
+    let resumed_from = notes.0.lock().unwrap().messages.len();
+    wait_for(&notes, "pings again", Duration::from_secs(60), |m| {
+        count(&m[resumed_from..], "WATCHDOG=1") >= 2
+    });
+    for c in clients {
+        let _ = c.join();
+    }
+    assert!(d.log().contains("makes progress again"), "{}", d.log());
+    eprintln!("notify messages: {:?}", notes.0.lock().unwrap().messages);
+    let status = d.terminate();
+    assert!(status.success(), "{status:?}\n{}", d.log());
 }
 
 /// `systemd-analyze`, or None (with a note) when it is missing outside CI. Under CI it must be
