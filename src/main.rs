@@ -588,10 +588,14 @@ fn serve(config: Option<&Path>) -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
+        // Signal handlers exist from before the start on: a SIGTERM right after READY must
+        // take the graceful path, not the default action.
+        let mut signals = Signals::install().context("installing signal handlers")?;
         let daemon = parla::daemon::start(settings).await?;
         let token = daemon.shutdown_token();
+        let mut stop = signals.stop;
         tokio::spawn(async move {
-            wait_for_signal().await;
+            stop.recv().await;
             let _ = sd_notify::notify(
                 false,
                 &[
@@ -602,10 +606,15 @@ fn serve(config: Option<&Path>) -> Result<()> {
             token.cancel();
             // A second signal means "now": exit without the graceful path (the store's
             // crash recovery handles whatever was in flight).
-            wait_for_signal().await;
+            stop.recv().await;
             tracing::warn!("second signal: exiting at once");
             std::process::exit(130);
         });
+        tokio::spawn(reload_on_hangup(
+            signals.hangup.take(),
+            source,
+            daemon.reload_handle(),
+        ));
         // start() returned: the API and SMPP listeners are bound and every channel started.
         let status = format!("ready: API on {}", daemon.http_addr);
         let _ = sd_notify::notify(
@@ -635,18 +644,96 @@ fn serve(config: Option<&Path>) -> Result<()> {
     })
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// The signals `serve` acts on.
+struct Signals {
+    /// SIGTERM and SIGINT: shut down (a second one: exit at once).
+    stop: StopSignals,
+    /// SIGHUP: reload the configuration.
+    hangup: Option<tokio::signal::unix::Signal>,
+}
+
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            stop: StopSignals {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            },
+            hangup: Some(signal(SignalKind::hangup())?),
+        })
+    }
+}
+
+/// `systemctl reload parla` (SIGHUP): reads the configuration again; a broken one is refused
+/// with its problems in the log and the running one stays; a good one is applied in place.
+async fn reload_on_hangup(
+    hangup: Option<tokio::signal::unix::Signal>,
+    source: ConfigSource,
+    daemon: parla::reload::ReloadHandle,
+) {
+    let Some(mut hangup) = hangup else { return };
+    while hangup.recv().await.is_some() {
+        let mut states = vec![sd_notify::NotifyState::Reloading];
+        states.extend(sd_notify::NotifyState::monotonic_usec_now().ok());
+        let _ = sd_notify::notify(false, &states);
+        tracing::info!("SIGHUP: reloading the configuration");
+        let status = match config::load(&source, std::env::vars()) {
+            Err(errors) => {
+                for p in &errors.0 {
+                    tracing::error!(key = %p.key, problem = %p.message, "configuration reload refused");
+                }
+                tracing::error!(
+                    problems = errors.0.len(),
+                    "configuration reload refused: the running configuration stays in force"
+                );
+                "reload refused: the configuration has problems (see the log)".to_string()
+            }
+            Ok(settings) => match daemon.reload(settings).await {
+                Ok(report) => {
+                    tracing::info!(
+                        added = ?report.channels_added,
+                        removed = ?report.channels_removed,
+                        restarted = ?report.channels_restarted,
+                        kept = ?report.channels_kept,
+                        webhooks = ?report.webhooks_changed,
+                        "configuration reloaded"
+                    );
+                    if !report.need_restart.is_empty() {
+                        tracing::warn!(
+                            sections = ?report.need_restart,
+                            "these settings changed but take effect only at the next restart"
+                        );
+                    }
+                    "ready: configuration reloaded".to_string()
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "configuration reload failed");
+                    format!("reload failed: {e}")
+                }
+            },
+        };
+        let _ = sd_notify::notify(
+            false,
+            &[
+                sd_notify::NotifyState::Ready,
+                sd_notify::NotifyState::Status(&status),
+            ],
+        );
     }
 }
 

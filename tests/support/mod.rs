@@ -310,6 +310,29 @@ impl Binary {
         self.child.wait().unwrap();
     }
 
+    /// Sends SIGHUP: the daemon reloads its configuration.
+    pub fn hangup(&self) {
+        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
+        // SAFETY: sending a signal to our own child process.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    }
+
+    /// Waits until the log has `count` lines containing `text`.
+    pub fn wait_log(&self, text: &str, count: usize) {
+        let start = Instant::now();
+        loop {
+            let log = self.log();
+            if log.matches(text).count() >= count {
+                return;
+            }
+            assert!(
+                start.elapsed() < GUARD,
+                "no {count} x {text:?} in the log:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGTERM, then waits for the exit.
     pub fn terminate(&mut self) -> ExitStatus {
         let pid = libc::pid_t::try_from(self.child.id()).unwrap();
