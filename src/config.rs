@@ -47,6 +47,8 @@ pub struct Settings {
     /// `[[webhook]]`: endpoints that receive events.
     #[serde(rename = "webhook")]
     pub webhooks: Vec<WebhookSettings>,
+    /// `[callbacks]`: per-message `callback_url`s, off until a secret is set.
+    pub callbacks: CallbackSettings,
     /// `[optouts]`: STOP / START / HELP keywords and their confirmations.
     pub optouts: OptOutSettings,
     /// `[quiet_hours]`: when marketing messages wait.
@@ -178,6 +180,54 @@ impl Default for WebhookSettings {
             retry_for: Duration::from_secs(3 * 24 * 3600),
             max_in_flight: 4,
         }
+    }
+}
+
+/// Per-message callbacks: a message submitted with a `callback_url` gets its own status events
+/// POSTed there, signed with this section's secret. API clients choose these URLs, so the
+/// section is off until a secret is set, and an operator can confine them to known hosts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CallbackSettings {
+    /// The Standard Webhooks secret every callback is signed with ("whsec_" and base64 of at
+    /// least 24 random bytes); empty: callbacks are off and `callback_url` is refused.
+    pub secret: String,
+    /// The longest wait for an answer to one POST.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// How long an event is retried before it is dead-lettered.
+    #[serde(with = "humantime_serde")]
+    pub retry_for: Duration,
+    /// POSTs in flight at once over all hosts; each host gets at most a few of them, so a
+    /// slow host cannot take them all.
+    pub max_in_flight: usize,
+    /// The hosts callback URLs may name: "shop.example.com", or "*.example.com" for any
+    /// name under example.com; empty: any host. Against API clients that would make the
+    /// gateway call hosts the operator did not mean to.
+    pub allowed_hosts: Vec<String>,
+    /// Whether callbacks may go to loopback, private, link-local (cloud metadata) and other
+    /// non-public addresses; off, such URLs are refused and names resolving only to such
+    /// addresses are not connected to.
+    pub allow_private_addresses: bool,
+}
+
+impl Default for CallbackSettings {
+    fn default() -> Self {
+        CallbackSettings {
+            secret: String::new(),
+            timeout: Duration::from_secs(10),
+            retry_for: Duration::from_secs(3 * 24 * 3600),
+            max_in_flight: 64,
+            allowed_hosts: Vec::new(),
+            allow_private_addresses: false,
+        }
+    }
+}
+
+impl CallbackSettings {
+    /// Whether callbacks are on (a secret is set).
+    pub fn enabled(&self) -> bool {
+        !self.secret.is_empty()
     }
 }
 
@@ -912,6 +962,7 @@ fn validate_channels(s: &Settings, out: &mut Vec<ConfigProblem>) {
         out.push(problem(key, message));
     }
     validate_webhooks(&s.webhooks, s.store.retention, out);
+    validate_callbacks(&s.callbacks, s.store.retention, out);
     if let Err((key, message)) = crate::schedule::QuietHours::new(
         &s.quiet_hours.start,
         &s.quiet_hours.end,
@@ -985,6 +1036,40 @@ fn validate_webhooks(
         }
         if !(1..=256).contains(&w.max_in_flight) {
             out.push(problem(key("max_in_flight"), "must be between 1 and 256"));
+        }
+    }
+}
+
+fn validate_callbacks(c: &CallbackSettings, retention: Duration, out: &mut Vec<ConfigProblem>) {
+    let key = |k: &str| format!("callbacks.{k}");
+    // Off (no secret), the rest is unused: an old config with a short retention stays valid.
+    if !c.enabled() {
+        return;
+    }
+    if let Err(e) = crate::webhook::event::secret_key(&c.secret) {
+        out.push(problem(key("secret"), e));
+    }
+    if c.timeout < Duration::from_millis(100) {
+        out.push(problem(key("timeout"), "must be at least 100ms"));
+    }
+    if c.retry_for < Duration::from_secs(1) {
+        out.push(problem(key("retry_for"), "must be at least 1s"));
+    } else if c.retry_for > retention {
+        // The store drops outbox entries older than the retention.
+        out.push(problem(
+            key("retry_for"),
+            format!(
+                "must not exceed store.retention ({}): older events are dropped",
+                humantime::format_duration(retention)
+            ),
+        ));
+    }
+    if !(1..=1024).contains(&c.max_in_flight) {
+        out.push(problem(key("max_in_flight"), "must be between 1 and 1024"));
+    }
+    for (i, host) in c.allowed_hosts.iter().enumerate() {
+        if let Err(e) = crate::webhook::callback::HostPattern::parse(host) {
+            out.push(problem(format!("callbacks.allowed_hosts.{i}"), e));
         }
     }
 }
@@ -1776,6 +1861,12 @@ mod tests {
             "webhook.timeout",
             "webhook.retry_for",
             "webhook.max_in_flight",
+            "callbacks.secret",
+            "callbacks.timeout",
+            "callbacks.retry_for",
+            "callbacks.max_in_flight",
+            "callbacks.allowed_hosts",
+            "callbacks.allow_private_addresses",
             "optouts.enabled",
             "optouts.stop_keywords",
             "optouts.stop_all_keywords",
@@ -1903,6 +1994,41 @@ mod tests {
         .unwrap_err();
         let keys: Vec<&str> = err.0.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(keys, ["route.0.prefixes.0", "route.0.channels.0"]);
+    }
+
+    #[test]
+    fn callbacks_are_off_without_a_secret_and_checked_when_on() {
+        let off = load_text("[store]\nretention = \"1d\"\n").unwrap();
+        assert!(
+            !off.callbacks.enabled(),
+            "off by default, whatever the retention"
+        );
+        let on = load_text(
+            "[callbacks]\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n\
+             allowed_hosts = [\"shop.example\", \"*.example.com\"]\n",
+        )
+        .unwrap();
+        assert!(on.callbacks.enabled());
+        assert_eq!(on.callbacks.retry_for, Duration::from_secs(3 * 24 * 3600));
+        assert!(!on.callbacks.allow_private_addresses);
+        let err = load_text(
+            "[store]\nretention = \"1d\"\n\
+             [callbacks]\nsecret = \"short\"\ntimeout = \"1ms\"\nmax_in_flight = 0\n\
+             allowed_hosts = [\"ok.example\", \"*\", \"http://x/\"]\n",
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = err.0.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "callbacks.secret",
+                "callbacks.timeout",
+                "callbacks.retry_for",
+                "callbacks.max_in_flight",
+                "callbacks.allowed_hosts.1",
+                "callbacks.allowed_hosts.2",
+            ]
+        );
     }
 
     #[test]

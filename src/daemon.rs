@@ -111,6 +111,7 @@ pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
         &settings.smpp.server,
         routes.clone(),
     ));
+    options.callbacks = settings.callbacks.enabled();
     let (store, recovery) = tokio::task::spawn_blocking(move || Store::open(&options))
         .await
         .map_err(|e| StoreError::Unavailable(e.to_string()))??;
@@ -175,6 +176,11 @@ pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
         shutdown.clone(),
     ));
 
+    tasks.spawn(crate::webhook::run_callbacks(
+        settings.callbacks.clone(),
+        store.clone(),
+        shutdown.clone(),
+    ));
     let smpp_addr = smpp_listener.as_ref().map(|(_, addr)| *addr);
     if let Some((listener, addr)) = smpp_listener {
         let ctx = ServerContext {
@@ -201,7 +207,10 @@ pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
             settings.defaults.clone(),
             registry,
         )
-        .with_metrics(metrics),
+        .with_metrics(metrics)
+        .with_callbacks(crate::webhook::callback::Policy::from_settings(
+            &settings.callbacks,
+        )),
     );
     let reloader = Reloader {
         current: settings.clone(),

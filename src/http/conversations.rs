@@ -340,6 +340,7 @@ pub async fn reply(
             send_at: None,
             validity_s: None,
             reference: req.reference,
+            callback_url: None,
         },
     )?;
     new.options.channel = channel;

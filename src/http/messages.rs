@@ -36,6 +36,10 @@ pub(super) struct SendRequest {
     /// The shop's own reference (order id), kept with the message.
     #[serde(default)]
     pub(super) reference: Option<String>,
+    /// An http(s) URL that gets this message's status events, signed with the
+    /// `[callbacks]` secret.
+    #[serde(default)]
+    pub(super) callback_url: Option<String>,
 }
 
 const MAX_REFERENCE_CHARS: usize = 128;
@@ -55,6 +59,7 @@ pub struct MessageView {
     text: String,
     kind: &'static str,
     reference: Option<String>,
+    callback_url: Option<String>,
     encoding: &'static str,
     parts: usize,
     created_at: String,
@@ -90,6 +95,7 @@ impl From<&Message> for MessageView {
             text: m.text.clone(),
             kind: m.kind.as_str(),
             reference: m.reference.clone(),
+            callback_url: m.options.callback_url.clone(),
             encoding: m.encoding.as_str(),
             parts: m.parts.len(),
             created_at: format_millis(m.created_at),
@@ -212,6 +218,11 @@ pub(super) fn validate(state: &ApiState, req: SendRequest) -> Result<NewMessage,
             format!("reference must be at most {MAX_REFERENCE_CHARS} printable characters"),
         ));
     }
+    let callback_url = req
+        .callback_url
+        .as_deref()
+        .map(|url| callback_url(state, url))
+        .transpose()?;
     Ok(NewMessage {
         to,
         from,
@@ -223,8 +234,35 @@ pub(super) fn validate(state: &ApiState, req: SendRequest) -> Result<NewMessage,
         send_at,
         validity_ms: i64::try_from(validity_s * 1000).unwrap_or(i64::MAX),
         origin: None,
-        options: Default::default(),
+        options: crate::message::MessageOptions {
+            callback_url,
+            ..Default::default()
+        },
     })
+}
+
+/// The callback URL as stored, when callbacks are on and the URL is one they may call.
+fn callback_url(state: &ApiState, url: &str) -> Result<String, ApiError> {
+    use crate::webhook::callback::CallbackUrlError;
+    let Some(policy) = &state.callbacks else {
+        return Err(ApiError::invalid(
+            "callbacks_disabled",
+            "callback_url",
+            "this gateway has no [callbacks] secret, so it sends no callbacks; leave out \
+             callback_url or ask its operator to configure [callbacks]",
+        ));
+    };
+    match policy.check(url) {
+        Ok(url) => Ok(url.into()),
+        Err(CallbackUrlError::Invalid(m)) => {
+            Err(ApiError::invalid("invalid_callback_url", "callback_url", m))
+        }
+        Err(CallbackUrlError::HostNotAllowed(m)) => Err(ApiError::invalid(
+            "callback_host_not_allowed",
+            "callback_url",
+            m,
+        )),
+    }
 }
 
 pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {

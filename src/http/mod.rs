@@ -40,6 +40,8 @@ pub struct ApiState {
     pub channels: ChannelRegistry,
     /// Bearer tokens; a configuration reload replaces them.
     tokens: std::sync::RwLock<Arc<Vec<String>>>,
+    /// Which `callback_url`s messages may carry; None: callbacks are off.
+    pub callbacks: Option<crate::webhook::callback::Policy>,
     /// Bounds requests in progress: past it, requests wait (backpressure, bounded memory).
     slots: Semaphore,
     /// What `GET /metrics` shows; None: it answers 404.
@@ -63,6 +65,7 @@ impl ApiState {
             region,
             channels,
             tokens: std::sync::RwLock::new(Arc::new(http.tokens.clone())),
+            callbacks: None,
             slots: Semaphore::new(http.max_concurrent_requests.max(1)),
             metrics: None,
         }
@@ -87,6 +90,14 @@ impl ApiState {
     /// The same, serving `metrics` at `GET /metrics`.
     pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
         self.metrics = Some(metrics);
+        self
+    }
+}
+
+impl ApiState {
+    /// Takes messages' `callback_url`s under `policy` (None: refuses them).
+    pub fn with_callbacks(mut self, policy: Option<crate::webhook::callback::Policy>) -> Self {
+        self.callbacks = policy;
         self
     }
 }

@@ -1,4 +1,5 @@
-//! `/v1/webhooks/deliveries`: webhook events given up on (dead-lettered), and replaying them.
+//! `/v1/webhooks/deliveries`: webhook events and callbacks given up on (dead-lettered), and
+//! replaying them.
 
 use std::sync::Arc;
 
@@ -30,8 +31,11 @@ pub struct DeliveriesQuery {
 pub struct DeliveryView {
     /// The event's id (its webhook-id).
     id: String,
-    /// The endpoint's name.
+    /// The endpoint's name, or "callback" for a message's own callback.
     endpoint: String,
+    /// Where a callback was POSTed (absent for configured endpoints).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
     /// The event type.
     #[serde(rename = "type")]
     event_type: String,
@@ -46,21 +50,30 @@ pub struct DeliveryView {
 }
 
 fn view(entry: DeadLetterEntry) -> Option<DeliveryView> {
-    let OutboxItem::Event {
-        id,
-        event_type,
-        body,
-    } = entry.letter.item
-    else {
-        return None;
+    let (endpoint, url, id, event_type, body) = match entry.letter.item {
+        OutboxItem::Event {
+            id,
+            event_type,
+            body,
+        } => {
+            let endpoint = entry
+                .target
+                .strip_prefix("webhook:")
+                .unwrap_or(&entry.target);
+            (endpoint.to_owned(), None, id, event_type, body)
+        }
+        OutboxItem::Callback {
+            url,
+            id,
+            event_type,
+            body,
+        } => ("callback".to_owned(), Some(url), id, event_type, body),
+        OutboxItem::Receipt { .. } | OutboxItem::Reply { .. } => return None,
     };
     Some(DeliveryView {
         id,
-        endpoint: entry
-            .target
-            .strip_prefix("webhook:")
-            .unwrap_or(&entry.target)
-            .to_owned(),
+        endpoint,
+        url,
         event_type,
         status: "failed",
         reason: entry.letter.reason,
@@ -69,8 +82,8 @@ fn view(entry: DeadLetterEntry) -> Option<DeliveryView> {
     })
 }
 
-/// `GET /v1/webhooks/deliveries?status=failed`: events not delivered within their endpoint's
-/// retry_for.
+/// `GET /v1/webhooks/deliveries?status=failed`: events and callbacks not delivered within
+/// their retry_for.
 pub async fn list(
     State(state): State<Arc<ApiState>>,
     q: Result<Query<DeliveriesQuery>, axum::extract::rejection::QueryRejection>,
@@ -94,7 +107,8 @@ pub async fn list(
 }
 
 /// `POST /v1/webhooks/deliveries/{id}/retry`: the dead-lettered event goes back to its
-/// endpoint's queue (same id), to be delivered and retried as a new event would.
+/// endpoint's (or callback host's) queue (same id), to be delivered and retried as a new event
+/// would.
 pub async fn retry(
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,

@@ -65,7 +65,9 @@ pub fn commands_for(
             text,
             ..
         } => reply_commands(*inbound_id, from, to, text, account),
-        OutboxItem::Event { .. } => Err("a webhook event is not for an SMPP account".into()),
+        OutboxItem::Event { .. } | OutboxItem::Callback { .. } => {
+            Err("a webhook event is not for an SMPP account".into())
+        }
     }
 }
 

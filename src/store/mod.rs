@@ -133,6 +133,8 @@ pub struct StoreOptions {
     pub reply_window_ms: Millis,
     /// What the writer counts for `GET /metrics`.
     pub metrics: crate::metrics::StoreMetrics,
+    /// Whether a message's `callback_url` gets its status events (`[callbacks]` is on).
+    pub callbacks: bool,
 }
 
 impl StoreOptions {
@@ -150,6 +152,7 @@ impl StoreOptions {
             optouts: Arc::new(OptOutRules::default()),
             reply_window_ms: DEFAULT_REPLY_WINDOW_MS,
             metrics: Default::default(),
+            callbacks: false,
         }
     }
 }
@@ -729,6 +732,44 @@ impl Store {
             reply,
         })
         .await
+    }
+
+    /// The targets whose name starts with `prefix` that are owed entries, in order, at most
+    /// `limit`: one seek per target, however many entries each has.
+    pub fn outbox_targets(&self, prefix: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        use std::ops::Bound;
+        self.readable()?;
+        let mut start = vec![keys::OUTBOX];
+        start.extend_from_slice(prefix.as_bytes());
+        let within = start.clone();
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let Some(item) = self
+                .inner
+                .tree
+                .range((Bound::Included(start.clone()), Bound::Unbounded))
+                .next()
+            else {
+                break;
+            };
+            let key = item?.0;
+            if !key.starts_with(&within) {
+                break;
+            }
+            let Some(target) = keys::target_of(&key) else {
+                return Err(StoreError::Corrupt {
+                    key: String::from_utf8_lossy(&key).into_owned(),
+                    reason: "outbox key without a target".into(),
+                });
+            };
+            // Every key of the target sorts below its name followed by 0x01.
+            start = keys::outbox_prefix(&target);
+            if let Some(last) = start.last_mut() {
+                *last = 1;
+            }
+            out.push(target);
+        }
+        Ok(out)
     }
 
     /// How many entries `target` is owed (a scan: for tests and periodic metrics).

@@ -1,5 +1,5 @@
-//! The durable outbox: receipts and replies owed to one target (an SMPP account, later a
-//! webhook), written in the same batch as the state change that causes them, so a crash can
+//! The durable outbox: receipts, replies and events owed to one target (an SMPP account, a
+//! webhook endpoint, the callbacks to one host), written in the same batch as the state change that causes them, so a crash can
 //! neither lose one nor produce one for a change that was not committed. The target's consumer
 //! reads them in order, delivers them, and deletes them with [`Store::outbox_done`]; an entry
 //! stays (and is delivered again after a restart) until then.
@@ -70,6 +70,27 @@ pub enum OutboxItem {
         /// The JSON body, rendered when the change it reports was committed.
         body: String,
     },
+    /// An event for a message's own `callback_url` (the target is the URL's host and port).
+    Callback {
+        /// Where it is POSTed (the message's callback_url as stored).
+        url: String,
+        /// Its id ("evt_" and a ULID), sent as webhook-id on every attempt.
+        id: String,
+        /// Its type ("message.status").
+        event_type: String,
+        /// The JSON body, rendered when the change it reports was committed.
+        body: String,
+    },
+}
+
+impl OutboxItem {
+    /// The event id of a webhook event or callback (its webhook-id); None for SMPP entries.
+    pub fn event_id(&self) -> Option<&str> {
+        match self {
+            OutboxItem::Event { id, .. } | OutboxItem::Callback { id, .. } => Some(id),
+            OutboxItem::Receipt { .. } | OutboxItem::Reply { .. } => None,
+        }
+    }
 }
 
 /// An outbox entry given up on (a webhook event not delivered within its endpoint's

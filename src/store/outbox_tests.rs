@@ -84,7 +84,9 @@ fn receipt_statuses(store: &Store, target: &str) -> Vec<(MessageId, Status)> {
             OutboxItem::Receipt {
                 message_id, status, ..
             } => Some((message_id, status)),
-            OutboxItem::Reply { .. } | OutboxItem::Event { .. } => None,
+            OutboxItem::Reply { .. } | OutboxItem::Event { .. } | OutboxItem::Callback { .. } => {
+                None
+            }
         })
         .collect()
 }
@@ -255,7 +257,9 @@ async fn the_outbox_pages_in_order_keeps_targets_apart_and_forgets_what_is_done(
         .chain(&third)
         .filter_map(|e| match e.item {
             OutboxItem::Receipt { message_id, .. } => Some(message_id),
-            OutboxItem::Reply { .. } | OutboxItem::Event { .. } => None,
+            OutboxItem::Reply { .. } | OutboxItem::Event { .. } | OutboxItem::Callback { .. } => {
+                None
+            }
         })
         .collect();
     assert_eq!(paged, ids);
@@ -753,7 +757,7 @@ fn entry_times(store: &Store, target: &str) -> Vec<Millis> {
         .map(|e| match e.item {
             OutboxItem::Reply { received_at, .. } => received_at,
             OutboxItem::Receipt { done_at, .. } => done_at,
-            OutboxItem::Event { .. } => panic!("no webhooks here"),
+            OutboxItem::Event { .. } | OutboxItem::Callback { .. } => panic!("no webhooks here"),
         })
         .collect()
 }
@@ -874,7 +878,9 @@ fn replies(store: &Store, target: &str) -> Vec<(MessageId, Option<MessageId>)> {
                 in_reply_to,
                 ..
             } => Some((inbound_id, in_reply_to)),
-            OutboxItem::Receipt { .. } | OutboxItem::Event { .. } => None,
+            OutboxItem::Receipt { .. } | OutboxItem::Event { .. } | OutboxItem::Callback { .. } => {
+                None
+            }
         })
         .collect()
 }
@@ -1118,5 +1124,128 @@ async fn webhook_events_are_written_with_the_changes_they_report() {
         1,
         "inbox wants message.received only"
     );
+    store.close().await;
+}
+
+fn with_callback(url: &str) -> NewMessage {
+    let mut new = new_message("+393471234567", None);
+    new.options.callback_url = Some(url.into());
+    new
+}
+
+fn callbacks(store: &Store, target: &str) -> Vec<(String, String, serde_json::Value)> {
+    store
+        .outbox(target, None, 100)
+        .unwrap()
+        .into_iter()
+        .map(|e| match e.item {
+            OutboxItem::Callback { url, id, body, .. } => {
+                (url, id, serde_json::from_str(&body).unwrap())
+            }
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_status_change_writes_the_callback_of_its_message_in_the_same_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = StoreOptions::new(dir.path());
+    options.callbacks = true;
+    let store = Store::open(&options).unwrap().0;
+    let shop = "https://shop.example/sms/123";
+    let id = store
+        .submit(with_callback(shop), Some(("client".into(), "k1".into())))
+        .await
+        .unwrap()
+        .message()
+        .id;
+    let other = store
+        .submit(with_callback("http://127.0.0.1:9001/cb"), None)
+        .await
+        .unwrap()
+        .message()
+        .id;
+    let plain = store
+        .submit(new_message("+393471234568", None), None)
+        .await
+        .unwrap()
+        .message()
+        .id;
+    assert!(
+        store.outbox_targets("callback:", 10).unwrap().is_empty(),
+        "queued: no event"
+    );
+    settle(&store, id, ReceiptOutcome::Delivered).await;
+    // Each status change, once applied, has its callback: they were one write.
+    let owed = callbacks(&store, "callback:shop.example:443");
+    let statuses: Vec<&str> = owed
+        .iter()
+        .map(|(_, _, body)| body["data"]["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["sent", "delivered"]);
+    for (url, event_id, body) in &owed {
+        assert_eq!(url, shop);
+        assert!(event_id.starts_with("evt_"), "{event_id}");
+        assert_eq!(body["type"], "message.status");
+        assert_eq!(body["data"]["id"], id.to_string());
+    }
+    settle(&store, other, ReceiptOutcome::Delivered).await;
+    settle(&store, plain, ReceiptOutcome::Delivered).await;
+    assert_eq!(
+        store.outbox_targets("callback:", 10).unwrap(),
+        ["callback:127.0.0.1:9001", "callback:shop.example:443"],
+        "a queue per host and port; none for the message without a callback"
+    );
+    assert_eq!(store.outbox_len("callback:127.0.0.1:9001").unwrap(), 2);
+    assert_eq!(store.outbox_targets("callback:", 1).unwrap().len(), 1);
+
+    // The callback URL is part of an idempotent request.
+    let again = store
+        .submit(with_callback(shop), Some(("client".into(), "k1".into())))
+        .await
+        .unwrap();
+    assert!(matches!(again, Submitted::Existing(_)));
+    let elsewhere = store
+        .submit(
+            with_callback("https://shop.example/sms/124"),
+            Some(("client".into(), "k1".into())),
+        )
+        .await;
+    assert!(matches!(elsewhere, Err(StoreError::IdempotencyConflict(same)) if same == id));
+
+    // Dead-lettered and replayed: back in its host's queue under the same event id.
+    let first = store
+        .outbox("callback:shop.example:443", None, 1)
+        .unwrap()
+        .remove(0);
+    let event = first.item.event_id().unwrap().to_owned();
+    store
+        .outbox_dead_letter(first.key.clone(), "HTTP 503".into())
+        .await
+        .unwrap();
+    let dead = store.dead_letters(10).unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].target, "callback:shop.example:443");
+    assert!(store.replay_dead_letter(&event).await.unwrap());
+    assert!(store.dead_letters(10).unwrap().is_empty());
+    let back = callbacks(&store, "callback:shop.example:443");
+    assert_eq!(back.len(), 2);
+    assert_eq!(back[1].1, event);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn callbacks_off_write_no_callback_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let id = store
+        .submit(with_callback("https://shop.example/sms/1"), None)
+        .await
+        .unwrap()
+        .message()
+        .id;
+    settle(&store, id, ReceiptOutcome::Delivered).await;
+    assert!(store.outbox_targets("callback:", 10).unwrap().is_empty());
     store.close().await;
 }

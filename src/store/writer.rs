@@ -206,6 +206,8 @@ pub struct Committer {
     reply_window_ms: Millis,
     /// Messages by status, outcomes and latencies, inbound counts.
     metrics: crate::metrics::StoreMetrics,
+    /// Whether messages' callback URLs get their status events.
+    callbacks: bool,
     /// Set when the open group wrote an outbox entry: its consumers are woken once it is durable.
     outbox_added: bool,
 }
@@ -231,6 +233,7 @@ impl Committer {
             optouts: options.optouts.clone(),
             reply_window_ms: options.reply_window_ms,
             metrics: options.metrics.clone(),
+            callbacks: options.callbacks,
             outbox_added: false,
         }
     }
@@ -336,9 +339,17 @@ impl Committer {
         if let Some((target, item)) = outbox::receipt_for(old, new) {
             extra.push(self.outbox_entry(&target, &item));
         }
-        if self.webhooks.wants(EventType::MessageStatus)
+        let callback = new
+            .options
+            .callback_url
+            .as_deref()
+            .filter(|_| self.callbacks);
+        if (callback.is_some() || self.webhooks.wants(EventType::MessageStatus))
             && let Some(body) = crate::webhook::event::status_body(old, new)
         {
+            if let Some(url) = callback {
+                extra.push(self.callback_entry(url, body.clone()));
+            }
             extra.extend(self.events_for(EventType::MessageStatus, || body));
         }
         // A new message is activity in its recipient's conversation (status changes are not),
@@ -403,6 +414,24 @@ impl Committer {
             body,
         };
         (keys::outbox(target, id), Some(record::encode(&item)))
+    }
+
+    /// A message.status event for the message's own `url`, in the outbox of the URL's host
+    /// and port, to be written with the change it reports.
+    fn callback_entry(&mut self, url: &str, body: String) -> Entry {
+        self.outbox_added = true;
+        let id = self.next_id();
+        // The URL was checked when the message was accepted; one that no longer parses waits
+        // in a target of its own, where the callback task dead-letters it.
+        let target = crate::webhook::callback::target_of(url)
+            .unwrap_or_else(|| format!("{}?", crate::webhook::callback::TARGET_PREFIX));
+        let item = OutboxItem::Callback {
+            url: url.to_owned(),
+            id: format!("evt_{id}"),
+            event_type: EventType::MessageStatus.as_str().to_owned(),
+            body,
+        };
+        (keys::outbox(&target, id), Some(record::encode(&item)))
     }
 
     /// Moves a marketing message's due time out of the quiet hours; true when it moved.
@@ -845,6 +874,7 @@ fn same_request(existing: &Message, new: &NewMessage) -> bool {
         && existing.send_at == new.send_at
         && validity_of(existing) == new.validity_ms
         && existing.origin == new.origin
+        && existing.options.callback_url == new.options.callback_url
 }
 
 fn submit(
@@ -1233,10 +1263,7 @@ fn replay(c: &mut Committer, event_id: &str) -> Result<bool, StoreError> {
     for item in c.db.scan_prefix([keys::DEAD_LETTER]) {
         let (key, value) = item?;
         let letter = record::decode_dead_letter(&key, &value)?;
-        let OutboxItem::Event { id, .. } = &letter.item else {
-            continue;
-        };
-        if id != event_id {
+        if letter.item.event_id() != Some(event_id) {
             continue;
         }
         let Some(target) = keys::target_of(&key) else {

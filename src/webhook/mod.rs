@@ -1,30 +1,45 @@
-//! Webhooks: events POSTed to the integrator's endpoints, signed, retried, never lost.
+//! Webhooks: events POSTed to the integrator's endpoints and to messages' own callback URLs,
+//! signed, retried, never lost.
 //!
-//! The store writes each event into every subscribed endpoint's outbox in the same commit as
-//! the change it reports ([`event`]). One task per endpoint reads its outbox in order and POSTs
-//! each event (at most `max_in_flight` at once), with the Standard Webhooks headers
-//! webhook-id (the event's id, given when it was stored: every attempt, a restart and a replay
-//! send the same, so receivers can drop repeats),
-//! webhook-timestamp and webhook-signature. A 2xx deletes the event; anything else is retried
-//! with exponential backoff (1 s doubling to 10 min) until `retry_for` after the event, then
-//! the event is dead-lettered: kept in the store and logged, no longer tried. Endpoints do not
-//! share tasks, connections or queues, so a slow or dead one holds up nobody else.
+//! The store writes each event into every subscribed endpoint's outbox, and into the outbox of
+//! its message's callback host, in the same commit as the change it reports ([`event`],
+//! [`callback`]). One task per endpoint, and one for all callbacks, reads those outboxes in
+//! order and POSTs each event, with the Standard Webhooks headers webhook-id (the event's id,
+//! given when it was stored: every attempt, a restart and a replay send the same, so receivers
+//! can drop repeats), webhook-timestamp and webhook-signature. A 2xx deletes the event;
+//! anything else is retried with exponential backoff (1 s doubling to 10 min) until
+//! `retry_for` after the event, then the event is dead-lettered: kept in the store and logged,
+//! no longer tried. Redirects are not followed.
+//!
+//! Nobody waits for anybody: endpoints do not share tasks, connections or queues; within the
+//! callback task every host and port has its own outbox (a lane), its own few POSTs in flight
+//! and its own failure count, so a dead host's events wait on their own retry schedule while
+//! other hosts' flow. A lane whose attempts all fail stops taking new events until one gets
+//! through, so memory holds a few events per lane, not a dead host's backlog.
 
+pub mod callback;
 pub mod event;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::WebhookSettings;
+use crate::config::{CallbackSettings, WebhookSettings};
 use crate::message::now_millis;
 use crate::store::{OutboxEntry, OutboxItem, OutboxKey, OutboxReader, Store};
 
-/// Events read from the outbox at a time.
+/// Events read from an endpoint's outbox at a time.
 const BATCH: usize = 256;
+/// Events read from one callback host's outbox at a time (there may be many hosts).
+const CALLBACK_BATCH: usize = 16;
+/// Callback hosts served at once; more wait until one has nothing left.
+const MAX_CALLBACK_LANES: usize = 1024;
+/// POSTs to one callback host in flight at once at most, so a slow host cannot take all of
+/// `max_in_flight`.
+const CALLBACK_HOST_IN_FLIGHT: usize = 4;
 /// Delivered events deleted per store request at most.
 const DONE_BATCH: usize = 256;
 /// The first retry delay; it doubles up to [`MAX_RETRY_DELAY`].
@@ -36,144 +51,414 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(600);
 enum Attempt {
     Delivered,
     Failed(String),
+    /// Never to be tried again (a callback URL the config no longer allows).
+    Refused(String),
+}
+
+/// Where a delivery task's events go.
+enum Destination {
+    /// A configured endpoint: its one outbox, its URL.
+    Endpoint { target: String, url: String },
+    /// Messages' callback URLs: an outbox per host and port, each event to its own URL.
+    Callbacks(callback::Policy),
+}
+
+/// What a delivery task needs besides the store.
+struct Delivery {
+    /// For logs: the endpoint's name, or "callbacks".
+    name: String,
+    key: Vec<u8>,
+    client: reqwest::Client,
+    retry_for_ms: i64,
+    max_in_flight: usize,
+    per_lane: usize,
+    destination: Destination,
+}
+
+/// What the settings of a task say, before its client and key are made.
+struct Setup<'a> {
+    name: &'a str,
+    secret: &'a str,
+    timeout: Duration,
+    retry_for: Duration,
+    max_in_flight: usize,
+}
+
+impl Delivery {
+    /// None (logged) when the secret or the HTTP client is unusable.
+    fn new(setup: &Setup<'_>, destination: Destination) -> Option<Delivery> {
+        let name = setup.name;
+        let key = match event::secret_key(setup.secret) {
+            Ok(key) => key,
+            Err(e) => {
+                // check-config refuses such a secret; this is a last line of defence.
+                tracing::error!(webhook = %name, error = %e, "webhook secret unusable; no events are sent to it");
+                return None;
+            }
+        };
+        let mut builder = reqwest::Client::builder()
+            .timeout(setup.timeout)
+            // A redirect would send the signed event somewhere the operator (or the checked
+            // callback URL) did not name: a 3xx fails like any other answer.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("parla/", env!("CARGO_PKG_VERSION")));
+        if let Destination::Callbacks(policy) = &destination {
+            // A proxy would resolve the names instead of the resolver that checks them.
+            builder = builder.no_proxy();
+            if !policy.allows_private_addresses() {
+                builder = builder.dns_resolver(std::sync::Arc::new(callback::PublicResolver));
+            }
+        }
+        let client = match builder.build() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(webhook = %name, error = %e, "webhook HTTP client could not be built");
+                return None;
+            }
+        };
+        let max_in_flight = setup.max_in_flight.max(1);
+        let per_lane = match destination {
+            Destination::Endpoint { .. } => max_in_flight,
+            Destination::Callbacks(_) => CALLBACK_HOST_IN_FLIGHT.min(max_in_flight),
+        };
+        Some(Delivery {
+            name: name.to_owned(),
+            key,
+            client,
+            retry_for_ms: i64::try_from(setup.retry_for.as_millis()).unwrap_or(i64::MAX),
+            max_in_flight,
+            per_lane,
+            destination,
+        })
+    }
 }
 
 /// Delivers endpoint `settings`' events until `shutdown`.
 pub async fn run(settings: WebhookSettings, store: Store, shutdown: CancellationToken) {
-    let key = match event::secret_key(&settings.secret) {
-        Ok(key) => key,
-        Err(e) => {
-            // check-config refuses such a secret; this is a last line of defence.
-            tracing::error!(webhook = %settings.name, error = %e, "webhook secret unusable; no events are sent to it");
-            return;
-        }
+    let setup = Setup {
+        name: &settings.name,
+        secret: &settings.secret,
+        timeout: settings.timeout,
+        retry_for: settings.retry_for,
+        max_in_flight: settings.max_in_flight,
     };
-    let client = match reqwest::Client::builder()
-        .timeout(settings.timeout)
-        // A redirect would send the signed event somewhere the operator did not configure: an
-        // endpoint that moved answers 3xx, which fails like any other answer.
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("parla/", env!("CARGO_PKG_VERSION")))
-        .build()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(webhook = %settings.name, error = %e, "webhook HTTP client could not be built");
-            return;
-        }
+    let destination = Destination::Endpoint {
+        target: event::target(&settings.name),
+        url: settings.url.clone(),
     };
-    let target = event::target(&settings.name);
-    let retry_for_ms = i64::try_from(settings.retry_for.as_millis()).unwrap_or(i64::MAX);
-    let max_in_flight = settings.max_in_flight.max(1);
-    let mut changed = store.outbox_changed();
-    let mut outbox = OutboxReader::new(&target, BATCH);
-    let mut failures: HashMap<OutboxKey, u32> = HashMap::new();
-    let mut in_flight: JoinSet<(OutboxEntry, Attempt)> = JoinSet::new();
-    let mut done: Vec<OutboxKey> = Vec::new();
-    // Failed attempts since the last success: once the endpoint looks down (every attempt in
-    // flight failed), only retries go out, so a dead endpoint does not pull its whole backlog
-    // into memory; one event it keeps refusing does not hold up the others. With nothing
-    // left to retry, one new event at a time probes it.
-    let mut consecutive_failures = 0usize;
-    loop {
-        while in_flight.len() < max_in_flight {
-            let looks_down = consecutive_failures >= max_in_flight
-                && (outbox.has_retries() || !in_flight.is_empty());
-            let entry = match outbox.next(&store, !looks_down) {
-                Ok(Some(entry)) => entry,
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::warn!(webhook = %settings.name, error = %e, "webhook outbox unreadable; will try again");
-                    break;
-                }
-            };
-            let OutboxItem::Event { id, body, .. } = &entry.item else {
-                // Not an event (cannot happen for a webhook target): nothing to send.
-                done.push(entry.key.clone());
-                continue;
-            };
-            let request = client
-                .post(&settings.url)
-                .header("content-type", "application/json")
-                .header("webhook-id", id.as_str());
-            let (id, body) = (id.clone(), body.clone());
-            let key = key.clone();
-            in_flight.spawn(async move {
-                let timestamp = now_millis().div_euclid(1000);
-                let signature = event::signature(&key, &id, timestamp, body.as_bytes());
-                let sent = request
-                    .header("webhook-timestamp", timestamp.to_string())
-                    .header("webhook-signature", signature)
-                    .body(body)
-                    .send()
-                    .await;
-                let attempt = match sent {
-                    Ok(r) if r.status().is_success() => Attempt::Delivered,
-                    Ok(r) => Attempt::Failed(format!("HTTP {}", r.status())),
-                    Err(e) => Attempt::Failed(e.to_string()),
-                };
-                (entry, attempt)
-            });
-        }
-        if !done.is_empty() && (done.len() >= DONE_BATCH || in_flight.is_empty()) {
-            let keys = std::mem::take(&mut done);
-            if let Err(e) = store.outbox_done(keys.clone()).await {
-                tracing::warn!(webhook = %settings.name, error = %e, "delivered events not yet removed from the outbox; will try again");
-                done = keys;
-            }
-        }
-        let next_retry = outbox.next_retry().map(Instant::from_std);
-        tokio::select! {
-            () = shutdown.cancelled() => break,
-            r = changed.changed() => {
-                if r.is_err() {
-                    break;
-                }
-            }
-            Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => {
-                let Ok((entry, attempt)) = joined else { continue };
-                match attempt {
-                    Attempt::Delivered => {
-                        consecutive_failures = 0;
-                        failures.remove(&entry.key);
-                        done.push(entry.key);
-                    }
-                    Attempt::Failed(reason) => {
-                        consecutive_failures += 1;
-                        let event = match &entry.item {
-                            OutboxItem::Event { id, .. } => id.clone(),
-                            _ => String::new(),
-                        };
-                        let age = entry
-                            .key
-                            .id()
-                            .map_or(0, |id| now_millis() - i64::try_from(id.0.timestamp_ms()).unwrap_or(0));
-                        let n = failures.entry(entry.key.clone()).or_insert(0);
-                        *n = n.saturating_add(1);
-                        if age >= retry_for_ms {
-                            tracing::error!(webhook = %settings.name, %event, attempts = *n, %reason, "webhook event dead-lettered: not delivered within retry_for");
-                            failures.remove(&entry.key);
-                            if let Err(e) = store.outbox_dead_letter(entry.key.clone(), reason).await {
-                                tracing::warn!(webhook = %settings.name, error = %e, "dead-lettering failed; will try the event again");
-                                outbox.retry_after(entry, MAX_RETRY_DELAY);
-                            }
-                        } else {
-                            let delay = FIRST_RETRY_DELAY
-                                .saturating_mul(1u32 << (*n - 1).min(16))
-                                .min(MAX_RETRY_DELAY);
-                            tracing::debug!(webhook = %settings.name, %event, %reason, ?delay, "webhook delivery failed; will retry");
-                            outbox.retry_after(entry, delay);
-                        }
-                    }
-                }
-            }
-            () = sleep_until(next_retry), if next_retry.is_some() => {}
+    if let Some(delivery) = Delivery::new(&setup, destination) {
+        delivery.run(store, shutdown).await;
+    }
+}
+
+/// Delivers messages' callbacks under `settings` until `shutdown`; nothing when callbacks are
+/// off.
+pub async fn run_callbacks(settings: CallbackSettings, store: Store, shutdown: CancellationToken) {
+    let Some(policy) = callback::Policy::from_settings(&settings) else {
+        return;
+    };
+    let setup = Setup {
+        name: "callbacks",
+        secret: &settings.secret,
+        timeout: settings.timeout,
+        retry_for: settings.retry_for,
+        max_in_flight: settings.max_in_flight,
+    };
+    if let Some(delivery) = Delivery::new(&setup, Destination::Callbacks(policy)) {
+        delivery.run(store, shutdown).await;
+    }
+}
+
+/// One outbox target as the task holds it: what it read, what it retries, how it fares.
+struct Lane {
+    reader: OutboxReader,
+    /// Failed attempts per event held.
+    failures: HashMap<OutboxKey, u32>,
+    /// Failed attempts since the last success: once the target looks down (every attempt in
+    /// flight failed), only retries go out, so a dead target does not pull its whole backlog
+    /// into memory; one event it keeps refusing does not hold up the others. With nothing
+    /// left to retry, one new event at a time probes it.
+    consecutive_failures: usize,
+    in_flight: usize,
+    /// The last read found nothing new: no read until the outbox changes.
+    drained: bool,
+}
+
+impl Lane {
+    fn new(target: &str, batch: usize) -> Lane {
+        Lane {
+            reader: OutboxReader::new(target, batch),
+            failures: HashMap::new(),
+            consecutive_failures: 0,
+            in_flight: 0,
+            drained: false,
         }
     }
-    // Attempts in flight are dropped: their events stay in the outbox for the next start.
-    in_flight.abort_all();
-    if !done.is_empty() {
-        let _ = store.outbox_done(done).await;
+
+    /// The next event to attempt, if the lane has room for one.
+    fn next(
+        &mut self,
+        store: &Store,
+        per_lane: usize,
+    ) -> Result<Option<OutboxEntry>, crate::store::StoreError> {
+        if self.in_flight >= per_lane {
+            return Ok(None);
+        }
+        let looks_down = self.consecutive_failures >= per_lane
+            && (self.reader.has_retries() || self.in_flight > 0);
+        let take_new = !looks_down && !self.drained;
+        let entry = self.reader.next(store, take_new)?;
+        if entry.is_none() && take_new {
+            self.drained = true;
+        }
+        Ok(entry)
+    }
+
+    /// Nothing held, nothing in flight, nothing new: the lane can go.
+    fn idle(&self) -> bool {
+        self.drained && self.in_flight == 0 && !self.reader.has_retries()
+    }
+}
+
+/// An attempt in flight: the lane it belongs to.
+type Flights = HashMap<tokio::task::Id, String>;
+
+impl Delivery {
+    async fn run(self, store: Store, shutdown: CancellationToken) {
+        let mut changed = store.outbox_changed();
+        let mut lanes: BTreeMap<String, Lane> = BTreeMap::new();
+        self.discover(&store, &mut lanes);
+        let mut in_flight: JoinSet<(OutboxEntry, Attempt)> = JoinSet::new();
+        let mut flights = Flights::new();
+        let mut done: Vec<OutboxKey> = Vec::new();
+        let mut turn = 0usize;
+        loop {
+            turn = turn.wrapping_add(1);
+            self.fill(
+                &store,
+                &mut lanes,
+                (&mut in_flight, &mut flights),
+                &mut done,
+                turn,
+            );
+            if !done.is_empty() && (done.len() >= DONE_BATCH || in_flight.is_empty()) {
+                let keys = std::mem::take(&mut done);
+                if let Err(e) = store.outbox_done(keys.clone()).await {
+                    tracing::warn!(webhook = %self.name, error = %e, "delivered events not yet removed from the outbox; will try again");
+                    done = keys;
+                }
+            }
+            // A lane is forgotten only once its deliveries are deleted, so that reading its
+            // outbox again cannot find one of them.
+            if done.is_empty() && matches!(self.destination, Destination::Callbacks(_)) {
+                let before = lanes.len();
+                lanes.retain(|_, lane| !lane.idle());
+                if before == MAX_CALLBACK_LANES && lanes.len() < before {
+                    self.discover(&store, &mut lanes);
+                }
+            }
+            let next_retry = lanes
+                .values()
+                .filter_map(|l| l.reader.next_retry())
+                .min()
+                .map(Instant::from_std);
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                r = changed.changed() => {
+                    if r.is_err() {
+                        break;
+                    }
+                    for lane in lanes.values_mut() {
+                        lane.drained = false;
+                    }
+                    self.discover(&store, &mut lanes);
+                }
+                Some(joined) = in_flight.join_next_with_id(), if !in_flight.is_empty() => {
+                    let (task, result) = match joined {
+                        Ok((task, result)) => (task, Some(result)),
+                        Err(e) => (e.id(), None),
+                    };
+                    let Some(lane) = flights.remove(&task).and_then(|t| lanes.get_mut(&t)) else {
+                        continue;
+                    };
+                    lane.in_flight = lane.in_flight.saturating_sub(1);
+                    let Some((entry, attempt)) = result else {
+                        // Cannot happen (attempts do not panic); the event stays in the store.
+                        tracing::warn!(webhook = %self.name, "a delivery attempt was lost; its event is sent again after a restart");
+                        continue;
+                    };
+                    self.handle_attempt(&store, lane, entry, attempt, &mut done).await;
+                }
+                () = sleep_until(next_retry), if next_retry.is_some() => {}
+            }
+        }
+        // Attempts in flight are dropped: their events stay in the outbox for the next start.
+        in_flight.abort_all();
+        if !done.is_empty() {
+            let _ = store.outbox_done(done).await;
+        }
+    }
+
+    /// Adds a lane for every target with events that has none yet.
+    fn discover(&self, store: &Store, lanes: &mut BTreeMap<String, Lane>) {
+        match &self.destination {
+            Destination::Endpoint { target, .. } => {
+                lanes
+                    .entry(target.clone())
+                    .or_insert_with(|| Lane::new(target, BATCH));
+            }
+            Destination::Callbacks(_) => {
+                match store.outbox_targets(callback::TARGET_PREFIX, MAX_CALLBACK_LANES) {
+                    Ok(targets) => {
+                        for target in targets {
+                            if lanes.len() >= MAX_CALLBACK_LANES {
+                                break;
+                            }
+                            lanes
+                                .entry(target)
+                                .or_insert_with_key(|t| Lane::new(t, CALLBACK_BATCH));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(webhook = %self.name, error = %e, "callback outboxes unreadable; will try again");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts attempts while there is room, lanes taking turns (starting at a different one
+    /// each time, so none is always first).
+    fn fill(
+        &self,
+        store: &Store,
+        lanes: &mut BTreeMap<String, Lane>,
+        (in_flight, flights): (&mut JoinSet<(OutboxEntry, Attempt)>, &mut Flights),
+        done: &mut Vec<OutboxKey>,
+        turn: usize,
+    ) {
+        let n = lanes.len().max(1);
+        let (after, before): (Vec<_>, Vec<_>) = lanes
+            .iter_mut()
+            .enumerate()
+            .partition(|(i, _)| *i >= turn % n);
+        for (_, (target, lane)) in after.into_iter().chain(before) {
+            while in_flight.len() < self.max_in_flight {
+                let entry = match lane.next(store, self.per_lane) {
+                    Ok(Some(entry)) => entry,
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(webhook = %self.name, error = %e, "webhook outbox unreadable; will try again");
+                        break;
+                    }
+                };
+                let Some(request) = self.request_for(&entry.item) else {
+                    // Not an event for this task (cannot happen): nothing to send.
+                    done.push(entry.key.clone());
+                    continue;
+                };
+                let task = match request {
+                    Ok((request, id, body)) => {
+                        let key = self.key.clone();
+                        in_flight.spawn(async move {
+                            let attempt = attempt(request, &key, &id, body).await;
+                            (entry, attempt)
+                        })
+                    }
+                    Err(reason) => {
+                        in_flight.spawn(async move { (entry, Attempt::Refused(reason)) })
+                    }
+                };
+                lane.in_flight += 1;
+                flights.insert(task.id(), target.clone());
+            }
+        }
+    }
+
+    /// The POST for `item` with its id and body; None when the item is not this task's, an
+    /// error when it must not be sent.
+    fn request_for(
+        &self,
+        item: &OutboxItem,
+    ) -> Option<Result<(reqwest::RequestBuilder, String, String), String>> {
+        let (url, id, body) = match (&self.destination, item) {
+            (Destination::Endpoint { url, .. }, OutboxItem::Event { id, body, .. }) => {
+                (url.as_str(), id, body)
+            }
+            (Destination::Callbacks(policy), OutboxItem::Callback { url, id, body, .. }) => {
+                // Checked again: the operator may have narrowed the policy since.
+                if let Err(e) = policy.check(url) {
+                    return Some(Err(e.to_string()));
+                }
+                (url.as_str(), id, body)
+            }
+            _ => return None,
+        };
+        let request = self
+            .client
+            .post(url)
+            .header("content-type", "application/json")
+            .header("webhook-id", id.as_str());
+        Some(Ok((request, id.clone(), body.clone())))
+    }
+
+    /// Deletes a delivered event, schedules a failed one's retry, or dead-letters it.
+    async fn handle_attempt(
+        &self,
+        store: &Store,
+        lane: &mut Lane,
+        entry: OutboxEntry,
+        attempt: Attempt,
+        done: &mut Vec<OutboxKey>,
+    ) {
+        let (reason, give_up) = match attempt {
+            Attempt::Delivered => {
+                lane.consecutive_failures = 0;
+                lane.failures.remove(&entry.key);
+                done.push(entry.key);
+                return;
+            }
+            Attempt::Failed(reason) => (reason, false),
+            Attempt::Refused(reason) => (reason, true),
+        };
+        lane.consecutive_failures += 1;
+        let event = entry.item.event_id().unwrap_or_default().to_owned();
+        let age = entry.key.id().map_or(0, |id| {
+            now_millis() - i64::try_from(id.0.timestamp_ms()).unwrap_or(0)
+        });
+        let n = lane.failures.entry(entry.key.clone()).or_insert(0);
+        *n = n.saturating_add(1);
+        if give_up || age >= self.retry_for_ms {
+            tracing::error!(webhook = %self.name, %event, attempts = *n, %reason, "webhook event dead-lettered: not delivered within retry_for");
+            lane.failures.remove(&entry.key);
+            if let Err(e) = store.outbox_dead_letter(entry.key.clone(), reason).await {
+                tracing::warn!(webhook = %self.name, error = %e, "dead-lettering failed; will try the event again");
+                lane.reader.retry_after(entry, MAX_RETRY_DELAY);
+            }
+        } else {
+            let delay = FIRST_RETRY_DELAY
+                .saturating_mul(1u32 << (*n - 1).min(16))
+                .min(MAX_RETRY_DELAY);
+            tracing::debug!(webhook = %self.name, %event, %reason, ?delay, "webhook delivery failed; will retry");
+            lane.reader.retry_after(entry, delay);
+        }
+    }
+}
+
+/// POSTs one event, signed now.
+async fn attempt(request: reqwest::RequestBuilder, key: &[u8], id: &str, body: String) -> Attempt {
+    let timestamp = now_millis().div_euclid(1000);
+    let signature = event::signature(key, id, timestamp, body.as_bytes());
+    let sent = request
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("webhook-signature", signature)
+        .body(body)
+        .send()
+        .await;
+    match sent {
+        Ok(r) if r.status().is_success() => Attempt::Delivered,
+        Ok(r) => Attempt::Failed(format!("HTTP {}", r.status())),
+        Err(e) => Attempt::Failed(e.to_string()),
     }
 }
 
