@@ -1,6 +1,6 @@
-//! Webhooks end to end: the real `parla` binary with its simulated channel POSTs events to a
-//! real HTTP server in this test, which checks each signature, can be switched to failing
-//! (an outage), and counts events by their webhook-id.
+//! Webhooks and callbacks end to end: the real `parla` binary with its simulated channel POSTs
+//! events to real HTTP servers in this test, which check each signature, can be switched to
+//! failing (an outage), and count events by their webhook-id.
 
 mod support;
 
@@ -19,6 +19,7 @@ const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 /// One POST as the receiver saw it.
 #[derive(Debug, Clone)]
 struct Delivery {
+    path: String,
     id: String,
     body: Value,
     signature_ok: bool,
@@ -51,6 +52,7 @@ impl Receiver {
                     let mut headers = BTreeMap::new();
                     let mut line = String::new();
                     reader.read_line(&mut line).unwrap();
+                    let path = line.split(' ').nth(1).unwrap_or_default().to_string();
                     loop {
                         line.clear();
                         if reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
@@ -72,6 +74,7 @@ impl Receiver {
                         let expected =
                             parla::webhook::event::signature(&key, &id, timestamp, &body);
                         s.lock().unwrap().push(Delivery {
+                            path,
                             id,
                             body: serde_json::from_slice(&body).unwrap(),
                             signature_ok: headers["webhook-signature"] == expected,
@@ -266,6 +269,16 @@ fn events_not_delivered_in_time_are_dead_lettered_listed_and_replayed() {
     assert!(receiver.seen().is_empty());
     let bad = client.get("/v1/webhooks/deliveries?status=pending");
     assert_eq!(bad.status, 422, "{:?}", bad.body);
+    // No [callbacks] secret: a callback_url is refused, and nothing is stored.
+    let bad = client.post(
+        "/v1/messages",
+        &json!({"to": "+393471234568", "text": "Hi", "callback_url": "https://shop.example/cb"}),
+    );
+    assert_eq!(bad.status, 422, "{:?}", bad.body);
+    assert_eq!(bad.code(), "callbacks_disabled", "{:?}", bad.body);
+    assert_eq!(client.all_messages().len(), 1);
+    let bad = client.get("/v1/webhooks/deliveries?status=pending");
+    assert_eq!(bad.status, 422, "{:?}", bad.body);
 
     // The endpoint is back: an operator replays one; it arrives under its own id, once.
     receiver.down.store(false, Ordering::SeqCst);
@@ -291,4 +304,158 @@ fn events_not_delivered_in_time_are_dead_lettered_listed_and_replayed() {
         "{:?}",
         left.body
     );
+}
+
+fn start_parla_callbacks(dir: &std::path::Path, extra: &str) -> Binary {
+    let config = write_config(
+        dir,
+        &format!(
+            "[store]\npath = \"store\"\n\
+             [sim]\nenabled = true\naccept_delay = \"10ms\"\ndelivery_delay = \"50ms\"\n\
+             failure_share = 0.0\nreply_share = 0.0\n\
+             [callbacks]\nsecret = \"{SECRET}\"\ntimeout = \"2s\"\n\
+             allowed_hosts = [\"127.0.0.1\"]\nallow_private_addresses = true\n{extra}\n"
+        ),
+    );
+    Binary::start(dir, Some(&config), &[])
+}
+
+/// Submits a message whose callbacks go to `url`; its id.
+fn send_with_callback(client: &support::Client, to: &str, url: &str) -> String {
+    let answer = client.post(
+        "/v1/messages",
+        &json!({"to": to, "text": "Your order ships tomorrow", "callback_url": url}),
+    );
+    assert_eq!(answer.status, 202, "{:?}", answer.body);
+    assert_eq!(answer.body["callback_url"], url, "{:?}", answer.body);
+    answer.body["id"].as_str().unwrap().to_string()
+}
+
+fn wait_refused(receiver: &Receiver, at_least: usize) {
+    let start = Instant::now();
+    while *receiver.refused.lock().unwrap() < at_least {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "fewer than {at_least} attempts during the outage"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn callbacks_go_to_each_message_url_and_a_dead_host_holds_up_no_other() {
+    let a = Receiver::start();
+    let b = Receiver::start();
+    a.down.store(true, Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let mut parla = start_parla_callbacks(dir.path(), "");
+    let client = parla.client.clone();
+
+    // Refused callback URLs store nothing.
+    for (url, code) in [
+        ("ftp://127.0.0.1/cb", "invalid_callback_url"),
+        ("/cb/relative", "invalid_callback_url"),
+        ("http://user:pw@127.0.0.1/cb", "invalid_callback_url"),
+        ("http://localhost:9/cb", "callback_host_not_allowed"),
+    ] {
+        let bad = client.post(
+            "/v1/messages",
+            &json!({"to": "+393471234567", "text": "Hi", "callback_url": url}),
+        );
+        assert_eq!(bad.status, 422, "{url}: {:?}", bad.body);
+        assert_eq!(bad.code(), code, "{url}: {:?}", bad.body);
+        assert_eq!(bad.body["error"]["field"], "callback_url", "{:?}", bad.body);
+    }
+    assert!(client.all_messages().is_empty());
+
+    // A is down, B is up: B gets its message's events while A's wait.
+    let url_a = format!("http://127.0.0.1:{}/cb/1", a.port);
+    let url_b = format!("http://127.0.0.1:{}/cb/2", b.port);
+    let first = send_with_callback(&client, "+393471234567", &url_a);
+    let second = send_with_callback(&client, "+393471234568", &url_b);
+    b.wait("B's events while A is down", |seen| {
+        statuses_of(&by_id(seen), &second) == ["delivered", "sent"]
+    });
+    // A was tried, and is tried again on its own schedule.
+    wait_refused(&a, 2);
+    client.wait_for(&first, support::GUARD, |m| m["status"] == "delivered");
+
+    // A restart during A's outage: nothing owed is lost, and B still does not wait for A.
+    let status = parla.terminate();
+    assert!(status.success(), "{status:?}; log:\n{}", parla.log());
+    let parla = start_parla_callbacks(dir.path(), "");
+    let client = parla.client.clone();
+    let url_b3 = format!("http://127.0.0.1:{}/cb/3", b.port);
+    let third = send_with_callback(&client, "+393471234569", &url_b3);
+    b.wait("B's events after the restart, A still down", |seen| {
+        statuses_of(&by_id(seen), &third) == ["delivered", "sent"]
+    });
+    assert!(a.seen().is_empty());
+
+    // A is back: its events arrive, each once, signed.
+    a.down.store(false, Ordering::SeqCst);
+    let seen_a = a.wait("A's events after its outage", |seen| {
+        statuses_of(&by_id(seen), &first) == ["delivered", "sent"]
+    });
+    let seen_b = b.seen();
+    for (seen, expected) in [
+        (&seen_a, vec![(&first, "/cb/1")]),
+        (&seen_b, vec![(&second, "/cb/2"), (&third, "/cb/3")]),
+    ] {
+        assert!(seen.iter().all(|d| d.signature_ok), "{seen:#?}");
+        assert!(seen.iter().all(|d| d.id.starts_with("evt_")), "{seen:#?}");
+        let events = by_id(seen);
+        for d in seen {
+            assert_eq!(events[&d.id], d.body, "one body per event id");
+            assert_eq!(d.body["type"], "message.status", "{d:?}");
+            let (_, path) = expected
+                .iter()
+                .find(|(id, _)| d.body["data"]["id"] == id.as_str())
+                .unwrap_or_else(|| panic!("an event of another host's message: {d:?}"));
+            assert_eq!(&d.path, path, "{d:?}");
+        }
+        assert_eq!(events.len(), 2 * expected.len(), "{seen:#?}");
+    }
+    // A answered every attempt once it was up: each event exactly once.
+    assert_eq!(seen_a.len(), 2, "{seen_a:#?}");
+    drop(parla);
+}
+
+#[test]
+fn callbacks_not_delivered_in_time_are_dead_lettered_listed_and_replayed() {
+    let receiver = Receiver::start();
+    receiver.down.store(true, Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let parla = start_parla_callbacks(dir.path(), "retry_for = \"2s\"");
+    let client = parla.client.clone();
+    let url = format!("http://127.0.0.1:{}/cb/9", receiver.port);
+    let id = send_with_callback(&client, "+393471234567", &url);
+    let failed = support::wait_api(
+        &client,
+        "/v1/webhooks/deliveries?status=failed",
+        "two dead letters",
+        |b| b["items"].as_array().unwrap().len() == 2,
+    );
+    let items = failed["items"].as_array().unwrap();
+    for item in items {
+        assert_eq!(item["endpoint"], "callback", "{item}");
+        assert_eq!(item["url"], url.as_str(), "{item}");
+        assert_eq!(item["type"], "message.status", "{item}");
+        assert_eq!(item["reason"], "HTTP 503 Service Unavailable", "{item}");
+        assert_eq!(item["payload"]["data"]["id"], id.as_str(), "{item}");
+    }
+    receiver.down.store(false, Ordering::SeqCst);
+    let event = items[0]["id"].as_str().unwrap().to_string();
+    let replayed = client.post(
+        &format!("/v1/webhooks/deliveries/{event}/retry"),
+        &json!({}),
+    );
+    assert_eq!(replayed.status, 202, "{:?}", replayed.body);
+    let seen = receiver.wait("the replayed callback", |seen| !seen.is_empty());
+    assert_eq!(seen[0].id, event);
+    assert_eq!(seen[0].path, "/cb/9");
+    assert!(seen[0].signature_ok);
+    assert_eq!(seen[0].body, items[0]["payload"]);
+    let left = client.get("/v1/webhooks/deliveries?status=failed");
+    assert_eq!(left.body["items"].as_array().unwrap().len(), 1);
 }

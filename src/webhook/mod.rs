@@ -42,6 +42,9 @@ const MAX_CALLBACK_LANES: usize = 1024;
 const CALLBACK_HOST_IN_FLIGHT: usize = 4;
 /// Delivered events deleted per store request at most.
 const DONE_BATCH: usize = 256;
+/// The longest a delivered event waits to be deleted while other attempts are in flight (a
+/// slow host's), so a restart sends few of them again.
+const DONE_DELAY: Duration = Duration::from_millis(500);
 /// The first retry delay; it doubles up to [`MAX_RETRY_DELAY`].
 const FIRST_RETRY_DELAY: Duration = Duration::from_secs(1);
 /// The longest wait between two attempts of one event.
@@ -231,6 +234,8 @@ impl Delivery {
         let mut in_flight: JoinSet<(OutboxEntry, Attempt)> = JoinSet::new();
         let mut flights = Flights::new();
         let mut done: Vec<OutboxKey> = Vec::new();
+        // When the oldest of `done` was delivered.
+        let mut done_since = Instant::now();
         let mut turn = 0usize;
         loop {
             turn = turn.wrapping_add(1);
@@ -241,12 +246,17 @@ impl Delivery {
                 &mut done,
                 turn,
             );
-            if !done.is_empty() && (done.len() >= DONE_BATCH || in_flight.is_empty()) {
+            if !done.is_empty()
+                && (done.len() >= DONE_BATCH
+                    || in_flight.is_empty()
+                    || done_since.elapsed() >= DONE_DELAY)
+            {
                 let keys = std::mem::take(&mut done);
                 if let Err(e) = store.outbox_done(keys.clone()).await {
                     tracing::warn!(webhook = %self.name, error = %e, "delivered events not yet removed from the outbox; will try again");
                     done = keys;
                 }
+                done_since = Instant::now();
             }
             // A lane is forgotten only once its deliveries are deleted, so that reading its
             // outbox again cannot find one of them.
@@ -257,11 +267,13 @@ impl Delivery {
                     self.discover(&store, &mut lanes);
                 }
             }
+            let flush_at = (!done.is_empty()).then(|| done_since + DONE_DELAY);
             let next_retry = lanes
                 .values()
                 .filter_map(|l| l.reader.next_retry())
-                .min()
-                .map(Instant::from_std);
+                .map(Instant::from_std)
+                .chain(flush_at)
+                .min();
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 r = changed.changed() => {
@@ -287,6 +299,9 @@ impl Delivery {
                         tracing::warn!(webhook = %self.name, "a delivery attempt was lost; its event is sent again after a restart");
                         continue;
                     };
+                    if done.is_empty() {
+                        done_since = Instant::now();
+                    }
                     self.handle_attempt(&store, lane, entry, attempt, &mut done).await;
                 }
                 () = sleep_until(next_retry), if next_retry.is_some() => {}
