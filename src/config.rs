@@ -1013,48 +1013,34 @@ fn validate_webhooks(
         {
             out.push(problem(key("url"), "an http:// or https:// URL"));
         }
-        if let Err(e) = crate::webhook::event::secret_key(&w.secret) {
-            out.push(problem(key("secret"), e));
-        }
         if w.events.is_empty() {
             out.push(problem(key("events"), "at least one event"));
         }
-        if w.timeout < Duration::from_millis(100) {
-            out.push(problem(key("timeout"), "must be at least 100ms"));
-        }
-        if w.retry_for < Duration::from_secs(1) {
-            out.push(problem(key("retry_for"), "must be at least 1s"));
-        } else if w.retry_for > retention {
-            // The store drops outbox entries older than the retention.
-            out.push(problem(
-                key("retry_for"),
-                format!(
-                    "must not exceed store.retention ({}): older events are dropped",
-                    humantime::format_duration(retention)
-                ),
-            ));
-        }
+        let timing = (w.timeout, w.retry_for, retention);
+        validate_delivery(&key, &w.secret, timing, out);
         if !(1..=256).contains(&w.max_in_flight) {
             out.push(problem(key("max_in_flight"), "must be between 1 and 256"));
         }
     }
 }
 
-fn validate_callbacks(c: &CallbackSettings, retention: Duration, out: &mut Vec<ConfigProblem>) {
-    let key = |k: &str| format!("callbacks.{k}");
-    // Off (no secret), the rest is unused: an old config with a short retention stays valid.
-    if !c.enabled() {
-        return;
-    }
-    if let Err(e) = crate::webhook::event::secret_key(&c.secret) {
+/// The checks webhook endpoints and callbacks share: the secret, the timeout, and a retry_for
+/// within the retention (`timing`), each under `key`.
+fn validate_delivery(
+    key: &dyn Fn(&str) -> String,
+    secret: &str,
+    (timeout, retry_for, retention): (Duration, Duration, Duration),
+    out: &mut Vec<ConfigProblem>,
+) {
+    if let Err(e) = crate::webhook::event::secret_key(secret) {
         out.push(problem(key("secret"), e));
     }
-    if c.timeout < Duration::from_millis(100) {
+    if timeout < Duration::from_millis(100) {
         out.push(problem(key("timeout"), "must be at least 100ms"));
     }
-    if c.retry_for < Duration::from_secs(1) {
+    if retry_for < Duration::from_secs(1) {
         out.push(problem(key("retry_for"), "must be at least 1s"));
-    } else if c.retry_for > retention {
+    } else if retry_for > retention {
         // The store drops outbox entries older than the retention.
         out.push(problem(
             key("retry_for"),
@@ -1064,6 +1050,15 @@ fn validate_callbacks(c: &CallbackSettings, retention: Duration, out: &mut Vec<C
             ),
         ));
     }
+}
+
+fn validate_callbacks(c: &CallbackSettings, retention: Duration, out: &mut Vec<ConfigProblem>) {
+    let key = |k: &str| format!("callbacks.{k}");
+    // Off (no secret), the rest is unused: an old config with a short retention stays valid.
+    if !c.enabled() {
+        return;
+    }
+    validate_delivery(&key, &c.secret, (c.timeout, c.retry_for, retention), out);
     if !(1..=1024).contains(&c.max_in_flight) {
         out.push(problem(key("max_in_flight"), "must be between 1 and 1024"));
     }

@@ -18,7 +18,8 @@
 //!   keys.rs            the key layout of the one tree
 //!   record.rs          versioned compact encoding of stored values
 //!   writer.rs          writer + syncer threads: staged groups, pipelined group commit, fdatasync
-//!   outbox.rs          durable per-target outbox: receipts and replies owed to SMPP accounts
+//!   outbox.rs          durable per-target outbox: receipts and replies owed to SMPP accounts,
+//!                      webhook events, callbacks (a target per callback host and port)
 //!   conversations.rs   a thread per customer and shop number: summary record, activity index,
 //!                      threads, mark read
 //! src/channel.rs       the Channel abstraction: send jobs in, events out; channel status
@@ -51,8 +52,10 @@
 //!   deliveries.rs      receipts and replies from an account's outbox as deliver_sm
 //!   server.rs          the SMPP server: listener, task per connection, outbox pump per account
 //! src/http/            axum API: handlers, auth, JSON errors; server.rs the hyper loop
-//! src/webhook/         events POSTed to integrators' endpoints: signed, retried, dead-lettered
+//! src/webhook/         events POSTed to integrators' endpoints and to messages' callback URLs:
+//!                      signed, retried, dead-lettered; one delivery core of per-target lanes
 //!   event.rs           which endpoints want which events, event bodies, Standard Webhooks signatures
+//!   callback.rs        callback URL and allowed-host checks (SSRF), a queue per host, public-only DNS
 //! src/metrics.rs       Prometheus metrics: the registry, what the writer and links count, what a
 //!                      scrape reads (channel states, modem signal, outbox depths)
 //! src/daemon.rs        wiring of the running daemon and its graceful shutdown
@@ -66,8 +69,9 @@
 //! Data flows one way: intake (HTTP, SMPP server) only writes to the store; the dispatcher only
 //! reads due work and hands it to a channel; channels only report events; the correlator is the
 //! one place that turns events into message state; what integrators are owed (receipts,
-//! replies) is written to the store's outbox with the change that causes it, and the SMPP
-//! server only reads and deletes it.
+//! replies, webhook events, callbacks) is written to the store's outbox with the change that
+//! causes it, and its consumer (the SMPP server, the webhook and callback tasks) only reads and
+//! deletes it.
 
 #![warn(missing_docs)]
 

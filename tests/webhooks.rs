@@ -122,14 +122,24 @@ fn start_parla(dir: &std::path::Path, port: u16) -> Binary {
 }
 
 fn start_parla_with(dir: &std::path::Path, port: u16, extra: &str) -> Binary {
+    start_simulated(
+        dir,
+        &format!(
+            "[[webhook]]\nname = \"test\"\nurl = \"http://127.0.0.1:{port}/events\"\n\
+             secret = \"{SECRET}\"\ntimeout = \"2s\"\n{extra}\n"
+        ),
+    )
+}
+
+/// The binary with its simulated channel (every message delivered, every one answered) and
+/// the config `section`.
+fn start_simulated(dir: &std::path::Path, section: &str) -> Binary {
     let config = write_config(
         dir,
         &format!(
             "[store]\npath = \"store\"\n\
              [sim]\nenabled = true\naccept_delay = \"10ms\"\ndelivery_delay = \"50ms\"\n\
-             failure_share = 0.0\nreply_share = 1.0\n\
-             [[webhook]]\nname = \"test\"\nurl = \"http://127.0.0.1:{port}/events\"\n\
-             secret = \"{SECRET}\"\ntimeout = \"2s\"\n{extra}\n"
+             failure_share = 0.0\nreply_share = 1.0\n{section}"
         ),
     );
     Binary::start(dir, Some(&config), &[])
@@ -235,6 +245,26 @@ fn events_reach_the_endpoint_signed_once_each_across_an_outage_and_a_restart() {
     drop(parla);
 }
 
+/// Waits for the two status events of message `id` to be dead-lettered, and checks what the
+/// listing says of them.
+fn dead_letters(client: &support::Client, endpoint: &str, id: &str) -> Vec<Value> {
+    let failed = support::wait_api(
+        client,
+        "/v1/webhooks/deliveries?status=failed",
+        "two dead letters",
+        |b| b["items"].as_array().unwrap().len() == 2,
+    );
+    let items = failed["items"].as_array().unwrap().clone();
+    for item in &items {
+        assert_eq!(item["endpoint"], endpoint, "{item}");
+        assert_eq!(item["type"], "message.status", "{item}");
+        assert_eq!(item["status"], "failed", "{item}");
+        assert_eq!(item["reason"], "HTTP 503 Service Unavailable", "{item}");
+        assert_eq!(item["payload"]["data"]["id"], id, "{item}");
+    }
+    items
+}
+
 #[test]
 fn events_not_delivered_in_time_are_dead_lettered_listed_and_replayed() {
     let receiver = Receiver::start();
@@ -252,20 +282,8 @@ fn events_not_delivered_in_time_are_dead_lettered_listed_and_replayed() {
     );
     let id = a.body["id"].as_str().unwrap().to_string();
     // Both status events fail for 2 s, then are given up on.
-    let failed = support::wait_api(
-        &client,
-        "/v1/webhooks/deliveries?status=failed",
-        "two dead letters",
-        |b| b["items"].as_array().unwrap().len() == 2,
-    );
-    let items = failed["items"].as_array().unwrap();
-    for item in items {
-        assert_eq!(item["endpoint"], "test", "{item}");
-        assert_eq!(item["type"], "message.status", "{item}");
-        assert_eq!(item["status"], "failed", "{item}");
-        assert_eq!(item["reason"], "HTTP 503 Service Unavailable", "{item}");
-        assert_eq!(item["payload"]["data"]["id"], id.as_str(), "{item}");
-    }
+    let failed = dead_letters(&client, "test", &id);
+    let items = &failed;
     assert!(receiver.seen().is_empty());
     let bad = client.get("/v1/webhooks/deliveries?status=pending");
     assert_eq!(bad.status, 422, "{:?}", bad.body);
@@ -281,43 +299,37 @@ fn events_not_delivered_in_time_are_dead_lettered_listed_and_replayed() {
     assert_eq!(bad.status, 422, "{:?}", bad.body);
 
     // The endpoint is back: an operator replays one; it arrives under its own id, once.
+    replay_first(&client, &receiver, items);
+}
+
+/// Brings `receiver` back, replays the first of the two dead letters `items`, and checks it
+/// arrives under its id, once, and leaves the other listed; what the receiver got.
+fn replay_first(client: &support::Client, receiver: &Receiver, items: &[Value]) -> Delivery {
     receiver.down.store(false, Ordering::SeqCst);
     let event = items[0]["id"].as_str().unwrap().to_string();
-    let replayed = client.post(
-        &format!("/v1/webhooks/deliveries/{event}/retry"),
-        &json!({}),
-    );
+    let retry = format!("/v1/webhooks/deliveries/{event}/retry");
+    let replayed = client.post(&retry, &json!({}));
     assert_eq!(replayed.status, 202, "{:?}", replayed.body);
     let seen = receiver.wait("the replayed event", |seen| !seen.is_empty());
     assert_eq!(seen[0].id, event);
     assert!(seen[0].signature_ok);
     assert_eq!(seen[0].body, items[0]["payload"]);
-    let again = client.post(
-        &format!("/v1/webhooks/deliveries/{event}/retry"),
-        &json!({}),
-    );
+    let again = client.post(&retry, &json!({}));
     assert_eq!(again.status, 404, "{:?}", again.body);
     let left = client.get("/v1/webhooks/deliveries?status=failed");
-    assert_eq!(
-        left.body["items"].as_array().unwrap().len(),
-        1,
-        "{:?}",
-        left.body
-    );
+    let left = left.body["items"].as_array().unwrap();
+    assert_eq!(left.len(), 1, "{left:?}");
+    seen[0].clone()
 }
 
 fn start_parla_callbacks(dir: &std::path::Path, extra: &str) -> Binary {
-    let config = write_config(
+    start_simulated(
         dir,
         &format!(
-            "[store]\npath = \"store\"\n\
-             [sim]\nenabled = true\naccept_delay = \"10ms\"\ndelivery_delay = \"50ms\"\n\
-             failure_share = 0.0\nreply_share = 0.0\n\
-             [callbacks]\nsecret = \"{SECRET}\"\ntimeout = \"2s\"\n\
+            "[callbacks]\nsecret = \"{SECRET}\"\ntimeout = \"2s\"\n\
              allowed_hosts = [\"127.0.0.1\"]\nallow_private_addresses = true\n{extra}\n"
         ),
-    );
-    Binary::start(dir, Some(&config), &[])
+    )
 }
 
 /// Submits a message whose callbacks go to `url`; its id.
@@ -430,32 +442,10 @@ fn callbacks_not_delivered_in_time_are_dead_lettered_listed_and_replayed() {
     let client = parla.client.clone();
     let url = format!("http://127.0.0.1:{}/cb/9", receiver.port);
     let id = send_with_callback(&client, "+393471234567", &url);
-    let failed = support::wait_api(
-        &client,
-        "/v1/webhooks/deliveries?status=failed",
-        "two dead letters",
-        |b| b["items"].as_array().unwrap().len() == 2,
-    );
-    let items = failed["items"].as_array().unwrap();
-    for item in items {
-        assert_eq!(item["endpoint"], "callback", "{item}");
+    let items = dead_letters(&client, "callback", &id);
+    for item in &items {
         assert_eq!(item["url"], url.as_str(), "{item}");
-        assert_eq!(item["type"], "message.status", "{item}");
-        assert_eq!(item["reason"], "HTTP 503 Service Unavailable", "{item}");
-        assert_eq!(item["payload"]["data"]["id"], id.as_str(), "{item}");
     }
-    receiver.down.store(false, Ordering::SeqCst);
-    let event = items[0]["id"].as_str().unwrap().to_string();
-    let replayed = client.post(
-        &format!("/v1/webhooks/deliveries/{event}/retry"),
-        &json!({}),
-    );
-    assert_eq!(replayed.status, 202, "{:?}", replayed.body);
-    let seen = receiver.wait("the replayed callback", |seen| !seen.is_empty());
-    assert_eq!(seen[0].id, event);
-    assert_eq!(seen[0].path, "/cb/9");
-    assert!(seen[0].signature_ok);
-    assert_eq!(seen[0].body, items[0]["payload"]);
-    let left = client.get("/v1/webhooks/deliveries?status=failed");
-    assert_eq!(left.body["items"].as_array().unwrap().len(), 1);
+    let replayed = replay_first(&client, &receiver, &items);
+    assert_eq!(replayed.path, "/cb/9");
 }

@@ -1037,6 +1037,14 @@ fn events(store: &Store, target: &str) -> Vec<(String, String, serde_json::Value
         .collect()
 }
 
+/// The message statuses of events as [`events`] and [`callbacks`] list them.
+fn statuses(events: &[(String, String, serde_json::Value)]) -> Vec<&str> {
+    events
+        .iter()
+        .map(|(_, _, body)| body["data"]["status"].as_str().unwrap())
+        .collect()
+}
+
 #[tokio::test]
 async fn webhook_events_are_written_with_the_changes_they_report() {
     let dir = tempfile::tempdir().unwrap();
@@ -1045,11 +1053,7 @@ async fn webhook_events_are_written_with_the_changes_they_report() {
     assert!(events(&store, "webhook:crm").is_empty(), "queued: no event");
     settle(&store, id, ReceiptOutcome::Delivered).await;
     let crm = events(&store, "webhook:crm");
-    let statuses: Vec<&str> = crm
-        .iter()
-        .map(|(_, _, body)| body["data"]["status"].as_str().unwrap())
-        .collect();
-    assert_eq!(statuses, ["sent", "delivered"]);
+    assert_eq!(statuses(&crm), ["sent", "delivered"]);
     for (event_id, event_type, body) in &crm {
         assert!(event_id.starts_with("evt_"), "{event_id}");
         assert_eq!(event_type, "message.status");
@@ -1179,11 +1183,7 @@ async fn a_status_change_writes_the_callback_of_its_message_in_the_same_write() 
     settle(&store, id, ReceiptOutcome::Delivered).await;
     // Each status change, once applied, has its callback: they were one write.
     let owed = callbacks(&store, "callback:shop.example:443");
-    let statuses: Vec<&str> = owed
-        .iter()
-        .map(|(_, _, body)| body["data"]["status"].as_str().unwrap())
-        .collect();
-    assert_eq!(statuses, ["sent", "delivered"]);
+    assert_eq!(statuses(&owed), ["sent", "delivered"]);
     for (url, event_id, body) in &owed {
         assert_eq!(url, shop);
         assert!(event_id.starts_with("evt_"), "{event_id}");

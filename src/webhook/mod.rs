@@ -444,7 +444,12 @@ impl Delivery {
         let n = lane.failures.entry(entry.key.clone()).or_insert(0);
         *n = n.saturating_add(1);
         if give_up || age >= self.retry_for_ms {
-            tracing::error!(webhook = %self.name, %event, attempts = *n, %reason, "webhook event dead-lettered: not delivered within retry_for");
+            let why = if give_up {
+                "webhook event dead-lettered: its URL is no longer allowed"
+            } else {
+                "webhook event dead-lettered: not delivered within retry_for"
+            };
+            tracing::error!(webhook = %self.name, %event, attempts = *n, %reason, "{why}");
             lane.failures.remove(&entry.key);
             if let Err(e) = store.outbox_dead_letter(entry.key.clone(), reason).await {
                 tracing::warn!(webhook = %self.name, error = %e, "dead-lettering failed; will try the event again");
