@@ -1013,28 +1013,26 @@ fn validate_webhooks(
         {
             out.push(problem(key("url"), "an http:// or https:// URL"));
         }
+        if let Err(e) = crate::webhook::event::secret_key(&w.secret) {
+            out.push(problem(key("secret"), e));
+        }
         if w.events.is_empty() {
             out.push(problem(key("events"), "at least one event"));
         }
-        let timing = (w.timeout, w.retry_for, retention);
-        validate_delivery(&key, &w.secret, timing, out);
+        validate_delivery(&key, (w.timeout, w.retry_for, retention), out);
         if !(1..=256).contains(&w.max_in_flight) {
             out.push(problem(key("max_in_flight"), "must be between 1 and 256"));
         }
     }
 }
 
-/// The checks webhook endpoints and callbacks share: the secret, the timeout, and a retry_for
-/// within the retention (`timing`), each under `key`.
+/// The checks webhook endpoints and callbacks share: the timeout, and a retry_for within the
+/// retention (`timing`), each under `key`.
 fn validate_delivery(
     key: &dyn Fn(&str) -> String,
-    secret: &str,
     (timeout, retry_for, retention): (Duration, Duration, Duration),
     out: &mut Vec<ConfigProblem>,
 ) {
-    if let Err(e) = crate::webhook::event::secret_key(secret) {
-        out.push(problem(key("secret"), e));
-    }
     if timeout < Duration::from_millis(100) {
         out.push(problem(key("timeout"), "must be at least 100ms"));
     }
@@ -1058,7 +1056,10 @@ fn validate_callbacks(c: &CallbackSettings, retention: Duration, out: &mut Vec<C
     if !c.enabled() {
         return;
     }
-    validate_delivery(&key, &c.secret, (c.timeout, c.retry_for, retention), out);
+    if let Err(e) = crate::webhook::event::secret_key(&c.secret) {
+        out.push(problem(key("secret"), e));
+    }
+    validate_delivery(&key, (c.timeout, c.retry_for, retention), out);
     if !(1..=1024).contains(&c.max_in_flight) {
         out.push(problem(key("max_in_flight"), "must be between 1 and 1024"));
     }
