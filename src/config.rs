@@ -203,7 +203,9 @@ pub struct CallbackSettings {
     pub max_in_flight: usize,
     /// The hosts callback URLs may name: "shop.example.com", or "*.example.com" for any
     /// name under example.com; empty: any host. Against API clients that would make the
-    /// gateway call hosts the operator did not mean to.
+    /// gateway call hosts the operator did not mean to. In the environment: a comma-separated
+    /// list.
+    #[serde(deserialize_with = "list_or_comma_string")]
     pub allowed_hosts: Vec<String>,
     /// Whether callbacks may go to loopback, private, link-local (cloud metadata) and other
     /// non-public addresses; off, such URLs are refused and names resolving only to such
@@ -2218,6 +2220,10 @@ mod tests {
             ),
             ("PARLA_RETRY__MAX_ATTEMPTS".to_string(), "3".to_string()),
             (
+                "PARLA_CALLBACKS__ALLOWED_HOSTS".to_string(),
+                "shop.example,*.example.com".to_string(),
+            ),
+            (
                 "PARLA_TOKEN".to_string(),
                 "for the CLI, not a key".to_string(),
             ),
@@ -2226,6 +2232,7 @@ mod tests {
         assert_eq!(s.http.listen.port(), 9002);
         assert_eq!(s.http.tokens.len(), 2);
         assert_eq!(s.retry.max_attempts, 3);
+        assert_eq!(s.callbacks.allowed_hosts, ["shop.example", "*.example.com"]);
     }
 
     #[test]

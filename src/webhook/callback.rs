@@ -408,6 +408,17 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn names_that_resolve_only_to_private_addresses_are_not_connected_to() {
+        use reqwest::dns::Resolve;
+        let name: reqwest::dns::Name = "localhost".parse().unwrap();
+        let resolved = PublicResolver.resolve(name).await;
+        let Err(e) = resolved else {
+            panic!("localhost resolved to a public address");
+        };
+        assert!(e.to_string().contains("no public address"), "{e}");
+    }
+
     #[test]
     fn every_host_and_port_has_its_own_target() {
         let t = |u: &str| target_of(u).unwrap();
