@@ -12,8 +12,9 @@
 //!   events stay in the store); changed and new ones start;
 //! - API tokens: from the next request on.
 //!
-//! Everything else (listen addresses, the store, HTTP limits, defaults, retries, the SMPP
-//! server) takes effect at the next restart; a reload that changes it says so in the log.
+//! Everything else (listen addresses, the store, HTTP limits, defaults, retries, logging, the
+//! SMPP server, callbacks) takes effect at the next restart; a reload that changes it says so
+//! in the log.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -395,6 +396,7 @@ fn need_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
         ("defaults", differs(&old.defaults, &new.defaults)),
         ("retry", differs(&old.retry, &new.retry)),
         ("smpp.server", old.smpp.server != new.smpp.server),
+        ("callbacks", differs(&old.callbacks, &new.callbacks)),
         ("log", differs(&old.log, &new.log)),
     ] {
         if changed {
