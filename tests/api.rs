@@ -843,6 +843,15 @@ fn conversations_list_threads_mark_read_and_reply_from_the_sticky_number() {
     assert_eq!(latest["conversation"]["shop_number"], Value::Null);
     let unknown = c.get("/v1/conversations/%2B393471234567?shop_number=%2B390000");
     assert_eq!(unknown.status, 404);
+    // A reply takes a callback URL like any message (this daemon has callbacks off).
+    let callback = c.post(
+        "/v1/conversations/%2B393471234567/messages",
+        &json!({"text": "tracked", "callback_url": "https://shop.example/sms"}),
+    );
+    assert_eq!(
+        (callback.status, callback.code()),
+        (422, "callbacks_disabled")
+    );
 }
 
 #[test]

@@ -290,9 +290,13 @@ struct ReplyRequest {
     /// The shop's own reference (an order id), kept on the message and the conversation.
     #[serde(default)]
     reference: Option<String>,
+    /// Where this reply's status events go too, as with `POST /v1/messages`.
+    #[serde(default)]
+    callback_url: Option<String>,
 }
 
-/// `POST /v1/conversations/{customer}/messages` `{"text", "shop_number"?, "reference"?}`: a
+/// `POST /v1/conversations/{customer}/messages` `{"text", "shop_number"?, "reference"?,
+/// "callback_url"?}`: a
 /// transactional reply in the conversation (the one with `shop_number`, else the latest), on
 /// the channel and from the number the customer last wrote to (when it can be a sender),
 /// validated and answered like `POST /v1/messages`. 404 when there is no conversation.
@@ -340,7 +344,7 @@ pub async fn reply(
             send_at: None,
             validity_s: None,
             reference: req.reference,
-            callback_url: None,
+            callback_url: req.callback_url,
         },
     )?;
     new.options.channel = channel;
