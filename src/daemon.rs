@@ -106,11 +106,7 @@ pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
     options.max_group = settings.store.max_group;
     options.min_free_bytes = settings.store.min_free_mb.saturating_mul(1024 * 1024);
     let routes = Arc::new(Router::new(&settings.routes, &settings.channel_names()));
-    options.set_rules(crate::reload::rules(
-        &settings,
-        &settings.smpp.server,
-        routes.clone(),
-    ));
+    options.rules = crate::reload::rules(&settings, &settings.smpp.server, routes.clone());
     options.callbacks = settings.callbacks.enabled();
     let (store, recovery) = tokio::task::spawn_blocking(move || Store::open(&options))
         .await

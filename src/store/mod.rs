@@ -117,20 +117,9 @@ pub struct StoreOptions {
     pub max_group: usize,
     /// Writes are refused (503) while the disk has less free space than this.
     pub min_free_bytes: u64,
-    /// The routes: the queue keeps one lane per route step.
-    pub router: Arc<Router>,
-    /// Which SMPP account each customer's message goes to (as an outbox reply); empty: none.
-    pub replies: Arc<ReplyRules>,
-    /// Which webhook endpoints want which events (written to their outboxes); empty: none.
-    pub webhooks: Arc<crate::webhook::event::Subscriptions>,
-    /// When marketing messages wait instead of going out; None: never.
-    pub quiet_hours: Option<crate::schedule::QuietHours>,
-    /// Customers' STOP / START / HELP keywords and their confirmations; default: disabled.
-    pub optouts: Arc<OptOutRules>,
-    /// How long after a conversation's last activity a customer's message to a number that
-    /// has no conversation with them (the reply number of an alphanumeric sender) still
-    /// joins it.
-    pub reply_window_ms: Millis,
+    /// Routes, reply rules, webhook subscriptions, quiet hours, opt-out keywords, the reply
+    /// window: what a configuration reload may replace ([`Store::reconfigure`]).
+    pub rules: StoreRules,
     /// What the writer counts for `GET /metrics`.
     pub metrics: crate::metrics::StoreMetrics,
     /// Whether a message's `callback_url` gets its status events (`[callbacks]` is on).
@@ -145,12 +134,7 @@ impl StoreOptions {
             cache_capacity_bytes: 32 * 1024 * 1024,
             max_group: 4096,
             min_free_bytes: 64 * 1024 * 1024,
-            router: Arc::new(Router::default()),
-            replies: Arc::new(ReplyRules::default()),
-            webhooks: Arc::new(crate::webhook::event::Subscriptions::default()),
-            quiet_hours: None,
-            optouts: Arc::new(OptOutRules::default()),
-            reply_window_ms: DEFAULT_REPLY_WINDOW_MS,
+            rules: StoreRules::default(),
             metrics: Default::default(),
             callbacks: false,
         }
@@ -160,29 +144,34 @@ impl StoreOptions {
 /// The rules the writer applies that a configuration reload may replace.
 #[derive(Debug, Clone)]
 pub struct StoreRules {
-    /// See [`StoreOptions::router`].
+    /// The routes: the queue keeps one lane per route step.
     pub router: Arc<Router>,
-    /// See [`StoreOptions::replies`].
+    /// Which SMPP account each customer's message goes to (as an outbox reply); empty: none.
     pub replies: Arc<ReplyRules>,
-    /// See [`StoreOptions::webhooks`].
+    /// Which webhook endpoints want which events (written to their outboxes); empty: none.
     pub webhooks: Arc<crate::webhook::event::Subscriptions>,
-    /// See [`StoreOptions::quiet_hours`].
+    /// When marketing messages wait instead of going out; None: never.
     pub quiet_hours: Option<crate::schedule::QuietHours>,
-    /// See [`StoreOptions::optouts`].
+    /// Customers' STOP / START / HELP keywords and their confirmations; default: disabled.
     pub optouts: Arc<OptOutRules>,
-    /// See [`StoreOptions::reply_window_ms`].
+    /// How long after a conversation's last activity a customer's message to a number that
+    /// has no conversation with them (the reply number of an alphanumeric sender) still
+    /// joins it.
     pub reply_window_ms: Millis,
 }
 
-impl StoreOptions {
-    /// Replaces the rules with `rules`.
-    pub fn set_rules(&mut self, rules: StoreRules) {
-        self.router = rules.router;
-        self.replies = rules.replies;
-        self.webhooks = rules.webhooks;
-        self.quiet_hours = rules.quiet_hours;
-        self.optouts = rules.optouts;
-        self.reply_window_ms = rules.reply_window_ms;
+impl Default for StoreRules {
+    /// Every channel takes every message; no accounts, webhooks, quiet hours or opt-out
+    /// keywords; a week's reply window.
+    fn default() -> Self {
+        StoreRules {
+            router: Arc::new(Router::default()),
+            replies: Arc::new(ReplyRules::default()),
+            webhooks: Arc::new(crate::webhook::event::Subscriptions::default()),
+            quiet_hours: None,
+            optouts: Arc::new(OptOutRules::default()),
+            reply_window_ms: DEFAULT_REPLY_WINDOW_MS,
+        }
     }
 }
 
@@ -450,7 +439,7 @@ impl Store {
                 tree: db,
                 stats,
                 path: options.path.clone(),
-                router: std::sync::RwLock::new(options.router.clone()),
+                router: std::sync::RwLock::new(options.rules.router.clone()),
                 outbox_changed,
             }),
             ops: tx,

@@ -21,7 +21,7 @@ fn settings() -> OptOutSettings {
 
 fn open_with(dir: &Path, settings: &OptOutSettings) -> Store {
     let mut options = StoreOptions::new(dir);
-    options.optouts = Arc::new(OptOutRules::new(settings, 3_600_000));
+    options.rules.optouts = Arc::new(OptOutRules::new(settings, 3_600_000));
     Store::open(&options).unwrap().0
 }
 

@@ -829,7 +829,7 @@ fn reply_account(name: &str, numbers: &[&str], keywords: &[&str], catch_all: boo
 
 fn open_with_replies(dir: &Path, accounts: Vec<ReplyAccount>) -> Store {
     let mut options = StoreOptions::new(dir);
-    options.replies = Arc::new(ReplyRules {
+    options.rules.replies = Arc::new(ReplyRules {
         accounts,
         conversation_window_ms: 60_000,
     });
@@ -1006,7 +1006,7 @@ async fn replies_nobody_claims_are_stored_without_an_outbox_entry() {
 fn open_with_webhooks(dir: &Path) -> Store {
     use crate::webhook::event::{EventType, Subscriber, Subscriptions, target};
     let mut options = StoreOptions::new(dir);
-    options.webhooks = Arc::new(Subscriptions {
+    options.rules.webhooks = Arc::new(Subscriptions {
         endpoints: vec![
             Subscriber {
                 target: target("crm"),

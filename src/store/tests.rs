@@ -815,7 +815,7 @@ async fn a_refusal_hands_the_message_to_the_next_step_of_its_route_and_lanes_fol
     }];
     let names = ["a".to_string(), "b".to_string(), "c".to_string()];
     let mut options = StoreOptions::new(dir.path());
-    options.router = Arc::new(Router::new(&routes, &names));
+    options.rules.router = Arc::new(Router::new(&routes, &names));
     let store = Store::open(&options).unwrap().0;
     let italy = submit(&store, "+393471234567").await;
     let germany = submit(&store, "+4915123456789").await;
@@ -982,7 +982,7 @@ async fn marketing_waits_out_quiet_hours_and_transactional_does_not() {
 
     let quiet = quiet_now();
     let mut options = StoreOptions::new(dir.path());
-    options.quiet_hours = Some(quiet.clone());
+    options.rules.quiet_hours = Some(quiet.clone());
     let store = Store::open(&options).unwrap().0;
     let now = now_millis();
     let end = quiet.next_allowed(now);
@@ -1040,11 +1040,7 @@ async fn a_reload_s_new_routes_refile_the_queue_at_once() {
     }];
     let mut rules = StoreRules {
         router: Arc::new(Router::new(&routes, &names)),
-        replies: Default::default(),
-        webhooks: Default::default(),
-        quiet_hours: None,
-        optouts: Default::default(),
-        reply_window_ms: DEFAULT_REPLY_WINDOW_MS,
+        ..StoreRules::default()
     };
     store.reconfigure(rules.clone()).await.unwrap();
     assert_eq!(store.due(&[0x0000], now, 10).unwrap(), vec![italy]);

@@ -16,8 +16,8 @@
 use std::collections::{BTreeSet, HashMap};
 use std::ops::RangeInclusive;
 
-use crate::optout::{self, Change, OptOut, OptOutRules, OptOutScope, OptOutSource};
-use crate::route::{ReplyRules, Router, without_plus};
+use crate::optout::{self, Change, OptOut, OptOutScope, OptOutSource};
+use crate::route::{Router, without_plus};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -35,7 +35,7 @@ use crate::message::{
     InboundMessage, Kind, Message, MessageId, Millis, NewMessage, PartState, ReceiptOutcome,
     Status, Transition, fingerprint, now_millis,
 };
-use crate::webhook::event::{EventType, Subscriptions};
+use crate::webhook::event::EventType;
 
 pub type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -193,17 +193,9 @@ pub struct Committer {
     overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
     ids: ulid::Generator,
     /// The routes: which lane of the queue a message waits in, and failover on refusal.
-    router: Arc<Router>,
-    /// Which account a customer's message is a reply for.
-    replies: Arc<ReplyRules>,
-    /// Which webhook endpoints want which events.
-    webhooks: Arc<Subscriptions>,
-    /// When marketing messages are not sent.
-    quiet_hours: Option<crate::schedule::QuietHours>,
-    /// Customers' opt-out keywords and their confirmations.
-    optouts: Arc<OptOutRules>,
-    /// How long a conversation takes customers' messages to numbers it does not write from.
-    reply_window_ms: Millis,
+    /// Routes, reply rules, webhook subscriptions, quiet hours, opt-out keywords, the reply
+    /// window: what a configuration reload replaces.
+    rules: super::StoreRules,
     /// Messages by status, outcomes and latencies, inbound counts.
     metrics: crate::metrics::StoreMetrics,
     /// Whether messages' callback URLs get their status events.
@@ -226,12 +218,7 @@ impl Committer {
             path: options.path.clone(),
             overlay: HashMap::new(),
             ids: ulid::Generator::new(),
-            router: options.router.clone(),
-            replies: options.replies.clone(),
-            webhooks: options.webhooks.clone(),
-            quiet_hours: options.quiet_hours.clone(),
-            optouts: options.optouts.clone(),
-            reply_window_ms: options.reply_window_ms,
+            rules: options.rules.clone(),
             metrics: options.metrics.clone(),
             callbacks: options.callbacks,
             outbox_added: false,
@@ -241,12 +228,7 @@ impl Committer {
     /// Applies a configuration reload's rules from the next request on; queued messages move
     /// to their new lanes when the routes changed.
     fn reconfigure(&mut self, rules: super::StoreRules) -> Result<(), StoreError> {
-        self.router = rules.router;
-        self.replies = rules.replies;
-        self.webhooks = rules.webhooks;
-        self.quiet_hours = rules.quiet_hours;
-        self.optouts = rules.optouts;
-        self.reply_window_ms = rules.reply_window_ms;
+        self.rules = rules;
         let db = self.db.clone();
         refile_queue(&db, self)
     }
@@ -327,8 +309,10 @@ impl Committer {
         new: &Message,
         mut extra: Vec<Entry>,
     ) -> Result<(), StoreError> {
-        let before = old.map(|m| index_keys(m, &self.router)).unwrap_or_default();
-        let after = index_keys(new, &self.router);
+        let before = old
+            .map(|m| index_keys(m, &self.rules.router))
+            .unwrap_or_default();
+        let after = index_keys(new, &self.rules.router);
         for gone in before.difference(&after) {
             extra.push((gone.clone(), None));
         }
@@ -344,7 +328,7 @@ impl Committer {
             .callback_url
             .as_deref()
             .filter(|_| self.callbacks);
-        if (callback.is_some() || self.webhooks.wants(EventType::MessageStatus))
+        if (callback.is_some() || self.rules.webhooks.wants(EventType::MessageStatus))
             && let Some(body) = crate::webhook::event::status_body(old, new)
         {
             if let Some(url) = callback {
@@ -436,7 +420,7 @@ impl Committer {
 
     /// Moves a marketing message's due time out of the quiet hours; true when it moved.
     fn respect_quiet_hours(&self, m: &mut Message) -> bool {
-        let Some(quiet) = &self.quiet_hours else {
+        let Some(quiet) = &self.rules.quiet_hours else {
             return false;
         };
         if m.kind != Kind::Marketing {
@@ -453,11 +437,11 @@ impl Committer {
     /// Entries for every endpoint that wants `event`, whose body `body` renders only if one
     /// does.
     fn events_for(&mut self, event: EventType, body: impl FnOnce() -> String) -> Vec<Entry> {
-        if !self.webhooks.wants(event) {
+        if !self.rules.webhooks.wants(event) {
             return Vec::new();
         }
         let body = body();
-        let webhooks = self.webhooks.clone();
+        let webhooks = self.rules.webhooks.clone();
         webhooks
             .targets_for(event)
             .map(|target| self.event_entry(target, event, body.clone()))
@@ -551,7 +535,7 @@ pub fn recover(
 /// Files every queued message under its lane again when the routes changed since the queue was
 /// written (or the queue predates lanes), so each waits where the channels now look for it.
 fn refile_queue(db: &sled::Db, c: &mut Committer) -> Result<(), StoreError> {
-    let fingerprint = c.router.fingerprint();
+    let fingerprint = c.rules.router.fingerprint();
     let stored = db.get(keys::counter(keys::ROUTES_FINGERPRINT))?;
     if stored.as_deref() == Some(&fingerprint.to_be_bytes()[..]) {
         return Ok(());
@@ -580,9 +564,10 @@ fn refile_queue(db: &sled::Db, c: &mut Committer) -> Result<(), StoreError> {
             .get_message(id)?
             .filter(|m| m.status == Status::Queued)
             .map(|m| {
-                let lane = c
-                    .router
-                    .lane(&m.to, m.channel.as_deref(), m.options.channel.as_deref());
+                let lane =
+                    c.rules
+                        .router
+                        .lane(&m.to, m.channel.as_deref(), m.options.channel.as_deref());
                 keys::due(lane, m.due_at, m.id)
             });
         if wanted.as_deref() != Some(&key[..]) {
@@ -973,7 +958,9 @@ fn join_conversation(c: &Committer, m: &mut Message) -> Result<(), StoreError> {
     }
     let latest = super::conversations::scan_conversations(&c.db, &m.to)?
         .into_iter()
-        .filter(|conv| m.created_at.saturating_sub(conv.last_activity_at) <= c.reply_window_ms)
+        .filter(|conv| {
+            m.created_at.saturating_sub(conv.last_activity_at) <= c.rules.reply_window_ms
+        })
         .max_by_key(|conv| conv.last_activity_at);
     if let Some(conv) = latest {
         m.options.shop_number = Some(conv.shop_number);
@@ -1424,7 +1411,7 @@ fn claim(
 /// `max` earliest due messages.
 fn expire_queued(c: &mut Committer, now: Millis, max: usize) -> Result<usize, StoreError> {
     let mut due = Vec::new();
-    for lane in c.router.lanes() {
+    for lane in c.rules.router.lanes() {
         for key in c.db.range(keys::due_range(lane, now)).keys().take(max) {
             if let Some(id) = keys::id_suffix(&key?) {
                 due.push(id);
@@ -1620,6 +1607,7 @@ fn send_failed(
     if retry_at.is_none()
         && let Some(channel) = &refused_by
         && let Some(next) = c
+            .rules
             .router
             .failover(&m.to, channel, m.options.channel.as_deref())
     {
@@ -1884,7 +1872,7 @@ fn store_inbound(
 ) -> Result<Applied, StoreError> {
     let id = record.id;
     // Without accounts nothing is routed, and the conversation scan is not worth its reads.
-    if !c.replies.accounts.is_empty() {
+    if !c.rules.replies.accounts.is_empty() {
         let conversation = conversation(c, &record)?;
         if let Some(answered) = &conversation
             && record.in_reply_to.is_none()
@@ -1895,7 +1883,7 @@ fn store_inbound(
             .as_ref()
             .and_then(|m| m.origin.as_ref())
             .map(|o| o.account.as_str());
-        let replies = c.replies.clone();
+        let replies = c.rules.replies.clone();
         if let Some(to) = replies.target_for(&record.to, &record.text, account) {
             extra.push(c.outbox_entry(&to.target, &outbox::reply_for(&record)));
         }
@@ -1964,7 +1952,7 @@ fn conversation_of_inbound(
         .find(|(shop, _)| keys::shop_key(shop) == wrote_to);
     let latest = candidates
         .iter()
-        .filter(|(_, at)| record.received_at.saturating_sub(*at) <= c.reply_window_ms)
+        .filter(|(_, at)| record.received_at.saturating_sub(*at) <= c.rules.reply_window_ms)
         .max_by_key(|(_, at)| *at);
     let shop = match exact.or(latest) {
         Some((shop, _)) => shop.clone(),
@@ -1998,7 +1986,7 @@ fn keyword_effect(
     c: &Committer,
     record: &InboundMessage,
 ) -> Result<Option<KeywordEffect>, StoreError> {
-    let Some(keyword) = c.optouts.keyword(&record.text) else {
+    let Some(keyword) = c.rules.optouts.keyword(&record.text) else {
         return Ok(None);
     };
     if crate::phone::normalize(&record.from, None).as_deref() != Ok(record.from.as_str()) {
@@ -2058,7 +2046,7 @@ fn apply_keyword(
         Change::Remove | Change::Keep => {}
     }
     tracing::info!(from = %record.from, id = %record.id, change = ?effect.change, "opt-out keyword received");
-    let Some(reply) = c.optouts.reply(effect.answer).cloned() else {
+    let Some(reply) = c.rules.optouts.reply(effect.answer).cloned() else {
         return Ok(());
     };
     let new = NewMessage {
@@ -2070,7 +2058,7 @@ fn apply_keyword(
         encoding: reply.encoding,
         parts: reply.parts,
         send_at: None,
-        validity_ms: c.optouts.reply_validity_ms,
+        validity_ms: c.rules.optouts.reply_validity_ms,
         origin: None,
         // The confirmation answers on the channel and in the conversation the keyword came in.
         options: crate::message::MessageOptions {
@@ -2090,7 +2078,7 @@ const CONVERSATION_SCAN: usize = 20;
 /// submitted, from the number the customer wrote to (or the channel's default sender), within
 /// the conversation window.
 fn conversation(c: &Committer, inbound: &InboundMessage) -> Result<Option<Message>, StoreError> {
-    let window = c.replies.conversation_window_ms;
+    let window = c.rules.replies.conversation_window_ms;
     let to = without_plus(&inbound.to);
     // Committed keys only: a message submitted in this very group is not answered yet.
     let recent: Vec<_> =
@@ -2205,7 +2193,11 @@ fn sweep(c: &mut Committer, finished_before: Millis, max: usize) -> Result<usize
             (m.status.is_final() || m.status == Status::Sent) && m.status_since() < finished_before
         };
         if let Some(m) = message.filter(due_for_deletion) {
-            entries.extend(index_keys(&m, &c.router).into_iter().map(|k| (k, None)));
+            entries.extend(
+                index_keys(&m, &c.rules.router)
+                    .into_iter()
+                    .map(|k| (k, None)),
+            );
             if let Some(channel) = &m.channel {
                 for part in &m.parts {
                     if let Some(remote) = &part.remote_id {
