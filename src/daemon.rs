@@ -178,6 +178,7 @@ pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
         shutdown.clone(),
     ));
     let smpp_addr = smpp_listener.as_ref().map(|(_, addr)| *addr);
+    let mut smpp_accounts = None;
     if let Some((listener, addr)) = smpp_listener {
         let ctx = ServerContext {
             store: store.clone(),
@@ -185,11 +186,14 @@ pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
             defaults: settings.defaults.clone(),
             region,
         };
+        let (accounts, reloads) = tokio::sync::watch::channel(settings.smpp.server.account.clone());
+        smpp_accounts = Some(accounts);
         tasks.spawn(crate::smpp::server::serve(
             listener,
             settings.smpp.server.clone(),
             ctx,
             shutdown.clone(),
+            reloads,
         ));
         tracing::info!(%addr, accounts = settings.smpp.server.account.len(), "SMPP server listening");
     }
@@ -220,6 +224,7 @@ pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
         webhooks: HashMap::new(),
         shutdown: shutdown.clone(),
         webhook_tasks: JoinSet::new(),
+        smpp_accounts,
     };
     let reload = reloader
         .start_webhooks(&settings.webhooks)

@@ -10,11 +10,13 @@
 //!   their new lanes);
 //! - webhook endpoints: unchanged ones keep delivering; removed ones stop (their undelivered
 //!   events stay in the store); changed and new ones start;
-//! - API tokens: from the next request on.
+//! - API tokens: from the next request on;
+//! - SMPP server accounts: unchanged ones keep their binds; changed and removed ones have
+//!   their binds unbound (clients bind again under the new settings); new ones can bind.
 //!
 //! Everything else (listen addresses, the store, HTTP limits, defaults, retries, logging, the
-//! SMPP server, callbacks) takes effect at the next restart; a reload that changes it says so
-//! in the log.
+//! rest of the SMPP server's settings, callbacks) takes effect at the next restart; a reload
+//! that changes it says so in the log.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -198,6 +200,8 @@ pub struct Reloader {
     pub shutdown: CancellationToken,
     /// Where webhook delivery tasks run.
     pub webhook_tasks: JoinSet<()>,
+    /// The SMPP server's accounts, when it runs.
+    pub smpp_accounts: Option<tokio::sync::watch::Sender<Vec<crate::config::SmppAccountSettings>>>,
 }
 
 impl Reloader {
@@ -241,8 +245,13 @@ impl Reloader {
         };
         // The store's rules first: new channels' lanes must exist before they look for work.
         let router = Arc::new(crate::route::Router::new(&new.routes, &new.channel_names()));
-        // Replies follow the SMPP server's accounts as they run (they change at a restart).
-        let rules = rules(&new, &self.current.smpp.server, router.clone());
+        // Replies follow the SMPP server's accounts: the new ones while the server runs (a
+        // server turned on or off takes a restart).
+        let server = match &self.smpp_accounts {
+            Some(_) if new.smpp.server.enabled => &new.smpp.server,
+            _ => &self.current.smpp.server,
+        };
+        let rules = rules(&new, server, router.clone());
         self.store.reconfigure(rules).await?;
         if self
             .dispatch
@@ -253,6 +262,17 @@ impl Reloader {
             return Err(ReloadError::ShuttingDown);
         }
         self.api.set_tokens(new.http.tokens.clone());
+        if let Some(accounts) = &self.smpp_accounts
+            && new.smpp.server.enabled
+        {
+            accounts.send_if_modified(|running| {
+                let changed = *running != new.smpp.server.account;
+                if changed {
+                    running.clone_from(&new.smpp.server.account);
+                }
+                changed
+            });
+        }
         self.apply_channels(&new, &mut report).await?;
         self.apply_webhooks(&new, &mut report);
         self.current = new;
@@ -395,7 +415,11 @@ fn need_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
         ("store", differs(&old.store, &new.store)),
         ("defaults", differs(&old.defaults, &new.defaults)),
         ("retry", differs(&old.retry, &new.retry)),
-        ("smpp.server", old.smpp.server != new.smpp.server),
+        ("smpp.server (except accounts)", {
+            let mut old_server = old.smpp.server.clone();
+            old_server.account.clone_from(&new.smpp.server.account);
+            old_server != new.smpp.server
+        }),
         ("callbacks", differs(&old.callbacks, &new.callbacks)),
         ("log", differs(&old.log, &new.log)),
     ] {

@@ -411,3 +411,56 @@ fn a_waiting_receipt_makes_parla_outbind_to_the_client() {
     assert_eq!(receipt["name"], "pulled", "{receipt}");
     esme.command("quit");
 }
+
+#[test]
+fn a_reload_keeps_unchanged_accounts_bound_and_unbinds_changed_ones() {
+    let Some(interop) = interop_dir() else { return };
+    let smsc = start_sim_smsc(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let (parla, port) = start_parla(dir.path(), smsc.port, "");
+    let mut esme = start_esme(&interop);
+    assert_eq!(bind(&mut esme, "shop", port, "trx", "shop", PASSWORD), 0);
+    assert_eq!(bind(&mut esme, "slow", port, "trx", "slow", PASSWORD), 0);
+    // Not an account yet.
+    assert_eq!(bind(&mut esme, "new", port, "trx", "new", PASSWORD), 0x0F);
+
+    // The reload: "shop" unchanged, "slow" gets a new password, "new" appears.
+    let hash = parla::smpp::auth::hash_password(PASSWORD).unwrap();
+    let other = parla::smpp::auth::hash_password("pw2").unwrap();
+    let config = std::fs::read_to_string(dir.path().join("parla.toml")).unwrap();
+    let start = config.find("system_id = \"slow\"").unwrap();
+    let end = start + config[start..].find("max_rate").unwrap();
+    let config = format!(
+        "{}system_id = \"slow\"\npassword_hash = \"{other}\"\n{}\
+         [[smpp.server.account]]\nsystem_id = \"new\"\npassword_hash = \"{hash}\"\n",
+        &config[..start],
+        &config[end..],
+    );
+    write_config(dir.path(), &config);
+    parla.hangup();
+    parla.wait_log("configuration reloaded", 1);
+    // "slow" was unbound by the server; "shop" was not, and still submits.
+    esme.wait_event("unbound_by_server", |e| e["name"] == "slow");
+    let answers = submit(
+        &mut esme,
+        "shop",
+        "after-reload",
+        &json!({"to": "+393471234567", "from": "MyShop", "text": "still bound"}),
+    );
+    accepted_id(&answers);
+    assert!(
+        esme.events("unbound_by_server")
+            .iter()
+            .all(|e| e["name"] != "shop"),
+        "{}",
+        esme.all_events()
+    );
+    // The old password no longer works for "slow"; the new one does; "new" binds.
+    assert_eq!(
+        bind(&mut esme, "slow-old", port, "trx", "slow", PASSWORD),
+        0x0E
+    );
+    assert_eq!(bind(&mut esme, "slow-new", port, "trx", "slow", "pw2"), 0);
+    assert_eq!(bind(&mut esme, "new-ok", port, "trx", "new", PASSWORD), 0);
+    assert!(parla.log().contains("SMPP account retired by a reload"));
+}

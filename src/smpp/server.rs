@@ -69,7 +69,8 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
 struct Shared {
     settings: SmppServerSettings,
     ctx: ServerContext,
-    accounts: HashMap<String, Arc<Account>>,
+    /// The accounts in force; a configuration reload replaces them.
+    accounts: std::sync::RwLock<Accounts>,
     guard: Mutex<GuessGuard>,
     /// Password checks running at once at most: each Argon2 check takes ~19 MiB and tens of
     /// milliseconds of CPU, and a crowd of connections binding at once must not take the
@@ -79,9 +80,31 @@ struct Shared {
     next_conn: AtomicU64,
 }
 
+/// The accounts binds are judged against, and their shared state by system_id.
+#[derive(Default)]
+struct Accounts {
+    settings: Arc<Vec<SmppAccountSettings>>,
+    by_id: HashMap<String, Arc<Account>>,
+}
+
+impl Shared {
+    fn accounts(&self) -> std::sync::RwLockReadGuard<'_, Accounts> {
+        self.accounts
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn account(&self, system_id: &str) -> Option<Arc<Account>> {
+        self.accounts().by_id.get(system_id).cloned()
+    }
+}
+
 /// One account's state shared by its connections and its outbox pump.
 struct Account {
     settings: SmppAccountSettings,
+    /// Cancelled when a reload removes or changes the account: its binds are unbound (the
+    /// client binds again under the new settings) and its pump stops.
+    retired: CancellationToken,
     target: String,
     rate: Option<DefaultDirectRateLimiter>,
     binds: AtomicUsize,
@@ -103,9 +126,14 @@ struct DeliveryResult {
 }
 
 impl Account {
-    fn new(settings: SmppAccountSettings, results: mpsc::Sender<DeliveryResult>) -> Self {
+    fn new(
+        settings: SmppAccountSettings,
+        results: mpsc::Sender<DeliveryResult>,
+        retired: CancellationToken,
+    ) -> Self {
         let rate = rate_limiter(settings.max_rate);
         Account {
+            retired,
             target: crate::store::smpp_target(&settings.system_id),
             rate,
             binds: AtomicUsize::new(0),
@@ -156,6 +184,14 @@ fn rate_limiter(per_second: f64) -> Option<DefaultDirectRateLimiter> {
     Some(RateLimiter::direct(quota))
 }
 
+/// Waits for `token` to be cancelled; forever without one.
+async fn cancelled(token: Option<CancellationToken>) {
+    match token {
+        Some(token) => token.cancelled().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// A poisoned lock only means another task panicked while holding it; the data (counters,
 /// lists) is still usable.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -169,41 +205,31 @@ pub async fn serve(
     settings: SmppServerSettings,
     ctx: ServerContext,
     shutdown: CancellationToken,
+    mut reloads: tokio::sync::watch::Receiver<Vec<SmppAccountSettings>>,
 ) {
     let tracker = TaskTracker::new();
-    let mut accounts = HashMap::new();
-    let mut pumps = Vec::new();
-    for account in &settings.account {
-        let capacity = account
-            .max_binds
-            .saturating_mul(account.deliver_window)
-            .clamp(16, 65_536);
-        let (results_tx, results_rx) = mpsc::channel(capacity);
-        let shared_account = Arc::new(Account::new(account.clone(), results_tx));
-        accounts.insert(account.system_id.clone(), shared_account.clone());
-        pumps.push((shared_account, results_rx));
-    }
+    let accounts = settings.account.clone();
     let shared = Arc::new(Shared {
         settings,
         ctx,
-        accounts,
+        accounts: std::sync::RwLock::new(Accounts::default()),
         guard: Mutex::new(GuessGuard::default()),
         verifying: Semaphore::new(MAX_CONCURRENT_PASSWORD_CHECKS),
         shutdown: shutdown.clone(),
         next_conn: AtomicU64::new(1),
     });
-    for (account, results) in pumps {
-        if let Some(addr) = account.settings.outbind {
-            tracker.spawn(outbinder(shared.clone(), account.clone(), addr));
-        }
-        tracker.spawn(pump(shared.clone(), account, results));
-    }
+    set_accounts(&shared, &tracker, accounts);
     let connections = Arc::new(Semaphore::new(shared.settings.max_connections.max(1)));
     let heartbeat = crate::watchdog::register("SMPP server listener");
     loop {
         heartbeat.beat();
         let accepted = tokio::select! {
             () = shutdown.cancelled() => break,
+            Ok(()) = reloads.changed() => {
+                let accounts = reloads.borrow_and_update().clone();
+                set_accounts(&shared, &tracker, accounts);
+                continue;
+            }
             accepted = heartbeat.idle(listener.accept()) => accepted,
         };
         let (stream, peer) = match accepted {
@@ -232,6 +258,53 @@ pub async fn serve(
     drop(listener);
     tracker.close();
     tracker.wait().await;
+}
+
+/// Puts `wanted` in force: accounts whose settings did not change keep their binds and pump;
+/// changed and removed ones are retired (their binds unbound, their pump stopped; what their
+/// outbox holds stays for the new pump or the retention sweep); changed and new ones start.
+fn set_accounts(shared: &Arc<Shared>, tracker: &TaskTracker, wanted: Vec<SmppAccountSettings>) {
+    let mut started = Vec::new();
+    {
+        let mut accounts = shared
+            .accounts
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        accounts.by_id.retain(|id, account| {
+            let kept = wanted.iter().any(|w| *w == account.settings);
+            if !kept {
+                tracing::info!(account = %id, "SMPP account retired by a reload: its binds are unbound");
+                account.retired.cancel();
+            }
+            kept
+        });
+        for settings in &wanted {
+            if accounts.by_id.contains_key(&settings.system_id) {
+                continue;
+            }
+            let capacity = settings
+                .max_binds
+                .saturating_mul(settings.deliver_window)
+                .clamp(16, 65_536);
+            let (results_tx, results_rx) = mpsc::channel(capacity);
+            let account = Arc::new(Account::new(
+                settings.clone(),
+                results_tx,
+                shared.shutdown.child_token(),
+            ));
+            accounts
+                .by_id
+                .insert(settings.system_id.clone(), account.clone());
+            started.push((account, results_rx));
+        }
+        accounts.settings = Arc::new(wanted);
+    }
+    for (account, results) in started {
+        if let Some(addr) = account.settings.outbind {
+            tracker.spawn(outbinder(shared.clone(), account.clone(), addr));
+        }
+        tracker.spawn(pump(shared.clone(), account, results));
+    }
 }
 
 // ----------------------------------------------------------------------------- connections
@@ -364,8 +437,13 @@ impl Connection {
             }
             let wake = self.session.next_deadline().map(Instant::from_std);
             let take_handouts = self.outgoing.is_empty() && self.session.can_deliver();
+            let retired = self.account.as_ref().map(|a| a.retired.clone());
             tokio::select! {
                 () = self.shared.shutdown.cancelled(), if !self.unbind_sent => {
+                    self.unbind_sent = true;
+                    self.session.unbind(std::time::Instant::now());
+                }
+                () = cancelled(retired), if !self.unbind_sent => {
                     self.unbind_sent = true;
                     self.session.unbind(std::time::Instant::now());
                 }
@@ -400,16 +478,15 @@ impl Connection {
         let peer = self.peer;
         tokio::spawn(async move {
             let open_binds = shared
-                .accounts
-                .get(&request.system_id)
+                .account(&request.system_id)
                 .map_or(0, |a| a.binds.load(Ordering::Relaxed));
+            let accounts = shared.accounts().settings.clone();
             // Argon2 takes tens of milliseconds of CPU: off the runtime's threads, a few at a
             // time.
             let Ok(_permit) = shared.verifying.acquire().await else {
                 return;
             };
             let judged = {
-                let shared = shared.clone();
                 let request = request.clone();
                 tokio::task::spawn_blocking(move || {
                     let attempt = BindAttempt {
@@ -419,18 +496,13 @@ impl Connection {
                         peer: peer.ip(),
                         open_binds,
                     };
-                    auth::judge(&shared.settings.account, &attempt).map(|a| a.system_id.clone())
+                    auth::judge(&accounts, &attempt).map(|a| a.system_id.clone())
                 })
                 .await
                 .unwrap_or(Err(ESME_RBINDFAIL))
             };
-            let result = judged.and_then(|system_id| {
-                shared
-                    .accounts
-                    .get(&system_id)
-                    .cloned()
-                    .ok_or(ESME_RINVSYSID)
-            });
+            let result =
+                judged.and_then(|system_id| shared.account(&system_id).ok_or(ESME_RINVSYSID));
             let _ = answers
                 .send(Answer::Bind {
                     sequence_number,
@@ -809,7 +881,7 @@ async fn pump(
         }
         let next_retry = outbox.next_retry().map(Instant::from_std);
         tokio::select! {
-            () = shared.shutdown.cancelled() => break,
+            () = account.retired.cancelled() => break,
             r = changed.changed() => {
                 if r.is_err() {
                     // The store closed.
@@ -892,12 +964,12 @@ async fn outbinder(shared: Arc<Shared>, account: Arc<Account>, addr: SocketAddr)
                 }
             }
             tokio::select! {
-                () = shared.shutdown.cancelled() => return,
+                () = account.retired.cancelled() => return,
                 () = tokio::time::sleep(interval) => {}
             }
         } else {
             tokio::select! {
-                () = shared.shutdown.cancelled() => return,
+                () = account.retired.cancelled() => return,
                 r = changed.changed() => {
                     if r.is_err() {
                         return;
