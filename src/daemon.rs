@@ -176,6 +176,7 @@ pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
         settings.callbacks.clone(),
         store.clone(),
         shutdown.clone(),
+        metrics.webhooks.clone(),
     ));
     let smpp_addr = smpp_listener.as_ref().map(|(_, addr)| *addr);
     let mut smpp_accounts = None;
@@ -198,7 +199,7 @@ pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
         tracing::info!(%addr, accounts = settings.smpp.server.account.len(), "SMPP server listening");
     }
 
-    let metrics = metrics.registry(store.clone(), registry.clone());
+    let exported = metrics.registry(store.clone(), registry.clone());
     let state = Arc::new(
         ApiState::new(
             store.clone(),
@@ -207,7 +208,7 @@ pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
             settings.defaults.clone(),
             registry,
         )
-        .with_metrics(metrics)
+        .with_metrics(exported)
         .with_callbacks(crate::webhook::callback::Policy::from_settings(
             &settings.callbacks,
         )),
@@ -225,6 +226,7 @@ pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
         shutdown: shutdown.clone(),
         webhook_tasks: JoinSet::new(),
         smpp_accounts,
+        webhook_metrics: metrics.webhooks.clone(),
     };
     let reload = reloader
         .start_webhooks(&settings.webhooks)

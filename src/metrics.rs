@@ -167,6 +167,46 @@ impl LinkMetrics {
     }
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AttemptLabels {
+    webhook: String,
+    result: &'static str,
+}
+
+/// What webhook and callback deliveries count.
+#[derive(Clone, Debug, Default)]
+pub struct WebhookMetrics {
+    attempts: Family<AttemptLabels, Counter>,
+    dead_lettered: Family<WebhookLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WebhookLabels {
+    webhook: String,
+}
+
+impl WebhookMetrics {
+    /// One POST to `webhook` ("callbacks" for messages' callback URLs) was answered 2xx, or
+    /// not.
+    pub fn attempt(&self, webhook: &str, delivered: bool) {
+        self.attempts
+            .get_or_create(&AttemptLabels {
+                webhook: webhook.to_owned(),
+                result: if delivered { "delivered" } else { "failed" },
+            })
+            .inc();
+    }
+
+    /// An event of `webhook` was given up on.
+    pub fn dead_lettered(&self, webhook: &str) {
+        self.dead_lettered
+            .get_or_create(&WebhookLabels {
+                webhook: webhook.to_owned(),
+            })
+            .inc();
+    }
+}
+
 /// The daemon's registry and the handles the code updates.
 #[derive(Debug)]
 pub struct Metrics {
@@ -175,12 +215,8 @@ pub struct Metrics {
 
 impl Metrics {
     /// The registry of a daemon with these parts.
-    pub fn new(
-        store_metrics: &StoreMetrics,
-        link_metrics: &LinkMetrics,
-        store: Store,
-        channels: ChannelRegistry,
-    ) -> Metrics {
+    pub fn new(handles: &Handles, store: Store, channels: ChannelRegistry) -> Metrics {
+        let (store_metrics, link_metrics) = (&handles.store, &handles.links);
         let mut registry = Registry::with_prefix("parla");
         registry.register(
             "messages",
@@ -222,6 +258,17 @@ impl Metrics {
             "smpp_throttled",
             "Submits the SMSC answered with ESME_RTHROTTLED",
             link_metrics.throttled.clone(),
+        );
+        registry.register(
+            "webhook_attempts",
+            "POSTs of webhook events and callbacks, by endpoint (callbacks: \"callbacks\") and \
+             result (delivered: a 2xx answer)",
+            handles.webhooks.attempts.clone(),
+        );
+        registry.register(
+            "webhook_dead_letters",
+            "Webhook events and callbacks given up on after their retry time",
+            handles.webhooks.dead_lettered.clone(),
         );
         registry.register_collector(Box::new(Live { store, channels }));
         Metrics { registry }
@@ -407,11 +454,13 @@ pub struct Handles {
     pub store: StoreMetrics,
     /// Kept by SMPP links.
     pub links: LinkMetrics,
+    /// Kept by webhook and callback deliveries.
+    pub webhooks: WebhookMetrics,
 }
 
 impl Handles {
     /// The registry over these handles and the live parts.
     pub fn registry(&self, store: Store, channels: ChannelRegistry) -> Arc<Metrics> {
-        Arc::new(Metrics::new(&self.store, &self.links, store, channels))
+        Arc::new(Metrics::new(self, store, channels))
     }
 }

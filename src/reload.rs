@@ -200,6 +200,8 @@ pub struct Reloader {
     pub shutdown: CancellationToken,
     /// Where webhook delivery tasks run.
     pub webhook_tasks: JoinSet<()>,
+    /// What webhook deliveries count.
+    pub webhook_metrics: crate::metrics::WebhookMetrics,
     /// The SMPP server's accounts, when it runs.
     pub smpp_accounts: Option<tokio::sync::watch::Sender<Vec<crate::config::SmppAccountSettings>>>,
 }
@@ -365,6 +367,7 @@ impl Reloader {
                 endpoint.clone(),
                 self.store.clone(),
                 token.clone(),
+                self.webhook_metrics.clone(),
             ));
             self.webhooks
                 .insert(endpoint.name.clone(), (endpoint.clone(), token));

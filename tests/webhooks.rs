@@ -205,6 +205,22 @@ fn events_reach_the_endpoint_signed_once_each_across_an_outage_and_a_restart() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    // The metrics count both outcomes.
+    let metrics = client.get("/metrics");
+    let metrics = metrics.body.as_str().unwrap();
+    let count = |result: &str| -> f64 {
+        let series =
+            format!("parla_webhook_attempts_total{{webhook=\"test\",result=\"{result}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{series}missing:\n{metrics}"))
+    };
+    assert!(
+        count("delivered") >= 3.0 && count("failed") >= 1.0,
+        "{metrics}"
+    );
     // The daemon restarts during the outage: nothing owed is lost.
     let status = parla.terminate();
     assert!(status.success(), "{status:?}; log:\n{}", parla.log());

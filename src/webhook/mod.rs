@@ -76,6 +76,7 @@ struct Delivery {
     max_in_flight: usize,
     per_lane: usize,
     destination: Destination,
+    metrics: crate::metrics::WebhookMetrics,
 }
 
 /// What the settings of a task say, before its client and key are made.
@@ -85,6 +86,7 @@ struct Setup<'a> {
     timeout: Duration,
     retry_for: Duration,
     max_in_flight: usize,
+    metrics: crate::metrics::WebhookMetrics,
 }
 
 impl Delivery {
@@ -132,18 +134,25 @@ impl Delivery {
             max_in_flight,
             per_lane,
             destination,
+            metrics: setup.metrics.clone(),
         })
     }
 }
 
-/// Delivers endpoint `settings`' events until `shutdown`.
-pub async fn run(settings: WebhookSettings, store: Store, shutdown: CancellationToken) {
+/// Delivers endpoint `settings`' events until `shutdown`, counting attempts into `metrics`.
+pub async fn run(
+    settings: WebhookSettings,
+    store: Store,
+    shutdown: CancellationToken,
+    metrics: crate::metrics::WebhookMetrics,
+) {
     let setup = Setup {
         name: &settings.name,
         secret: &settings.secret,
         timeout: settings.timeout,
         retry_for: settings.retry_for,
         max_in_flight: settings.max_in_flight,
+        metrics,
     };
     let destination = Destination::Endpoint {
         target: event::target(&settings.name),
@@ -156,7 +165,12 @@ pub async fn run(settings: WebhookSettings, store: Store, shutdown: Cancellation
 
 /// Delivers messages' callbacks under `settings` until `shutdown`; nothing when callbacks are
 /// off.
-pub async fn run_callbacks(settings: CallbackSettings, store: Store, shutdown: CancellationToken) {
+pub async fn run_callbacks(
+    settings: CallbackSettings,
+    store: Store,
+    shutdown: CancellationToken,
+    metrics: crate::metrics::WebhookMetrics,
+) {
     let Some(policy) = callback::Policy::from_settings(&settings) else {
         return;
     };
@@ -166,6 +180,7 @@ pub async fn run_callbacks(settings: CallbackSettings, store: Store, shutdown: C
         timeout: settings.timeout,
         retry_for: settings.retry_for,
         max_in_flight: settings.max_in_flight,
+        metrics,
     };
     if let Some(delivery) = Delivery::new(&setup, Destination::Callbacks(policy)) {
         delivery.run(store, shutdown).await;
@@ -426,6 +441,8 @@ impl Delivery {
         attempt: Attempt,
         done: &mut Vec<OutboxKey>,
     ) {
+        self.metrics
+            .attempt(&self.name, matches!(attempt, Attempt::Delivered));
         let (reason, give_up) = match attempt {
             Attempt::Delivered => {
                 lane.consecutive_failures = 0;
@@ -450,6 +467,7 @@ impl Delivery {
                 "webhook event dead-lettered: not delivered within retry_for"
             };
             tracing::error!(webhook = %self.name, %event, attempts = *n, %reason, "{why}");
+            self.metrics.dead_lettered(&self.name);
             lane.failures.remove(&entry.key);
             if let Err(e) = store.outbox_dead_letter(entry.key.clone(), reason).await {
                 tracing::warn!(webhook = %self.name, error = %e, "dead-lettering failed; will try the event again");
