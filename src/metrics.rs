@@ -75,6 +75,11 @@ impl StoreMetrics {
         self.by_status.get_or_create(&labels(status)).set(count);
     }
 
+    /// How many stored messages have `status` now.
+    pub fn count(&self, status: Status) -> i64 {
+        self.by_status.get_or_create(&labels(status)).get()
+    }
+
     /// `new` was written over `old` (None: it is new).
     pub fn changed(&self, old: Option<&Message>, new: &Message) {
         if old.is_some_and(|o| o.status == new.status) {

@@ -62,6 +62,16 @@ pub const INBOUND_FROM: u8 = b'z';
 pub const ROUTES_FINGERPRINT: &[u8] = b"routes_fingerprint";
 /// Counter of messages requeued after a crash left them "sending".
 pub const POSSIBLE_DUPLICATES: &[u8] = b"possible_duplicates";
+/// Counter names of the messages in each status, followed by the status code: written with
+/// every group that changes them, so the store knows its counts at open without a scan.
+pub const STATUS_COUNT: &[u8] = b"status_count/";
+
+/// The counter of the messages in `status`.
+pub fn status_count(status: Status) -> Vec<u8> {
+    let mut name = STATUS_COUNT.to_vec();
+    name.push(status.code());
+    counter(&name)
+}
 
 /// Millis as big-endian bytes that sort like the numbers (negative times clamp to 0).
 fn time_bytes(ms: Millis) -> [u8; 8] {

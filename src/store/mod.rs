@@ -409,10 +409,6 @@ impl Store {
         let mut committer = writer::Committer::new(db.clone(), options, stats.clone());
         let mut durability = writer::Durability::new(db.clone(), db_file, &options.path);
         let recovery = writer::recover(&db, &mut committer, &mut durability)?;
-        for status in Status::ALL {
-            let count = db.scan_prefix(keys::status_prefix(status)).keys().count();
-            options.metrics.set_count(status, count as u64);
-        }
         let (tx, rx) = mpsc::channel(options.max_group.max(1) * 2);
         let thread_stats = stats.clone();
         let max_group = options.max_group.max(1);

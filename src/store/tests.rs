@@ -1061,3 +1061,44 @@ async fn a_reload_s_new_routes_refile_the_queue_at_once() {
     );
     store.close().await;
 }
+
+#[tokio::test]
+async fn status_counts_are_kept_with_the_changes_and_read_back_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let a = submit(&store, "+393471234567").await;
+    submit(&store, "+393471234568").await;
+    submit(&store, "+393471234569").await;
+    store.cancel(a).await.unwrap();
+    store.close().await;
+    drop(store);
+    let count = |options: &StoreOptions, status| options.metrics.count(status);
+    // Reopened: the counts come from the stored counters.
+    let options = StoreOptions::new(dir.path());
+    let store = Store::open(&options).unwrap().0;
+    assert_eq!(count(&options, Status::Queued), 2);
+    assert_eq!(count(&options, Status::Canceled), 1);
+    assert_eq!(count(&options, Status::Delivered), 0);
+    assert!(
+        store
+            .inner
+            .tree
+            .get(keys::status_count(Status::Queued))
+            .unwrap()
+            .is_some()
+    );
+    // The retention sweep's deletions count too.
+    store.sweep(now_millis() + 1, 100).await.unwrap();
+    assert_eq!(count(&options, Status::Canceled), 0);
+    // A store without the counters (written before them) is counted from its index once.
+    for status in Status::ALL {
+        store.inner.tree.remove(keys::status_count(status)).unwrap();
+    }
+    store.inner.tree.flush().unwrap();
+    store.close().await;
+    drop(store);
+    let options = StoreOptions::new(dir.path());
+    let _store = Store::open(&options).unwrap().0;
+    assert_eq!(count(&options, Status::Queued), 2);
+    assert_eq!(count(&options, Status::Canceled), 0);
+}

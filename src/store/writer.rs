@@ -198,6 +198,8 @@ pub struct Committer {
     rules: super::StoreRules,
     /// Messages by status, outcomes and latencies, inbound counts.
     metrics: crate::metrics::StoreMetrics,
+    /// The open group changed how many messages are in some status.
+    counts_changed: bool,
     /// Whether messages' callback URLs get their status events.
     callbacks: bool,
     /// Set when the open group wrote an outbox entry: its consumers are woken once it is durable.
@@ -220,6 +222,7 @@ impl Committer {
             ids: ulid::Generator::new(),
             rules: options.rules.clone(),
             metrics: options.metrics.clone(),
+            counts_changed: false,
             callbacks: options.callbacks,
             outbox_added: false,
         }
@@ -263,6 +266,16 @@ impl Committer {
     fn apply_staged(&mut self) -> Result<(), StoreError> {
         if self.overlay.is_empty() {
             return Ok(());
+        }
+        if std::mem::take(&mut self.counts_changed) {
+            // The counts go with the changes that made them, in the same atomic batch.
+            for status in Status::ALL {
+                let count = u64::try_from(self.metrics.count(status)).unwrap_or(0);
+                self.overlay.insert(
+                    keys::status_count(status),
+                    Some(count.to_be_bytes().to_vec()),
+                );
+            }
         }
         let mut batch = sled::Batch::default();
         for (key, value) in self.overlay.drain() {
@@ -347,7 +360,10 @@ impl Committer {
             self.conversation_entries(Some(&existing), &conversation, &mut extra);
         }
         extra.push((keys::message(new.id), Some(record::encode(new))));
-        self.metrics.changed(old, new);
+        if old.is_none_or(|o| o.status != new.status) {
+            self.metrics.changed(old, new);
+            self.counts_changed = true;
+        }
         self.write(extra);
         Ok(())
     }
@@ -483,12 +499,14 @@ pub fn read_counter(db: &sled::Db, name: &[u8]) -> Result<u64, StoreError> {
 }
 
 /// Puts messages a crash left "sending" back in the queue, marked and counted as possible
-/// duplicates: the channel may have sent them before the crash.
+/// duplicates: the channel may have sent them before the crash. First reads how many messages
+/// each status has (counted once from the status index when the store predates the counters).
 pub fn recover(
     db: &sled::Db,
     c: &mut Committer,
     durability: &mut Durability,
 ) -> Result<Recovery, StoreError> {
+    load_status_counts(db, c)?;
     let now = now_millis();
     refile_queue(db, c)?;
     let mut stuck = Vec::new();
@@ -530,6 +548,32 @@ pub fn recover(
     Ok(Recovery {
         requeued_possible_duplicates: requeued,
     })
+}
+
+/// Sets the status gauges from the stored counters, or from a scan of the status index when
+/// they are missing (a store written before them); the scan's counts are stored with the next
+/// group.
+fn load_status_counts(db: &sled::Db, c: &mut Committer) -> Result<(), StoreError> {
+    let mut stored = Vec::with_capacity(Status::ALL.len());
+    for status in Status::ALL {
+        let value = db.get(keys::status_count(status))?;
+        match value.and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok()) {
+            Some(bytes) => stored.push((status, u64::from_be_bytes(bytes))),
+            None => break,
+        }
+    }
+    if stored.len() < Status::ALL.len() {
+        stored.clear();
+        for status in Status::ALL {
+            let count = db.scan_prefix(keys::status_prefix(status)).keys().count();
+            stored.push((status, count as u64));
+        }
+        c.counts_changed = true;
+    }
+    for (status, count) in stored {
+        c.metrics.set_count(status, count);
+    }
+    Ok(())
 }
 
 /// Files every queued message under its lane again when the routes changed since the queue was
@@ -2218,6 +2262,7 @@ fn sweep(c: &mut Committer, finished_before: Millis, max: usize) -> Result<usize
             }
             entries.push((keys::message(id), None));
             c.metrics.deleted(m.status);
+            c.counts_changed = true;
             deleted += 1;
         }
         entries.sort();
