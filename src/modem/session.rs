@@ -852,6 +852,9 @@ impl Session {
                 if self.attention_tries >= ATTENTION_TRIES {
                     self.out.push_back(Output::Unresponsive);
                 } else {
+                    // A modem left at the `AT+CMGS` prompt (the process before this one was
+                    // killed mid-send) takes every line as PDU text until ESC: abandon it.
+                    self.out.push_back(Output::Write(vec![0x1B]));
                     self.push_init(Attention, None);
                 }
                 None
