@@ -411,10 +411,18 @@ impl Link<'_> {
             Ok(()) => "the gateway is shutting down".to_string(),
             Err(e) => format!("modem {}: {e}", self.settings.name),
         };
-        if let Some(cur) = current.take()
-            && let Err(e) = fail_job(self.events, &cur.job, cur.failure_if_stopped(), &reason).await
-        {
-            return End::Lost(e.into());
+        if let Some(cur) = current.take() {
+            // A part written and not answered: the modem may have sent it before the line
+            // went, so the retry may be a duplicate; the history says so.
+            let reason = if cur.in_flight.is_some() && result.is_err() {
+                format!("{reason} while sending; the modem may have sent it")
+            } else {
+                reason.clone()
+            };
+            if let Err(e) = fail_job(self.events, &cur.job, cur.failure_if_stopped(), &reason).await
+            {
+                return End::Lost(e.into());
+            }
         }
         if let Err(e) = hand_back_queued(jobs, self.events, &reason).await {
             return End::Lost(e.into());
