@@ -846,7 +846,15 @@ impl Session {
     ) {
         use Init::*;
         let next = match (step, &outcome) {
-            (Attention, Ok(_)) => Some(EchoOff),
+            (Attention, Ok(_)) => {
+                if self.attention_tries > 0 {
+                    // After ESC, a modem that was at the prompt answers OK for the abandoned
+                    // message and then for the AT: the second OK must not answer the next
+                    // command. Let the line go quiet first, as after a resync.
+                    self.quiet_until = Some(now + RESYNC_QUIET);
+                }
+                Some(EchoOff)
+            }
             (Attention, Err(_)) => {
                 self.attention_tries += 1;
                 if self.attention_tries >= ATTENTION_TRIES {

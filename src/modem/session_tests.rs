@@ -511,6 +511,21 @@ fn a_modem_that_never_answers_at_start_is_unresponsive() {
 }
 
 #[test]
+fn a_modem_left_at_the_send_prompt_is_freed_with_esc_and_its_second_ok_answers_nothing() {
+    let mut h = Harness::new(SessionConfig::default());
+    // The first AT is taken as PDU text: no answer.
+    h.advance(ATTENTION_TIMEOUT);
+    assert_eq!(h.written, ["AT", "\x1b", "AT"]);
+    // OK for the abandoned message, then OK for the AT, in one read.
+    h.feed(vec![ok(), ok()]);
+    h.advance(RESYNC_QUIET);
+    // The next step went out after the quiet time and waits for its own answer.
+    assert_eq!(h.written, ["AT", "\x1b", "AT", "ATE0"]);
+    h.feed(vec![ok()]);
+    assert_eq!(h.written.len(), 5, "{:?}", h.written);
+}
+
+#[test]
 fn pushed_status_reports_are_acknowledged_after_commit() {
     let mut h = ready_harness();
     let pdu = "079119890400202306400C91197909913764511090718384225110907183252200";
