@@ -633,6 +633,7 @@ fn one_round(
     // is stored, the webhook endpoint and the ESME got what they are owed.
     let drain_start = Instant::now();
     let mo_numbers: BTreeSet<u64> = load.mo_smsc.iter().map(|(n, _)| *n).collect();
+    let mut slow_noted = false;
     let (messages, inbound) = loop {
         let acked: BTreeSet<u64> = rig
             .smsc
@@ -683,6 +684,11 @@ fn one_round(
              stored {inbound_left}, delivered messages without their webhook event {hooks_left}, \
              ESME messages without a receipt {receipts_left}"
         );
+        if !slow_noted && drain_start.elapsed() > Duration::from_secs(5) {
+            // Not a failure; says what a slow round waited for.
+            eprintln!("round {round}: still draining after 5 s: {left}");
+            slow_noted = true;
+        }
         if mo_left + queue + inbound_left + hooks_left + receipts_left == 0 {
             break (client.all_messages(), all_inbound(&client));
         }
