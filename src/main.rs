@@ -98,7 +98,8 @@ enum Command {
 enum SimCommand {
     /// A simulated GSM modem on a pseudo-terminal. Prints {"event":"ready","path":...} then one
     /// JSON line per event; reads commands on stdin: receive <from> <text>, stall on|off,
-    /// fail <n> <cms-code>, report <reference>, counters, vanish, reappear, quit.
+    /// fail <n> <cms-code>, garbage <lines>, report <reference>, counters, vanish, reappear,
+    /// quit.
     Modem {
         /// Also make this path a symlink to the pty (a stable name for configs and tests).
         #[arg(long)]

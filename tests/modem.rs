@@ -524,3 +524,44 @@ fn no_inbound_sms_is_lost_or_duplicated_when_the_daemon_is_killed() {
     expected.sort();
     assert_eq!(texts, expected, "each inbound SMS exactly once");
 }
+
+#[test]
+fn line_noise_from_the_modem_loses_and_doubles_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let modem = Modem::with_quirks(dir.path(), "");
+    let d = daemon_with(&modem.link, |_| {});
+    let c = &d.client;
+    wait_channel_state(c, "up");
+    // Noise between every command and answer of ten sends and two received texts.
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        modem.block_on(modem.handle.garbage(7)).unwrap();
+        ids.push(post(c, "+393471234567", &format!("noisy {i}")));
+        if i % 5 == 0 {
+            modem.receive("+393479876543", &format!("reply {i}"));
+        }
+    }
+    for id in &ids {
+        wait_status(c, id, "delivered");
+    }
+    let texts: Vec<String> = modem.sent().iter().map(|s| s.text.clone()).collect();
+    for i in 0..10 {
+        let want = format!("noisy {i}");
+        assert_eq!(
+            texts.iter().filter(|t| **t == want).count(),
+            1,
+            "{want} sent exactly once: {texts:?}"
+        );
+    }
+    let inbound = wait_until("both replies stored", Duration::from_secs(20), || {
+        let items = inbound(c);
+        (items.len() >= 2).then_some(items)
+    });
+    let mut got: Vec<&str> = inbound
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    got.sort();
+    assert_eq!(got, ["reply 0", "reply 5"]);
+    assert_eq!(channel(c)["state"], "up");
+}

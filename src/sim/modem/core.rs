@@ -514,6 +514,29 @@ impl SimModemCore {
         self.fail_next = (n, cms_code);
     }
 
+    /// Line noise: `lines` lines no modem should send (binary bytes, broken UTF-8, escape
+    /// sequences, unknown and malformed indications), as a bad cable or a confused firmware
+    /// produces, queued after whatever is already due.
+    pub fn garbage(&mut self, lines: u32, now: Instant) {
+        const NOISE: [&[u8]; 6] = [
+            b"\xff\xfe\x00\x01\x7f\x80",
+            b"\x80\x81garbled\xc3(",
+            b"\x1b[0m~~~~",
+            b"^BOOT:12345,0,0,0,75",
+            b"+CSQ: 99,99,99,99,99",
+            b"OKAY?ERR",
+        ];
+        self.advance(now);
+        for i in 0..lines {
+            let noise = NOISE[i as usize % NOISE.len()];
+            let mut line = Vec::with_capacity(noise.len() + 4);
+            line.extend_from_slice(b"\r\n");
+            line.extend_from_slice(noise);
+            line.extend_from_slice(b"\r\n");
+            self.emit(line);
+        }
+    }
+
     /// Powers the modem off and on (a replug): settings and PIN state reset, `RDY` after
     /// `reset_delay`; memories, the TP-MR counter and pending reports survive.
     pub fn power_cycle(&mut self, now: Instant) {

@@ -140,6 +140,13 @@ async fn cli_command(modem: &SimModemHandle, line: &str) -> CliOutcome {
                 .map(|()| json!({"event": "fail", "count": n, "code": code})),
             _ => return cli_error("usage: fail <n> <cms-code>"),
         },
+        ("garbage", [n]) => match n.parse::<u32>() {
+            Ok(n) => modem
+                .garbage(n)
+                .await
+                .map(|()| json!({"event": "garbage", "lines": n})),
+            Err(_) => return cli_error("usage: garbage <lines>"),
+        },
         ("report", [reference]) => match reference.parse::<u8>() {
             Ok(reference) => match modem.report_now(reference).await {
                 Ok(true) => return CliOutcome::Nothing,
@@ -163,7 +170,8 @@ async fn cli_command(modem: &SimModemHandle, line: &str) -> CliOutcome {
         _ => {
             return cli_error(format!(
                 "unknown command {trimmed:?}; expected receive <from> <text>, stall on|off, \
-                 fail <n> <code>, report <ref>, counters, vanish, reappear or quit"
+                 fail <n> <code>, garbage <lines>, report <ref>, counters, vanish, reappear \
+                 or quit"
             ));
         }
     };

@@ -63,6 +63,7 @@ enum Control {
     Counters(oneshot::Sender<Counters>),
     Stall(bool, oneshot::Sender<()>),
     FailNext(u32, u16, oneshot::Sender<()>),
+    Garbage(u32, oneshot::Sender<()>),
     ReportNow(u8, oneshot::Sender<bool>),
     Vanish(oneshot::Sender<()>),
     Reappear(oneshot::Sender<io::Result<PathBuf>>),
@@ -181,6 +182,13 @@ impl SimModemHandle {
     pub async fn fail_next_sends(&self, n: u32, cms_code: u16) -> Result<(), SimError> {
         self.request(|reply| Control::FailNext(n, cms_code, reply))
             .await
+    }
+
+    /// Sends `lines` lines of noise to the host (see [`SimModemCore::garbage`]).
+    ///
+    /// [`SimModemCore::garbage`]: super::core::SimModemCore::garbage
+    pub async fn garbage(&self, lines: u32) -> Result<(), SimError> {
+        self.request(|reply| Control::Garbage(lines, reply)).await
     }
 
     /// Produces the status report for TP-MR `reference` now; false when none is pending.
@@ -592,6 +600,10 @@ impl Runner {
             }
             Control::FailNext(n, code, reply) => {
                 self.core.fail_next_sends(n, code);
+                let _ = reply.send(());
+            }
+            Control::Garbage(lines, reply) => {
+                self.core.garbage(lines, now());
                 let _ = reply.send(());
             }
             Control::ReportNow(reference, reply) => {
