@@ -35,8 +35,12 @@ pub struct SendJob {
 /// Whether a failure may succeed on a later attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
-    /// Busy, throttled, link down, timeout: try again later.
+    /// Busy, throttled, link down before sending: try again later.
     Transient,
+    /// Tried, and its fate is unknown: the link dropped or the line went (or the answer never
+    /// came) after the message was handed over, so the network may have it. Tried again like a
+    /// transient failure, and the message is marked and counted as a possible duplicate.
+    Unknown,
     /// Invalid destination, barred, rejected content: trying again cannot help.
     Permanent,
     /// The channel never tried it (it stopped or went down before the message's turn): back

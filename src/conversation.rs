@@ -77,13 +77,13 @@ impl Correlator {
                 let retry_at = match failure {
                     Failure::Permanent => None,
                     Failure::NotSent => Some(at),
-                    Failure::Transient => {
+                    Failure::Transient | Failure::Unknown => {
                         self.policy
                             .retry_at(*attempt, at, *retry_after, fastrand::f64())
                     }
                 };
                 let reason = match (failure, retry_at) {
-                    (Failure::Transient, None) => {
+                    (Failure::Transient | Failure::Unknown, None) => {
                         format!("{reason} (gave up after {attempt} attempts)")
                     }
                     _ => reason.clone(),
@@ -94,6 +94,7 @@ impl Correlator {
                     retry_at,
                     at,
                     not_attempted: *failure == Failure::NotSent,
+                    maybe_sent: *failure == Failure::Unknown,
                     refused_by: (*failure == Failure::Permanent).then(|| channel.clone()),
                 }
             }

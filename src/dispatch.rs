@@ -427,6 +427,7 @@ async fn requeue(store: &Store, jobs: impl Iterator<Item = SendJob>, channel: &s
             retry_at: Some(now),
             at: now,
             not_attempted: true,
+            maybe_sent: false,
             refused_by: None,
         })
         .collect();

@@ -812,14 +812,18 @@ fn one_round(
         .count();
     let possible_duplicates = flagged_total - ledger.possible_duplicates;
     ledger.possible_duplicates = flagged_total;
-    assert_eq!(
-        possible_duplicates, requeued,
-        "round {round}: the messages marked possible_duplicate are the ones the restart requeued"
+    // The restart's requeued messages are marked; so are retries after a dropped link or a
+    // submit that was never answered during the round.
+    assert!(
+        possible_duplicates >= requeued,
+        "round {round}: {possible_duplicates} marked possible_duplicate, fewer than the \
+         {requeued} the restart requeued"
     );
-    let text_to_id: BTreeMap<&str, &str> = ledger
-        .accepted
+    // Every stored message, including those whose 202 the kill cut off: the network may have
+    // them too.
+    let text_to_id: BTreeMap<&str, &str> = messages
         .iter()
-        .map(|(id, t)| (t.as_str(), id.as_str()))
+        .filter_map(|m| Some((m["text"].as_str()?, m["id"].as_str()?)))
         .collect();
     let copies = extra_copies(rig);
     let copies_total: usize = copies.values().sum();
@@ -1370,8 +1374,9 @@ fn smsc_faults_under_load_lose_nothing_and_every_copy_is_accounted_for() {
         .filter(|m| m["possible_duplicate"] == true)
         .count();
     assert_eq!(
-        flagged, 0,
-        "no crash, so nothing is marked possible_duplicate"
+        flagged, resent,
+        "every message sent again after a drop or an unanswered submit is marked \
+         possible_duplicate, and no other"
     );
     eprintln!(
         "SMSC faults: {} messages delivered, {resent} sent again after a drop or a timeout, {} \

@@ -413,14 +413,17 @@ impl Link<'_> {
         };
         if let Some(cur) = current.take() {
             // A part written and not answered: the modem may have sent it before the line
-            // went, so the retry may be a duplicate; the history says so.
-            let reason = if cur.in_flight.is_some() && result.is_err() {
-                format!("{reason} while sending; the modem may have sent it")
+            // went, so the retry may be a duplicate; the history says so, and the message is
+            // marked and counted as a possible duplicate.
+            let (failure, reason) = if cur.in_flight.is_some() && result.is_err() {
+                (
+                    Failure::Unknown,
+                    format!("{reason} while sending; the modem may have sent it"),
+                )
             } else {
-                reason.clone()
+                (cur.failure_if_stopped(), reason.clone())
             };
-            if let Err(e) = fail_job(self.events, &cur.job, cur.failure_if_stopped(), &reason).await
-            {
+            if let Err(e) = fail_job(self.events, &cur.job, failure, &reason).await {
                 return End::Lost(e.into());
             }
         }
@@ -542,10 +545,13 @@ impl Link<'_> {
                     *current = Some(cur);
                     return Ok(());
                 }
-                let failure = if error.is_permanent() {
-                    Failure::Permanent
-                } else {
-                    Failure::Transient
+                let failure = match error {
+                    _ if error.is_permanent() => Failure::Permanent,
+                    // No answer: the modem may still have sent it.
+                    super::session::SendError::Timeout | super::session::SendError::Interrupted => {
+                        Failure::Unknown
+                    }
+                    super::session::SendError::Rejected(_) => Failure::Transient,
                 };
                 tracing::info!(modem = %self.settings.name, id = %cur.job.message.id, %error, "send failed");
                 fail_job(self.events, &cur.job, failure, &error.to_string()).await?;

@@ -858,11 +858,11 @@ fn mo_dedupe(command: &rusmpp::Command, window: Duration) -> Option<crate::chann
 
 /// What a failed submit means for its message.
 fn failure_of(e: &SubmitError, link: &str) -> (Failure, String, Option<Duration>) {
-    let failure = match e.kind {
-        SubmitErrorKind::Permanent => Failure::Permanent,
-        SubmitErrorKind::Throttled | SubmitErrorKind::Retry | SubmitErrorKind::Interrupted => {
-            Failure::Transient
-        }
+    let failure = match (e.kind, e.status) {
+        (SubmitErrorKind::Permanent, _) => Failure::Permanent,
+        // No answer: the SMSC may have taken it.
+        (SubmitErrorKind::Interrupted, _) | (_, None) => Failure::Unknown,
+        (SubmitErrorKind::Throttled | SubmitErrorKind::Retry, Some(_)) => Failure::Transient,
     };
     let reason = match (e.kind, e.status) {
         (SubmitErrorKind::Interrupted, _) => format!(

@@ -282,6 +282,9 @@ pub enum Update {
         at: Millis,
         /// The channel never tried it: the attempt is not counted.
         not_attempted: bool,
+        /// The network may have it (the link dropped before its answer): a retry may send it
+        /// twice, so the message is marked and counted as a possible duplicate.
+        maybe_sent: bool,
         /// The channel that refused it for good (with `retry_at` None): when its route has a
         /// next step, the message is handed to it instead of failing.
         refused_by: Option<String>,

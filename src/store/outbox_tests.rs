@@ -196,6 +196,7 @@ async fn canceled_expired_and_permanently_failed_messages_owe_receipts() {
             retry_at: None,
             at: now_millis(),
             not_attempted: false,
+            maybe_sent: false,
             refused_by: None,
         }])
         .await

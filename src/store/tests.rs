@@ -206,6 +206,7 @@ async fn transient_failure_requeues_and_permanent_fails() {
                 retry_at: Some(now + 60_000),
                 at: now,
                 not_attempted: false,
+                maybe_sent: false,
                 refused_by: None,
             },
             Update::SendFailed {
@@ -214,6 +215,7 @@ async fn transient_failure_requeues_and_permanent_fails() {
                 retry_at: None,
                 at: now,
                 not_attempted: false,
+                maybe_sent: false,
                 refused_by: None,
             },
             // Past validity (1 h): expires instead of waiting.
@@ -223,6 +225,7 @@ async fn transient_failure_requeues_and_permanent_fails() {
                 retry_at: Some(now + 7_200_000),
                 at: now,
                 not_attempted: false,
+                maybe_sent: false,
                 refused_by: None,
             },
         ])
@@ -257,6 +260,7 @@ async fn a_message_handed_back_untried_does_not_use_up_an_attempt() {
                 retry_at: Some(now),
                 at: now,
                 not_attempted: true,
+                maybe_sent: false,
                 refused_by: None,
             }])
             .await
@@ -830,6 +834,7 @@ async fn a_refusal_hands_the_message_to_the_next_step_of_its_route_and_lanes_fol
         retry_at: None,
         at: now,
         not_attempted: false,
+        maybe_sent: false,
         refused_by: Some("a".into()),
     };
     store.apply(vec![refused]).await.unwrap();
@@ -856,6 +861,7 @@ async fn a_refusal_hands_the_message_to_the_next_step_of_its_route_and_lanes_fol
             retry_at: None,
             at: now,
             not_attempted: false,
+            maybe_sent: false,
             refused_by: Some("b".into()),
         }])
         .await
@@ -1101,4 +1107,32 @@ async fn status_counts_are_kept_with_the_changes_and_read_back_at_open() {
     let _store = Store::open(&options).unwrap().0;
     assert_eq!(count(&options, Status::Queued), 2);
     assert_eq!(count(&options, Status::Canceled), 0);
+}
+
+#[tokio::test]
+async fn a_retry_after_an_unanswered_attempt_is_marked_and_counted_as_a_possible_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let a = submit(&store, "+393471234567").await;
+    let b = submit(&store, "+393471234568").await;
+    store.claim(vec![a, b], "carrier".into()).await.unwrap();
+    let now = now_millis();
+    let failed = |id, maybe_sent| Update::SendFailed {
+        id,
+        reason: "carrier: the link dropped before the SMSC answered".into(),
+        retry_at: Some(now),
+        at: now,
+        not_attempted: false,
+        maybe_sent,
+        refused_by: None,
+    };
+    store
+        .apply(vec![failed(a, true), failed(b, false)])
+        .await
+        .unwrap();
+    let a = store.get(a).unwrap().unwrap();
+    let b = store.get(b).unwrap().unwrap();
+    assert_eq!((a.status, a.possible_duplicate), (Status::Queued, true));
+    assert_eq!((b.status, b.possible_duplicate), (Status::Queued, false));
+    assert_eq!(store.possible_duplicates().unwrap(), 1);
 }

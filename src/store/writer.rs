@@ -236,6 +236,18 @@ impl Committer {
         refile_queue(&db, self)
     }
 
+    /// Adds one to the store's count of possible duplicates, in the open group.
+    fn count_possible_duplicate(&mut self) -> Result<(), StoreError> {
+        let key = keys::counter(keys::POSSIBLE_DUPLICATES);
+        let total = self
+            .get(&key)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+            .map_or(0, u64::from_be_bytes)
+            + 1;
+        self.write(vec![(key, Some(total.to_be_bytes().to_vec()))]);
+        Ok(())
+    }
+
     fn next_id(&mut self) -> MessageId {
         // Monotonic within the process, so ids (and listings) follow commit order.
         MessageId(self.ids.generate().unwrap_or_else(|_| ulid::Ulid::new()))
@@ -1541,8 +1553,20 @@ fn apply(c: &mut Committer, update: Update) -> Result<Applied, StoreError> {
             retry_at,
             at,
             not_attempted,
+            maybe_sent,
             refused_by,
-        } => send_failed(c, id, reason, retry_at, at, not_attempted, refused_by),
+        } => send_failed(
+            c,
+            id,
+            reason,
+            retry_at,
+            at,
+            Attempted {
+                not_attempted,
+                maybe_sent,
+            },
+            refused_by,
+        ),
         Update::Receipt {
             channel,
             remote_id,
@@ -1623,15 +1647,27 @@ fn part_accepted(
     })
 }
 
+/// What a failed attempt says about the attempt itself.
+struct Attempted {
+    /// The channel never tried it.
+    not_attempted: bool,
+    /// The network may have it.
+    maybe_sent: bool,
+}
+
 fn send_failed(
     c: &mut Committer,
     id: MessageId,
     reason: String,
     mut retry_at: Option<Millis>,
     at: Millis,
-    not_attempted: bool,
+    attempted: Attempted,
     refused_by: Option<String>,
 ) -> Result<Applied, StoreError> {
+    let Attempted {
+        not_attempted,
+        maybe_sent,
+    } = attempted;
     let Some(old) = c.get_message(id)? else {
         return Ok(Applied::Ignored(format!(
             "failure for unknown message {id}"
@@ -1662,6 +1698,12 @@ fn send_failed(
     }
     match retry_at {
         Some(due) if due < m.expires_at => {
+            if maybe_sent {
+                // The retry may reach the phone a second time: marked and counted, like the
+                // messages a crash left "sending".
+                m.possible_duplicate = true;
+                c.count_possible_duplicate()?;
+            }
             for part in &mut m.parts {
                 if part.status == Status::Sending {
                     part.status = Status::Queued;
