@@ -368,6 +368,17 @@ fn reports_refused(rig: &Rig) -> usize {
 
 /// Texts accepted more than once, with how many extra times: by the SMSC (submit answered
 /// OK) and by the modem (SUBMIT accepted).
+/// The message ids the ESME got receipts for.
+fn receipted_ids(esme: &Mutex<EventProcess>) -> BTreeSet<String> {
+    esme.lock()
+        .unwrap()
+        .events("deliver")
+        .iter()
+        .filter(|e| e["receipt"] == true)
+        .filter_map(|e| e["receipted_message_id"].as_str().map(str::to_string))
+        .collect()
+}
+
 fn extra_copies(rig: &Rig) -> BTreeMap<String, usize> {
     let mut count: BTreeMap<String, usize> = BTreeMap::new();
     for e in rig.smsc.events("submit") {
@@ -712,14 +723,7 @@ fn one_round(
             })
             .count();
         let receipts_left = rig.esme.as_ref().map_or(0, |esme| {
-            let seen: BTreeSet<String> = esme
-                .lock()
-                .unwrap()
-                .events("deliver")
-                .iter()
-                .filter(|e| e["receipt"] == true)
-                .filter_map(|e| e["receipted_message_id"].as_str().map(str::to_string))
-                .collect();
+            let seen = receipted_ids(esme);
             ledger
                 .smpp_ids
                 .iter()
@@ -964,14 +968,7 @@ fn one_round(
     );
 
     let esme_receipts = rig.esme.as_ref().map_or(0, |esme| {
-        let seen: BTreeSet<String> = esme
-            .lock()
-            .unwrap()
-            .events("deliver")
-            .iter()
-            .filter(|e| e["receipt"] == true)
-            .filter_map(|e| e["receipted_message_id"].as_str().map(str::to_string))
-            .collect();
+        let seen = receipted_ids(esme);
         smpp.keys().filter(|id| seen.contains(id.as_str())).count()
     });
 
