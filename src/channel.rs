@@ -5,7 +5,9 @@
 //! [`ChannelEvent`]s; it never touches the store. The correlator turns events into message state.
 //!
 //! Contract for implementations:
-//! - report every part of every job taken, exactly once, as `Accepted` or the job as `SendFailed`;
+//! - report every part of every job taken, exactly once, as `Accepted` or the job as `SendFailed`,
+//!   through [`EventSink::send_for`], so the job's [`Claim`] is released only once its outcome is
+//!   on disk;
 //! - on shutdown, stop taking jobs and report each unfinished job as a transient `SendFailed`, so
 //!   it goes back to the queue instead of waiting for crash recovery;
 //! - report receipts and inbound messages only after the peer gave them, and acknowledge them to
@@ -18,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::message::{Message, MessageId, Millis, ReceiptOutcome, format_millis, now_millis};
@@ -30,6 +32,28 @@ pub struct SendJob {
     pub message: Arc<Message>,
     /// Parts (0-based) to send; earlier attempts may have sent the others.
     pub parts_to_send: Vec<u8>,
+    /// The job's place in its channel's claim budget.
+    pub claim: Claim,
+}
+
+/// One place in a channel's claim budget: the messages claimed for the channel (`sending` on
+/// disk) whose outcome is not yet on disk. A kill requeues exactly those as possible
+/// duplicates, so the budget is the bound design.md promises. The place is given back when the
+/// job and every event reported about it ([`EventSink::send_for`]) are dropped: the correlator
+/// drops events only after committing them.
+#[derive(Debug, Clone, Default)]
+pub struct Claim {
+    /// Only held: dropping the last clone gives the place back.
+    _place: Option<Arc<OwnedSemaphorePermit>>,
+}
+
+impl Claim {
+    /// Holds `permit` (one permit) until every clone is dropped.
+    pub fn new(permit: OwnedSemaphorePermit) -> Self {
+        Claim {
+            _place: Some(Arc::new(permit)),
+        }
+    }
 }
 
 /// Whether a failure may succeed on a later attempt.
@@ -146,6 +170,8 @@ pub struct EventEnvelope {
     pub event: ChannelEvent,
     /// Answered once the event is durably applied (or failed to be).
     pub committed: Option<oneshot::Sender<bool>>,
+    /// The claim of the job the event is about, held until the event is applied.
+    pub claim: Claim,
 }
 
 /// The channel went away (shutdown).
@@ -168,12 +194,23 @@ impl EventSink {
 
     /// Reports an event (waits while the correlator is behind: backpressure).
     pub async fn send(&self, event: ChannelEvent) -> Result<(), Closed> {
+        self.send_claimed(event, Claim::default()).await
+    }
+
+    /// Reports an event about `job` (its acceptance or failure): the job's claim is held until
+    /// the event is on disk.
+    pub async fn send_for(&self, job: &SendJob, event: ChannelEvent) -> Result<(), Closed> {
+        self.send_claimed(event, job.claim.clone()).await
+    }
+
+    async fn send_claimed(&self, event: ChannelEvent, claim: Claim) -> Result<(), Closed> {
         self.tx
             .send(EventEnvelope {
                 channel: self.channel.clone(),
                 at: now_millis(),
                 event,
                 committed: None,
+                claim,
             })
             .await
             .map_err(|_| Closed)
@@ -190,6 +227,7 @@ impl EventSink {
                 at: now_millis(),
                 event,
                 committed: Some(tx),
+                claim: Claim::default(),
             })
             .await
             .map_err(|_| Closed)?;
@@ -481,7 +519,8 @@ pub trait Channel: Send + 'static {
     fn name(&self) -> &str;
     /// "sim", "modem" or "smpp", for status listings.
     fn kind(&self) -> &'static str;
-    /// Jobs the channel can hold at once (the size of its job queue).
+    /// Jobs the channel can hold at once (the size of its job queue), and its claim budget:
+    /// messages claimed for it whose outcome is not yet on disk.
     fn window(&self) -> usize;
     /// The channel's task; it returns after `ctx.shutdown` is cancelled and its jobs are settled.
     fn run(self: Box<Self>, ctx: ChannelContext) -> ChannelTask;

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use std::collections::{HashMap, HashSet};
 
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::channel::{LinkState, SendJob, StatusHandle};
+use crate::channel::{Claim, LinkState, SendJob, StatusHandle};
 use crate::config::RetrySettings;
 use crate::message::{MessageId, Millis, now_millis};
 use crate::route::{Lane, Router};
@@ -83,6 +83,9 @@ pub struct ChannelHandle {
     pub name: String,
     /// Its job queue (bounded: its window).
     pub jobs: mpsc::Sender<SendJob>,
+    /// Its claim budget (its window): one permit per message claimed for it whose outcome is
+    /// not yet on disk, so a kill leaves at most that many `sending`.
+    pub claims: Arc<Semaphore>,
     /// Whether it can send.
     pub status: StatusHandle,
 }
@@ -340,8 +343,16 @@ async fn feed(shared: Arc<Shared>, channel: ChannelHandle, shutdown: Cancellatio
             }
             continue;
         }
-        // Wait for room in the channel's window before claiming anything, so claimed
-        // messages never pile up in memory.
+        // Wait for room in the channel's claim budget and job queue before claiming anything,
+        // so claimed messages never pile up in memory and a kill leaves at most a window of
+        // them `sending`.
+        let mut claims = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            claims = heartbeat.idle(channel.claims.clone().acquire_owned()) => match claims {
+                Ok(c) => c,
+                Err(_) => return,
+            },
+        };
         let permit = tokio::select! {
             _ = shutdown.cancelled() => return,
             permit = heartbeat.idle(channel.jobs.reserve()) => match permit {
@@ -349,7 +360,18 @@ async fn feed(shared: Arc<Shared>, channel: ChannelHandle, shutdown: Cancellatio
                 Err(_) => return,
             },
         };
-        let room = (channel.jobs.capacity() + 1).min(CLAIM_BATCH);
+        let room = (channel.jobs.capacity() + 1)
+            .min(channel.claims.available_permits() + 1)
+            .min(CLAIM_BATCH);
+        if room > 1
+            && let Ok(more) = channel
+                .claims
+                .clone()
+                .try_acquire_many_owned(room as u32 - 1)
+        {
+            claims.merge(more);
+        }
+        let room = claims.num_permits();
         let lanes = shared.lanes_for(&channel.name);
         let (due, more_waiting) = match shared.pick(&lanes, room) {
             Ok(picked) => picked,
@@ -359,7 +381,7 @@ async fn feed(shared: Arc<Shared>, channel: ChannelHandle, shutdown: Cancellatio
             }
         };
         if due.is_empty() {
-            drop(permit);
+            drop((permit, claims));
             idle(&shared.store, &lanes, &mut poked, &shutdown).await;
             continue;
         }
@@ -388,6 +410,8 @@ async fn feed(shared: Arc<Shared>, channel: ChannelHandle, shutdown: Cancellatio
         let mut jobs = claimed.into_iter().map(|c| SendJob {
             message: Arc::new(c.message),
             parts_to_send: c.parts_to_send,
+            // One permit per job; those of messages not claimed after all go back below.
+            claim: claims.split(1).map_or_else(Claim::default, Claim::new),
         });
         while let Some(job) = jobs.next() {
             tracing::debug!(id = %job.message.id, channel = %channel.name, "handing over");
@@ -488,6 +512,102 @@ mod tests {
         assert_eq!(p.backoff(1, 0.0), Duration::from_secs(4));
         assert_eq!(p.backoff(1, 1.0), Duration::from_secs(6));
         assert_eq!(p.backoff(1, 0.5), Duration::from_secs(5));
+    }
+
+    /// A kill requeues what is `sending` on disk: the dispatcher claims no more for a channel
+    /// than its window until outcomes are committed, however fast the channel answers.
+    #[tokio::test]
+    async fn a_channel_has_at_most_its_window_claimed_until_outcomes_are_on_disk() {
+        use crate::channel::{ChannelEvent, ChannelRegistry, EventSink};
+        use crate::conversation::Correlator;
+        use crate::message::{Kind, NewMessage, Status};
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&crate::store::StoreOptions::new(dir.path()))
+            .unwrap()
+            .0;
+        let mut ids = Vec::new();
+        for n in 0..6 {
+            let message = NewMessage {
+                to: format!("+3932000000{n:02}"),
+                from: None,
+                text: "hello".into(),
+                kind: Kind::Transactional,
+                reference: None,
+                encoding: crate::codec::gsm7::Encoding::Gsm7,
+                parts: 1,
+                send_at: None,
+                validity_ms: 3_600_000,
+                origin: None,
+                options: Default::default(),
+            };
+            ids.push(store.submit(message, None).await.unwrap().message().id);
+        }
+        const WINDOW: usize = 2;
+        let (jobs_tx, mut jobs) = mpsc::channel(WINDOW);
+        let status = StatusHandle::new("c", "sim");
+        status.set_state(LinkState::Up, None);
+        let handle = ChannelHandle {
+            name: "c".into(),
+            jobs: jobs_tx,
+            claims: Arc::new(Semaphore::new(WINDOW)),
+            status: status.clone(),
+        };
+        let (events_tx, events_rx) = mpsc::channel(16);
+        let events = EventSink::new(Arc::from("c"), events_tx);
+        let wake = Arc::new(Notify::new());
+        let shutdown = CancellationToken::new();
+        let correlator = Correlator::new(
+            store.clone(),
+            policy(),
+            None,
+            ChannelRegistry::new(vec![status]),
+            wake.clone(),
+        );
+        tokio::spawn(correlator.run(events_rx, shutdown.clone()));
+        let router = Arc::new(Router::new(&[], &["c".to_string()]));
+        let dispatcher = Dispatcher::new(store.clone(), vec![handle], wake, router);
+        tokio::spawn(dispatcher.run(shutdown.clone()));
+
+        let sending = |store: &Store| {
+            ids.iter()
+                .filter(|id| store.get(**id).unwrap().unwrap().status == Status::Sending)
+                .count()
+        };
+        let first = jobs.recv().await.unwrap();
+        let second = jobs.recv().await.unwrap();
+        // The channel took both and its queue has room again, but both claims are held.
+        let third = tokio::time::timeout(Duration::from_millis(300), jobs.recv()).await;
+        assert!(
+            third.is_err(),
+            "a third message was claimed while two are unanswered"
+        );
+        assert_eq!(sending(&store), WINDOW);
+
+        // The first is answered; the next claim waits for that answer to be on disk.
+        events
+            .send_for(
+                &first,
+                ChannelEvent::Accepted {
+                    id: first.message.id,
+                    parts: 0..=0,
+                    remote_id: Some("R1".into()),
+                },
+            )
+            .await
+            .unwrap();
+        drop(first);
+        let third = jobs.recv().await.unwrap();
+        assert_eq!(store.get(ids[0]).unwrap().unwrap().status, Status::Sent);
+        assert_eq!(sending(&store), WINDOW);
+
+        // A job the channel drops without a word also gives its place back (and stays
+        // `sending` on disk until recovery): never a place lost for good.
+        drop(second);
+        let fourth = jobs.recv().await.unwrap();
+        assert_eq!(sending(&store), WINDOW + 1);
+        drop((third, fourth));
+        shutdown.cancel();
     }
 
     #[test]

@@ -98,7 +98,8 @@ impl ChannelStarter {
             }
         };
         let name: Arc<str> = Arc::from(channel.name());
-        let (jobs_tx, jobs_rx) = mpsc::channel(channel.window().max(1));
+        let window = channel.window().max(1);
+        let (jobs_tx, jobs_rx) = mpsc::channel(window);
         let status = crate::channel::StatusHandle::new(&name, channel.kind());
         let token = self.shutdown.child_token();
         let ctx = ChannelContext {
@@ -111,6 +112,7 @@ impl ChannelStarter {
         let handle = ChannelHandle {
             name: name.to_string(),
             jobs: jobs_tx,
+            claims: Arc::new(tokio::sync::Semaphore::new(window)),
             status,
         };
         tasks.spawn(async move {

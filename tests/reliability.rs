@@ -19,7 +19,7 @@
 //!   status reports across parla's kills and hand them over after the reconnect);
 //! - every customer message the SMSC saw acknowledged (deliver_sm_resp OK) or the modem took is
 //!   stored exactly once;
-//! - messages requeued as `possible_duplicate` are at most the claimed windows of the two
+//! - messages requeued as `possible_duplicate` are at most the claim budgets of the two
 //!   channels, and every message the SMSC or the modem really got twice is one of them (or one
 //!   whose history says a dropped link may have sent it);
 //! - every delivered message produced a signed `message.status` "delivered" event, every stored
@@ -57,13 +57,12 @@ const MODEM_NUMBER: &str = "+393470000000";
 const ESME_PASSWORD: &str = "pw1";
 /// The carrier link's window (submits in flight).
 const SMPP_WINDOW: usize = 10;
-/// A modem's window (parla's `MODEM_WINDOW`): jobs claimed for it, besides the one it sends.
+/// A modem's window (parla's `MODEM_WINDOW`): the message it sends and those queued behind it.
 const MODEM_WINDOW: usize = 3;
-/// Messages a kill can leave `sending`, so requeued as possible duplicates: what the
-/// dispatcher claimed for each channel and what the channel holds. An SMPP link's job queue is
-/// twice its window, and it takes another job while fewer than a window of parts wait in it,
-/// besides a window in flight: 4 windows; a modem's queue and the message it sends.
-const CLAIMED_BOUND: usize = 4 * SMPP_WINDOW + MODEM_WINDOW + 1;
+/// Messages a kill can leave `sending`, so requeued as possible duplicates: each channel's
+/// claim budget (messages claimed for it whose outcome is not yet on disk), which is its job
+/// queue: twice the submit window for an SMPP link, [`MODEM_WINDOW`] for a modem.
+const CLAIMED_BOUND: usize = 2 * SMPP_WINDOW + MODEM_WINDOW;
 /// Longest a round may take to drain after the restart; reached only when something is wrong.
 const DRAIN_GUARD: Duration = Duration::from_secs(120);
 
@@ -655,7 +654,7 @@ fn one_round(
     assert!(
         requeued <= CLAIMED_BOUND,
         "round {round}: {requeued} messages requeued as possible duplicates: more than the \
-         two channels can hold ({CLAIMED_BOUND}):\n{restart_log}"
+         two channels' claim budgets ({CLAIMED_BOUND}):\n{restart_log}"
     );
 
     ledger.accepted.extend(load.http.clone());
@@ -845,7 +844,7 @@ fn one_round(
         })
         .collect();
     // Not bounded by the submit window alone: a submit answered but whose answer was not yet
-    // on disk at the kill is sent again too. Bounded by what was claimed, all marked.
+    // on disk at the kill is sent again too. Bounded by the claim budgets, all marked.
     assert!(
         real_duplicates <= possible_duplicates,
         "round {round}: {real_duplicates} SMS reached the network twice, more than the \

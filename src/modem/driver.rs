@@ -306,13 +306,16 @@ async fn fail_job(
     reason: &str,
 ) -> Result<(), Closed> {
     events
-        .send(ChannelEvent::SendFailed {
-            id: job.message.id,
-            attempt: job.message.attempts,
-            failure,
-            reason: reason.to_string(),
-            retry_after: None,
-        })
+        .send_for(
+            job,
+            ChannelEvent::SendFailed {
+                id: job.message.id,
+                attempt: job.message.attempts,
+                failure,
+                reason: reason.to_string(),
+                retry_after: None,
+            },
+        )
         .await
 }
 
@@ -530,11 +533,14 @@ impl Link<'_> {
                 self.pacing.record(Instant::now(), now_millis());
                 let remote = remote_id(reference, &cur.job.message.to);
                 self.events
-                    .send(ChannelEvent::Accepted {
-                        id: cur.job.message.id,
-                        parts: part..=part,
-                        remote_id: Some(remote),
-                    })
+                    .send_for(
+                        &cur.job,
+                        ChannelEvent::Accepted {
+                            id: cur.job.message.id,
+                            parts: part..=part,
+                            remote_id: Some(remote),
+                        },
+                    )
                     .await?;
             }
             Output::SendFailed { token, error } => {

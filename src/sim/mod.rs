@@ -115,7 +115,7 @@ async fn run(settings: SimSettings, ctx: ChannelContext) -> Result<(), Closed> {
                         next_remote += 1;
                         let remote_id = format!("SIM{next_remote:08X}");
                         let id = job.message.id;
-                        events.send(ChannelEvent::Accepted { id, parts: part..=part, remote_id: Some(remote_id.clone()) }).await?;
+                        events.send_for(&job, ChannelEvent::Accepted { id, parts: part..=part, remote_id: Some(remote_id.clone()) }).await?;
                         let last_part = match unaccepted.get_mut(&id) {
                             Some((_, left)) => { *left -= 1; *left == 0 }
                             None => false,
@@ -148,13 +148,16 @@ async fn run(settings: SimSettings, ctx: ChannelContext) -> Result<(), Closed> {
     }
     for job in unfinished {
         events
-            .send(ChannelEvent::SendFailed {
-                id: job.message.id,
-                attempt: job.message.attempts,
-                failure: Failure::NotSent,
-                reason: "channel stopped before the network accepted it".into(),
-                retry_after: Some(Duration::ZERO),
-            })
+            .send_for(
+                &job,
+                ChannelEvent::SendFailed {
+                    id: job.message.id,
+                    attempt: job.message.attempts,
+                    failure: Failure::NotSent,
+                    reason: "channel stopped before the network accepted it".into(),
+                    retry_after: Some(Duration::ZERO),
+                },
+            )
             .await?;
     }
     Ok(())
