@@ -20,6 +20,16 @@ const SHOP_NUMBER: &str = "+393400000001";
 /// parla with the SMPP server on a free port, accounts `shop` (any bind mode) and `slow` (one
 /// submit a second), and one link to the simulated SMSC on `smsc_port`.
 fn start_parla(dir: &Path, smsc_port: u16, extra: &str) -> (Binary, u16) {
+    start_parla_with(
+        dir,
+        smsc_port,
+        "enquire_link_interval = \"1s\"\nresponse_timeout = \"2s\"\n",
+        extra,
+    )
+}
+
+/// [`start_parla`] with these `[smpp.server]` keys instead of its quick timers.
+fn start_parla_with(dir: &Path, smsc_port: u16, server: &str, extra: &str) -> (Binary, u16) {
     let hash = parla::smpp::auth::hash_password(PASSWORD).unwrap();
     let config = write_config(
         dir,
@@ -27,8 +37,7 @@ fn start_parla(dir: &Path, smsc_port: u16, extra: &str) -> (Binary, u16) {
             "[store]\npath = \"store\"\nreassembly_timeout = \"2s\"\n\
              [sim]\nenabled = false\n\
              [retry]\ninitial_backoff = \"100ms\"\nmax_backoff = \"500ms\"\n\
-             [smpp.server]\nenabled = true\nlisten = \"127.0.0.1:0\"\n\
-             enquire_link_interval = \"1s\"\nresponse_timeout = \"2s\"\n\
+             [smpp.server]\nenabled = true\nlisten = \"127.0.0.1:0\"\n{server}\
              [[smpp.server.account]]\nsystem_id = \"shop\"\npassword_hash = \"{hash}\"\n\
              reply_numbers = [\"{SHOP_NUMBER}\"]\nmax_binds = 8\n{extra}\n\
              [[smpp.server.account]]\nsystem_id = \"slow\"\npassword_hash = \"{hash}\"\n\
@@ -463,4 +472,40 @@ fn a_reload_keeps_unchanged_accounts_bound_and_unbinds_changed_ones() {
     assert_eq!(bind(&mut esme, "slow-new", port, "trx", "slow", "pw2"), 0);
     assert_eq!(bind(&mut esme, "new-ok", port, "trx", "new", PASSWORD), 0);
     assert!(parla.log().contains("SMPP account retired by a reload"));
+}
+
+/// A receipt to a client with nothing else to say goes out at once. It once waited in the
+/// connection's output until something else woke the connection: the next enquire_link, or the
+/// response timeout of that same receipt, which then came again (seen as 10 s stalls in the
+/// reliability suite). The server's own timers here are long, so only that bug makes it late.
+#[test]
+fn a_receipt_to_an_idle_client_is_not_held_back() {
+    let Some(interop) = interop_dir() else { return };
+    let smsc = start_sim_smsc(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let (parla, port) = start_parla_with(
+        dir.path(),
+        smsc.port,
+        "enquire_link_interval = \"60s\"\nresponse_timeout = \"30s\"\n",
+        "",
+    );
+    wait_api(&parla.client, "/v1/channels", "the carrier link up", |b| {
+        b["items"][0]["state"] == "up"
+    });
+    let mut esme = start_esme(&interop);
+    assert_eq!(bind(&mut esme, "idle", port, "trx", "shop", PASSWORD), 0);
+    for n in 0..3 {
+        let tag = format!("m{n}");
+        let answers = submit(
+            &mut esme,
+            "idle",
+            &tag,
+            &json!({"to": format!("+39347123470{n}"), "from": "MyShop", "text": "ok", "registered_delivery": 1}),
+        );
+        let id = accepted_id(&answers);
+        // Quiet until the receipt: the guard (20 s) is shorter than the response timeout.
+        let receipt = receipt_for(&esme, &id);
+        assert_eq!(receipt["name"], "idle", "{receipt}");
+    }
+    assert!(!parla.log().contains("response timeout"), "{}", parla.log());
 }

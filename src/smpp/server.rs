@@ -401,6 +401,9 @@ impl Connection {
         tracing::debug!(peer = %self.peer, conn = self.id, "SMPP client connected");
         loop {
             let mut closed = None;
+            // First, so the deliver_sm it starts go out with this round's flush: once the
+            // client is quiet, nothing else would wake this loop before their response timeout.
+            self.send_deliveries();
             while let Some(output) = self.session.poll_output() {
                 match output {
                     Output::Send(command) => {
@@ -430,7 +433,6 @@ impl Connection {
                 self.finish(&reason).await;
                 return;
             }
-            self.send_deliveries();
             if let Err(e) = SinkExt::<Command>::flush(&mut self.framed).await {
                 self.session.connection_lost(&e.to_string());
                 continue;
