@@ -344,8 +344,8 @@ async fn feed(shared: Arc<Shared>, channel: ChannelHandle, shutdown: Cancellatio
             continue;
         }
         // Wait for room in the channel's claim budget and job queue before claiming anything,
-        // so claimed messages never pile up in memory and a kill leaves at most a window of
-        // them `sending`.
+        // so claimed messages never pile up in memory and a kill leaves at most the budget
+        // `sending`.
         let mut claims = tokio::select! {
             _ = shutdown.cancelled() => return,
             claims = heartbeat.idle(channel.claims.clone().acquire_owned()) => match claims {
@@ -410,7 +410,8 @@ async fn feed(shared: Arc<Shared>, channel: ChannelHandle, shutdown: Cancellatio
         let mut jobs = claimed.into_iter().map(|c| SendJob {
             message: Arc::new(c.message),
             parts_to_send: c.parts_to_send,
-            // One permit per job; those of messages not claimed after all go back below.
+            // One permit per job; the permits of messages not claimed after all go back when
+            // `claims` is dropped, at the end of this round.
             claim: claims.split(1).map_or_else(Claim::default, Claim::new),
         });
         while let Some(job) = jobs.next() {

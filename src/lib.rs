@@ -29,7 +29,8 @@
 //! src/route.rs         routes: destination prefixes -> ordered channel steps; queue lanes, failover,
 //!                      lanes of messages pinned to a channel; reply rules: customers' messages ->
 //!                      integrator accounts
-//! src/dispatch.rs      due messages -> channels that are up; retry policy with backoff and jitter
+//! src/dispatch.rs      due messages -> channels that are up, within each channel's claim budget
+//!                      (claimed, outcome not yet on disk); retry policy with backoff and jitter
 //! src/conversation.rs  the correlator: channel events -> message state (acks, receipts, replies)
 //! src/optout.rs        opt-outs: STOP / STOPALL / START / HELP keyword matching, the suppression
 //!                      list's entry and what a keyword does to it (pure; the store applies it)
