@@ -325,9 +325,11 @@ async fn sweep_loop(
 ) {
     let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
     let reassembly_ms = i64::try_from(reassembly_timeout.as_millis()).unwrap_or(i64::MAX);
+    let heartbeat = crate::watchdog::register("store sweep");
     loop {
+        heartbeat.beat();
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = heartbeat.idle(shutdown.cancelled()) => return,
             _ = tokio::time::sleep(SWEEP_EVERY) => {}
         }
         match store.expire_queued(now_millis(), SWEEP_BATCH).await {
@@ -354,6 +356,8 @@ async fn sweep_loop(
             }
         }
         loop {
+            // Each batch is progress: a mass delete may take many.
+            heartbeat.beat();
             if shutdown.is_cancelled() {
                 return;
             }
@@ -378,6 +382,8 @@ async fn sweep_loop(
         // from the config, or never binds) go too, or the outbox would grow forever.
         let mut dropped = 0;
         loop {
+            // Each batch is progress: a mass delete may take many.
+            heartbeat.beat();
             if shutdown.is_cancelled() {
                 break;
             }

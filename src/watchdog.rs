@@ -1,9 +1,12 @@
 //! The systemd watchdog, tied to real progress: every main loop (dispatcher, correlator, store
-//! writer and syncer, channel loops, the API and SMPP accept loops) holds a [`Heartbeat`] and
-//! beats as it goes round; while it waits for input it is marked idle, so a quiet gateway is not
-//! mistaken for a hung one. The watchdog task pings systemd (`WATCHDOG=1`) only while no loop has
-//! been busy without a beat for longer than the allowed staleness; a loop stuck in a call that
-//! never returns stops the pings, and systemd restarts the daemon.
+//! writer, syncer and sweep, channel loops, the API and SMPP accept loops, the SMPP servers'
+//! outbox pumps, webhook and callback deliveries) holds a [`Heartbeat`] and beats as it goes
+//! round; while it waits for input it is marked idle, so a quiet gateway is not mistaken for a
+//! hung one. (The SMPP server's per-connection loops hold none: a client that stops reading
+//! holds its own connection up, and must not get the whole daemon restarted.) The watchdog task
+//! pings systemd (`WATCHDOG=1`) only while no loop has been busy without a beat for longer than
+//! the allowed staleness; a loop stuck in a call that never returns stops the pings, and systemd
+//! restarts the daemon.
 //!
 //! The decision ([`Watchdog::check`]) is pure: it takes the heartbeats' last beats and `now`.
 //! Loops register in a process-wide registry ([`register`]), like a global tracing subscriber:

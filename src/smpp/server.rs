@@ -855,7 +855,13 @@ async fn pump(
     let mut failures: HashMap<OutboxKey, u32> = HashMap::new();
     let mut done: Vec<OutboxKey> = Vec::new();
     let mut start = 0usize;
+    // Hands out with try_send only, so no client can hold this loop up.
+    let heartbeat = crate::watchdog::register(format!(
+        "SMPP outbox pump of {}",
+        account.settings.system_id
+    ));
     loop {
+        heartbeat.beat();
         // Hand out while a receiver has room: due retries first, then what is new.
         loop {
             let receiving = !lock(&account.receivers).is_empty();
@@ -883,7 +889,8 @@ async fn pump(
         }
         let next_retry = outbox.next_retry().map(Instant::from_std);
         tokio::select! {
-            () = account.retired.cancelled() => break,
+            // Always enabled: the loop counts as idle for the whole wait.
+            () = heartbeat.idle(account.retired.cancelled()) => break,
             r = changed.changed() => {
                 if r.is_err() {
                     // The store closed.

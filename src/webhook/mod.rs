@@ -252,7 +252,13 @@ impl Delivery {
         // When the oldest of `done` was delivered.
         let mut done_since = Instant::now();
         let mut turn = 0usize;
+        // Attempts run in their own tasks: this loop only waits on them, the outbox and timers.
+        let heartbeat = crate::watchdog::register(match self.destination {
+            Destination::Callbacks(_) => "callback deliveries".to_string(),
+            Destination::Endpoint { .. } => format!("webhook {}", self.name),
+        });
         loop {
+            heartbeat.beat();
             turn = turn.wrapping_add(1);
             self.fill(
                 &store,
@@ -290,7 +296,8 @@ impl Delivery {
                 .chain(flush_at)
                 .min();
             tokio::select! {
-                () = shutdown.cancelled() => break,
+                // Always enabled: the loop counts as idle for the whole wait.
+                () = heartbeat.idle(shutdown.cancelled()) => break,
                 r = changed.changed() => {
                     if r.is_err() {
                         break;
