@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use support::{Binary, Client, parla_bin};
+use support::{Binary, Client, parla_bin, write_config};
 
 /// What arrived on the notify socket, in order; for READY=1, whether /healthz answered 200
 /// right then.
@@ -76,11 +76,11 @@ fn free_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
-/// `parla serve` (the demo) in `dir` with `env`, and WATCHDOG_PID set to its pid as systemd
-/// would: sd_notify::watchdog_enabled wants it to be the process's own, so a shell learns its
-/// pid ($$) and keeps it when it execs parla.
-fn start_watched(dir: &Path, env: &[(&str, &str)]) -> Binary {
-    let parla = Binary::command(dir, None, env);
+/// `parla serve` in `dir` with `config` (None: the demo) and `env`, and WATCHDOG_PID set to its
+/// pid as systemd would: sd_notify::watchdog_enabled wants it to be the process's own, so a
+/// shell learns its pid ($$) and keeps it when it execs parla.
+fn start_watched(dir: &Path, config: Option<&Path>, env: &[(&str, &str)]) -> Binary {
+    let parla = Binary::command(dir, config, env);
     let mut sh = Command::new("sh");
     sh.arg("-c")
         .arg("WATCHDOG_PID=$$ exec \"$0\" \"$@\"")
@@ -108,8 +108,26 @@ fn notifies_ready_watchdog_and_stopping() {
     let api = Client::new(listen_on.parse().unwrap());
     let notes = listen(socket, api);
 
+    // The simulated channel plus every other watched loop: an SMPP server account's outbox
+    // pump, a webhook, the callback deliveries and the store sweep. Nothing is sent, so each
+    // waits the whole time: a wait not counted as idle shows as a hang after 5 s.
+    let hash = parla::smpp::auth::hash_password("pw1").unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[store]\npath = \"store\"\n\
+             [sim]\nenabled = true\n\
+             [smpp.server]\nenabled = true\nlisten = \"127.0.0.1:0\"\n\
+             [[smpp.server.account]]\nsystem_id = \"shop\"\npassword_hash = \"{hash}\"\n\
+             [[webhook]]\nname = \"down\"\nurl = \"http://127.0.0.1:{closed}/events\"\n\
+             secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n\
+             [callbacks]\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n",
+            closed = free_port(),
+        ),
+    );
     let mut d = start_watched(
         dir.path(),
+        Some(&config),
         &[
             ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
             // 1 s: pings every 500 ms.
@@ -128,8 +146,9 @@ fn notifies_ready_watchdog_and_stopping() {
         "the API answers when READY=1 is sent"
     );
     // At 1 s, pings come every 500 ms; 14 of them span 6.5 s, more than a loop may stay busy
-    // (5 s): the idle demo's loops (sim channel, dispatcher, correlator, store threads) are
-    // waiting for input, not hung. The limit is only reached when pings stopped.
+    // (5 s): the quiet gateway's loops (sim channel, dispatcher, correlator, store threads and
+    // sweep, SMPP outbox pump, webhook and callback deliveries) are waiting, not hung. The limit
+    // is only reached when pings stopped.
     wait_for(&notes, "14 x WATCHDOG=1", Duration::from_secs(60), |m| {
         count(m, "WATCHDOG=1") >= 14
     });
@@ -224,6 +243,7 @@ fn a_stuck_store_stops_the_watchdog_pings() {
     let notes = listen(socket, Client::new(listen_on.parse().unwrap()));
     let mut d = start_watched(
         dir.path(),
+        None,
         &[
             ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
             ("WATCHDOG_USEC", "1000000"),
