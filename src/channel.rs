@@ -38,7 +38,7 @@ pub struct SendJob {
 
 /// One place in a channel's claim budget: the messages claimed for the channel (`sending` on
 /// disk) whose outcome is not yet on disk. A kill requeues exactly those as possible
-/// duplicates, so the budget is the bound design.md promises. The place is given back when the
+/// duplicates, so the budget bounds what a kill may send twice. The place is given back when the
 /// job and every event reported about it ([`EventSink::send_for`]) are dropped: the correlator
 /// drops events only after committing them.
 #[derive(Debug, Clone, Default)]
