@@ -266,14 +266,7 @@ impl Rig {
             Some(&self.config),
             &[("RUST_LOG", log_filter.as_str())],
         );
-        let log = parla.log();
-        self.smpp_port = log
-            .split("smpp=")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|addr| addr.rsplit(':').next())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no smpp= address in the ready line:\n{log}"));
+        self.smpp_port = parla.smpp_port();
         let client = parla.client.clone();
         self.parla = Some(parla);
         let start = Instant::now();

@@ -48,14 +48,7 @@ fn start_parla_with(dir: &Path, smsc_port: u16, server: &str, extra: &str) -> (B
         ),
     );
     let parla = Binary::start(dir, Some(&config), &[]);
-    let log = parla.log();
-    let port = log
-        .split("smpp=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|addr| addr.rsplit(':').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no smpp= address in the ready line:\n{log}"));
+    let port = parla.smpp_port();
     (parla, port)
 }
 

@@ -355,6 +355,17 @@ impl Binary {
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
+
+    /// The port of parla's SMPP server, from its ready line (`smpp=127.0.0.1:PORT`).
+    pub fn smpp_port(&self) -> u16 {
+        let log = self.log();
+        log.split("smpp=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|addr| addr.rsplit(':').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no smpp= address in the ready line:\n{log}"))
+    }
 }
 
 impl Drop for Binary {
