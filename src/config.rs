@@ -66,7 +66,7 @@ pub struct LogSettings {
     /// "plain" (one readable line per event) or "json" (one JSON object per line, for log
     /// shippers).
     pub format: LogFormat,
-    /// The level filter ("info", "debug", "parla=debug,sled=warn"); RUST_LOG overrides it.
+    /// The level filter ("info", "debug", "parla=debug,fjall=warn"); RUST_LOG overrides it.
     pub level: String,
 }
 
@@ -810,7 +810,7 @@ impl Default for HttpSettings {
 pub struct StoreSettings {
     /// Database directory. Default: $STATE_DIRECTORY (set by systemd) or ./parla-data.
     pub path: Option<PathBuf>,
-    /// sled's page cache in MiB: the main lever on memory use.
+    /// The storage engine's block cache in MiB: the main lever on memory use.
     pub cache_capacity_mb: u64,
     /// How long finished messages (delivered, failed, expired, canceled) stay readable.
     #[serde(with = "humantime_serde")]
@@ -975,7 +975,7 @@ fn validate_channels(s: &Settings, out: &mut Vec<ConfigProblem>) {
     if tracing_subscriber::EnvFilter::try_new(&s.log.level).is_err() {
         out.push(problem(
             "log.level",
-            "a level or filter such as \"info\", \"debug\" or \"parla=debug,sled=warn\"",
+            "a level or filter such as \"info\", \"debug\" or \"parla=debug,fjall=warn\"",
         ));
     }
     let window = s.conversations.reply_window;

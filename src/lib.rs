@@ -13,7 +13,7 @@
 //!   at.rs              streaming AT response parser (nom): finals, prompt, echo, info, URCs
 //!   tpdu.rs            SMS-SUBMIT / DELIVER / STATUS-REPORT encode and decode (TS 23.040)
 //!   receipt.rs         SMPP delivery receipt text, receipt states, message-id matching forms
-//! src/store/           sled behind typed functions: durable queue, indexes, group commit,
+//! src/store/           fjall behind typed functions: durable queue, indexes, group commit,
 //!                      the opt-out (suppression) list
 //!   keys.rs            the key layout of the one tree
 //!   record.rs          versioned compact encoding of stored values

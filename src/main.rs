@@ -767,7 +767,7 @@ fn check_config(config: Option<&Path>) -> ExitCode {
 fn compact(config: Option<&Path>) -> Result<()> {
     let (_, settings) = load(config)?;
     let path = settings.store.resolved_path();
-    if !path.join("db").exists() {
+    if !parla::store::exists_at(&path) {
         bail!("no store at {}", path.display());
     }
     let report = parla::store::compact(

@@ -37,7 +37,7 @@ fn demo_runs_without_config_and_delivers() {
     d.client
         .wait_for(id, Duration::from_secs(20), |m| m["status"] == "delivered");
     assert!(
-        dir.path().join("parla-data").join("db").exists(),
+        dir.path().join("parla-data").join("version").exists(),
         "the demo keeps its store in ./parla-data"
     );
 

@@ -352,7 +352,7 @@ async fn conversations_stored_before_shop_numbers_are_moved_to_the_default_one()
         tree.remove(&activity).unwrap();
         tree.insert(&activity[..activity.len() - 1], Vec::<u8>::new())
             .unwrap();
-        tree.flush().unwrap();
+        tree.persist().unwrap();
         store.close().await;
     }
     let store = open(dir.path());

@@ -274,8 +274,9 @@ impl Store {
         };
         let mut outgoing = range(keys::recipient_prefix(customer)).peekable();
         let mut incoming = range(keys::inbound_from_prefix(customer)).peekable();
-        let id_of =
-            |k: &Result<sled::IVec, sled::Error>| k.as_ref().ok().and_then(|k| keys::id_suffix(k));
+        let id_of = |k: &Result<super::engine::Bytes, StoreError>| {
+            k.as_ref().ok().and_then(|k| keys::id_suffix(k))
+        };
         let mut out = Vec::with_capacity(limit.min(1000));
         while out.len() < limit {
             let take_out = match (outgoing.peek(), incoming.peek()) {
@@ -355,7 +356,7 @@ impl Store {
 
 /// The customer's conversation records as committed, in key order.
 pub(super) fn scan_conversations(
-    tree: &sled::Tree,
+    tree: &super::engine::Engine,
     customer: &str,
 ) -> Result<Vec<Conversation>, StoreError> {
     let mut out = Vec::new();
@@ -369,8 +370,8 @@ pub(super) fn scan_conversations(
 /// Moves conversation records and activity entries written before conversations had shop
 /// numbers (keyed by customer alone) to their keys under the default shop number "". Runs at
 /// open, before the writer starts; a crash in between leaves keys it redoes next time.
-pub(super) fn migrate_keys(tree: &sled::Tree) -> Result<usize, StoreError> {
-    let mut batch = sled::Batch::default();
+pub(super) fn migrate_keys(tree: &super::engine::Engine) -> Result<usize, StoreError> {
+    let mut batch = Vec::new();
     let mut moved = 0;
     for item in tree.scan_prefix([keys::CONVERSATION]) {
         let (key, value) = item?;
@@ -378,11 +379,11 @@ pub(super) fn migrate_keys(tree: &sled::Tree) -> Result<usize, StoreError> {
             continue;
         }
         let c = record::decode_conversation(&key, &value)?;
-        batch.remove(key);
-        batch.insert(
+        batch.push((key.to_vec(), None));
+        batch.push((
             keys::conversation(&c.customer, &c.shop_number),
-            record::encode(&c),
-        );
+            Some(record::encode(&c)),
+        ));
         moved += 1;
     }
     for key in tree.scan_prefix([keys::ACTIVITY]).keys() {
@@ -390,14 +391,14 @@ pub(super) fn migrate_keys(tree: &sled::Tree) -> Result<usize, StoreError> {
         if key.get(9..).is_some_and(|rest| !rest.contains(&0)) {
             let mut new = key.to_vec();
             new.push(0);
-            batch.remove(key);
-            batch.insert(new, Vec::new());
+            batch.push((key.to_vec(), None));
+            batch.push((new, Some(Vec::new())));
             moved += 1;
         }
     }
     if moved > 0 {
-        tree.apply_batch(batch)?;
-        tree.flush()?;
+        tree.apply(batch)?;
+        tree.persist()?;
         tracing::info!(
             keys = moved,
             "conversation records moved to their shop-number keys"

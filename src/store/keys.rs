@@ -1,6 +1,6 @@
-//! Key layout of the one sled tree. Every key starts with a one-byte prefix naming its keyspace, so
-//! one `apply_batch` can update a record and all its indexes atomically (sled batches are atomic per
-//! tree, and multi-tree transactions cost far more).
+//! Key layout of the one ordered key space ([`super::engine`]). Every key starts with a one-byte
+//! prefix naming its keyspace, so one atomic batch updates a record and all its indexes (the
+//! layout dates from sled, whose batches were atomic per tree only; it serves fjall as well).
 //!
 //! | prefix | key                                   | value                          |
 //! |--------|---------------------------------------|--------------------------------|
@@ -124,6 +124,24 @@ pub fn due_lane(lane: Lane) -> Vec<u8> {
     let mut k = vec![DUE];
     k.extend_from_slice(&lane.to_be_bytes());
     k
+}
+
+/// The first key after every entry of `lane`.
+pub fn due_lane_end(lane: Lane) -> Vec<u8> {
+    match lane.checked_add(1) {
+        Some(next) => due_lane(next),
+        None => vec![DUE + 1],
+    }
+}
+
+/// The lane of a due entry.
+pub fn due_lane_of(key: &[u8]) -> Option<Lane> {
+    if key.first() != Some(&DUE) {
+        return None;
+    }
+    key.get(1..3)
+        .and_then(|b| <[u8; 2]>::try_from(b).ok())
+        .map(Lane::from_be_bytes)
 }
 
 /// The due time of a due entry.

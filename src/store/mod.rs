@@ -1,17 +1,20 @@
 //! The durable store: messages with their full history, the due-time queue, idempotency keys, the
 //! remote-id index, inbound messages, SMPP multi-part submits being reassembled, the outbox of
 //! receipts and replies owed to SMPP accounts ([`outbox`]), the opt-out (suppression) list and
-//! the conversations (a thread per customer, [`conversations`]), in one sled tree (layout in
-//! [`keys`]).
+//! the conversations (a thread per customer, [`conversations`]), in one ordered key space (layout in
+//! [`keys`]) of the storage engine ([`engine`]: fjall, an LSM tree).
 //!
 //! All writes go through one writer thread ([`writer`]) that applies them in order and commits them
 //! in groups: every request waiting while a flush runs shares the next flush, and no caller hears
-//! "done" before its write is flushed *and* fdatasync'ed (sled 0.34's own flush only issues
-//! sync_file_range, which does not survive a power cut). Reads go straight to sled from any thread.
-//! Nothing outside this module touches sled, so the engine can be replaced behind these functions.
+//! "done" before its write is in the engine's journal *and* that journal is fdatasync'ed. Reads
+//! go straight to the engine from any thread. Nothing outside this module touches the engine, so
+//! it can be replaced behind these functions (it was: sled until 2026-11, see [`migrate`]).
 
 mod conversations;
+mod engine;
+mod floors;
 mod keys;
+mod migrate;
 mod outbox;
 mod record;
 mod writer;
@@ -100,18 +103,12 @@ pub enum StoreError {
     },
 }
 
-impl From<sled::Error> for StoreError {
-    fn from(e: sled::Error) -> Self {
-        StoreError::Unavailable(e.to_string())
-    }
-}
-
 /// How to open the store.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     /// The database directory.
     pub path: PathBuf,
-    /// sled's page cache limit; the main lever on the daemon's memory.
+    /// The engine's block cache; the main lever on the daemon's memory.
     pub cache_capacity_bytes: u64,
     /// The most write requests one group commit takes.
     pub max_group: usize,
@@ -374,12 +371,14 @@ pub struct StoreStats {
     pub writes: AtomicU64,
     /// Set while the last commit failed (disk full, I/O error): health reports it.
     pub failing: std::sync::atomic::AtomicBool,
-    /// Set when sled failed to apply or flush a group: reads are refused until a restart.
+    /// Set when the engine failed to apply or sync a group: reads are refused until a restart.
     pub broken: std::sync::atomic::AtomicBool,
 }
 
 struct Inner {
-    tree: sled::Db,
+    tree: engine::Engine,
+    /// Where scans of each lane of the due index start (see [`floors`]).
+    floors: Arc<floors::DueFloors>,
     stats: Arc<StoreStats>,
     path: PathBuf,
     /// The routes in force (a reload replaces them).
@@ -403,14 +402,11 @@ impl Store {
         finish_interrupted_compaction(&options.path)?;
         let db = open_db(&options.path, options.cache_capacity_bytes)?;
         conversations::migrate_keys(&db)?;
-        let db_file =
-            std::fs::File::open(options.path.join("db")).map_err(|e| StoreError::Open {
-                path: options.path.clone(),
-                reason: e.to_string(),
-            })?;
         let stats = Arc::new(StoreStats::default());
-        let mut committer = writer::Committer::new(db.clone(), options, stats.clone());
-        let mut durability = writer::Durability::new(db.clone(), db_file, &options.path);
+        let floors = Arc::new(floors::DueFloors::default());
+        let mut committer =
+            writer::Committer::new(db.clone(), floors.clone(), options, stats.clone());
+        let mut durability = writer::Durability::new(db.clone());
         let recovery = writer::recover(&db, &mut committer, &mut durability)?;
         let (tx, rx) = mpsc::channel(options.max_group.max(1) * 2);
         let thread_stats = stats.clone();
@@ -436,6 +432,7 @@ impl Store {
         let store = Store {
             inner: Arc::new(Inner {
                 tree: db,
+                floors,
                 stats,
                 path: options.path.clone(),
                 router: std::sync::RwLock::new(options.rules.router.clone()),
@@ -856,10 +853,13 @@ impl Store {
         self.readable()?;
         let mut due: Vec<(Millis, MessageId)> = Vec::new();
         for &lane in lanes {
+            let floor = self.inner.floors.read(lane);
+            let end = keys::due_range(lane, now).end;
+            let mut first = None;
             for key in self
                 .inner
                 .tree
-                .range(keys::due_range(lane, now))
+                .range(floor.start.clone()..end.clone())
                 .keys()
                 .take(limit)
             {
@@ -867,7 +867,9 @@ impl Store {
                 if let (Some(at), Some(id)) = (keys::due_time(&key), keys::id_suffix(&key)) {
                     due.push((at, id));
                 }
+                first.get_or_insert_with(|| key.to_vec());
             }
+            self.inner.floors.raise(lane, floor, first.unwrap_or(end));
         }
         if lanes.len() > 1 {
             due.sort_unstable();
@@ -880,16 +882,20 @@ impl Store {
     pub fn next_due(&self, lanes: &[Lane]) -> Result<Option<Millis>, StoreError> {
         let mut earliest = None;
         for &lane in lanes {
-            if let Some((key, _)) = self
+            let floor = self.inner.floors.read(lane);
+            let end = keys::due_lane_end(lane);
+            let first = self
                 .inner
                 .tree
-                .scan_prefix(keys::due_lane(lane))
+                .range(floor.start.clone()..end.clone())
+                .keys()
                 .next()
-                .transpose()?
-                && let Some(at) = keys::due_time(&key)
-            {
+                .transpose()?;
+            if let Some(at) = first.as_deref().and_then(keys::due_time) {
                 earliest = Some(earliest.map_or(at, |e: Millis| e.min(at)));
             }
+            let to = first.map_or(end, |k| k.to_vec());
+            self.inner.floors.raise(lane, floor, to);
         }
         Ok(earliest)
     }
@@ -992,43 +998,16 @@ impl Store {
     }
 }
 
-/// Longest wait for sled's file lock when opening.
-const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// Opens the database at `path`, first importing a store an older parla wrote with sled.
+fn open_db(path: &Path, cache_capacity_bytes: u64) -> Result<engine::Engine, StoreError> {
+    let db = engine::Engine::open(path, cache_capacity_bytes)?;
+    migrate::import_sled_store(path, &db, cache_capacity_bytes)?;
+    Ok(db)
+}
 
-fn open_db(path: &Path, cache_capacity_bytes: u64) -> Result<sled::Db, StoreError> {
-    std::fs::create_dir_all(path).map_err(|e| StoreError::Open {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    let config = sled::Config::new()
-        .path(path)
-        .cache_capacity(cache_capacity_bytes)
-        // We flush (and fdatasync) after every group ourselves; a background flusher would only
-        // add I/O that syncs nothing.
-        .flush_every_ms(None);
-    // sled's background threads release the file lock a moment after a store is dropped: a
-    // store reopened at once (a restart in the same process, a test) waits for it briefly.
-    let lock_deadline = std::time::Instant::now() + LOCK_WAIT;
-    let opened = loop {
-        match config.open() {
-            Err(sled::Error::Io(io))
-                if io.kind() == std::io::ErrorKind::Other
-                    && std::time::Instant::now() < lock_deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            other => break other,
-        }
-    };
-    opened.map_err(|e| StoreError::Open {
-        path: path.to_path_buf(),
-        reason: match e {
-            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::Other => {
-                format!("{io} (is another parla process using this store? stop it first)")
-            }
-            other => other.to_string(),
-        },
-    })
+/// Whether `path` holds a store (of this version, or one written with sled that opening imports).
+pub fn exists_at(path: &Path) -> bool {
+    engine::Engine::exists_at(path) || migrate::has_sled_store(path)
 }
 
 /// What `parla store compact` did.
@@ -1042,8 +1021,9 @@ pub struct CompactReport {
     pub bytes_after: u64,
 }
 
-/// Rewrites the store into a fresh database holding only live data and swaps it in; sled never
-/// shrinks its file after mass deletes. The daemon must be stopped (sled's lock enforces it).
+/// Rewrites the store into a fresh database holding only live data and swaps it in, so the
+/// space of deleted records is given back at once. The daemon must be stopped (the database's
+/// lock enforces it).
 pub fn compact(path: &Path, cache_capacity_bytes: u64) -> Result<CompactReport, StoreError> {
     let io_err = |e: std::io::Error| StoreError::Unavailable(e.to_string());
     finish_interrupted_compaction(path)?;
@@ -1057,23 +1037,17 @@ pub fn compact(path: &Path, cache_capacity_bytes: u64) -> Result<CompactReport, 
     {
         let old = open_db(path, cache_capacity_bytes)?;
         let fresh = open_db(&fresh_path, cache_capacity_bytes)?;
-        let mut batch = sled::Batch::default();
-        let mut in_batch = 0;
+        let mut batch = Vec::with_capacity(10_000);
         for item in old.iter() {
             let (k, v) = item?;
-            batch.insert(k, v);
+            batch.push((k.to_vec(), Some(v.to_vec())));
             keys += 1;
-            in_batch += 1;
-            if in_batch == 10_000 {
-                fresh.apply_batch(std::mem::take(&mut batch))?;
-                in_batch = 0;
+            if batch.len() == 10_000 {
+                fresh.apply(std::mem::take(&mut batch))?;
             }
         }
-        fresh.apply_batch(batch)?;
-        fresh.flush()?;
-        std::fs::File::open(fresh_path.join("db"))
-            .and_then(|f| f.sync_all())
-            .map_err(io_err)?;
+        fresh.apply(batch)?;
+        fresh.persist()?;
     }
     // Swap: the old directory is kept until the new one is in place, so a crash mid-way leaves
     // one complete database at `path` or at `compact-old` (which the next run finds).
@@ -1109,7 +1083,7 @@ fn finish_interrupted_compaction(path: &Path) -> Result<(), StoreError> {
     if !old_path.exists() {
         return Ok(());
     }
-    if path.join("db").exists() {
+    if exists_at(path) {
         std::fs::remove_dir_all(&old_path).map_err(io_err)?;
     } else {
         if path.exists() {
@@ -1127,7 +1101,10 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// Bytes the files under `path` take on disk (allocated blocks: the engine's journal is a
+/// sparse file of a fixed length).
 fn dir_size(path: &Path) -> std::io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
     let mut total = 0;
     for entry in std::fs::read_dir(path)? {
         let entry = entry?;
@@ -1135,7 +1112,7 @@ fn dir_size(path: &Path) -> std::io::Result<u64> {
         total += if meta.is_dir() {
             dir_size(&entry.path())?
         } else {
-            meta.len()
+            meta.blocks() * 512
         };
     }
     Ok(total)

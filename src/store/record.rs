@@ -1,5 +1,5 @@
 //! Encoding of stored values: a format-version byte, then postcard (compact, so a million queued
-//! messages stay small on disk and in sled's cache).
+//! messages stay small on disk and in the engine's cache).
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;

@@ -1100,7 +1100,7 @@ async fn status_counts_are_kept_with_the_changes_and_read_back_at_open() {
     for status in Status::ALL {
         store.inner.tree.remove(keys::status_count(status)).unwrap();
     }
-    store.inner.tree.flush().unwrap();
+    store.inner.tree.persist().unwrap();
     store.close().await;
     drop(store);
     let options = StoreOptions::new(dir.path());
@@ -1135,4 +1135,81 @@ async fn a_retry_after_an_unanswered_attempt_is_marked_and_counted_as_a_possible
     assert_eq!((a.status, a.possible_duplicate), (Status::Queued, true));
     assert_eq!((b.status, b.possible_duplicate), (Status::Queued, false));
     assert_eq!(store.possible_duplicates().unwrap(), 1);
+}
+
+/// Scans of the due index start at each lane's floor (the engine keeps deleted keys as
+/// tombstones): a message queued below a floor that a scan already raised must still be found.
+#[tokio::test]
+async fn a_message_due_before_one_a_scan_already_passed_is_still_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let lanes = store.lanes();
+    let now = now_millis();
+    let mut later = new_message("+393471234567", 1);
+    later.send_at = Some(now + 3_600_000);
+    let later = store.submit(later, None).await.unwrap().message().id;
+    // A scan from two hours ahead raises the floor to the later message.
+    assert_eq!(store.due(&lanes, now + 7_200_000, 10).unwrap(), vec![later]);
+    assert_eq!(store.due(&lanes, now_millis(), 10).unwrap(), vec![]);
+    // A message due now sorts below that floor: the writer lowers it.
+    let soon = submit(&store, "+393471234568").await;
+    assert_eq!(store.due(&lanes, now_millis(), 10).unwrap(), vec![soon]);
+    assert!(store.next_due(&lanes).unwrap().unwrap() <= now_millis());
+    // Claimed: scans and the next due time move past it, to the later one.
+    store.claim(vec![soon], "sim".into()).await.unwrap();
+    assert_eq!(store.due(&lanes, now_millis(), 10).unwrap(), vec![]);
+    assert_eq!(store.next_due(&lanes).unwrap(), Some(now + 3_600_000));
+    store.close().await;
+}
+
+/// A store an older parla wrote with sled (the same keys and values) is imported at open: every
+/// message is there with its status, the sled files are gone, and a copy that a crash
+/// interrupted is started over.
+#[tokio::test]
+async fn a_sled_store_is_imported_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fresh, old) = (dir.path().join("fresh"), dir.path().join("old"));
+    let store = open(&fresh);
+    let (kept, canceled) = (
+        submit(&store, "+393471234567").await,
+        submit(&store, "+393471234568").await,
+    );
+    store.cancel(canceled).await.unwrap();
+    store.close().await;
+    let entries: Vec<_> = store.inner.tree.iter().map(|item| item.unwrap()).collect();
+    drop(store);
+    {
+        let sled = sled::open(&old).unwrap();
+        for (k, v) in &entries {
+            sled.insert(k.as_ref(), v.as_ref()).unwrap();
+        }
+        sled.flush().unwrap();
+    }
+    assert!(exists_at(&old) && migrate::has_sled_store(&old));
+    // A copy a crash interrupted: the engine's files are there, with a key of its own.
+    {
+        let engine = engine::Engine::open(&old, 1 << 20).unwrap();
+        engine.insert(b"stray", b"x".to_vec()).unwrap();
+        engine.persist().unwrap();
+    }
+    let store = open(&old);
+    assert_eq!(store.get(kept).unwrap().unwrap().status, Status::Queued);
+    assert_eq!(
+        store.get(canceled).unwrap().unwrap().status,
+        Status::Canceled
+    );
+    assert_eq!(store.count_status(Status::Queued).unwrap(), 1);
+    assert_eq!(
+        store.due(&store.lanes(), now_millis(), 10).unwrap(),
+        vec![kept]
+    );
+    assert!(store.inner.tree.get(b"stray").unwrap().is_none());
+    assert!(!migrate::has_sled_store(&old));
+    assert!(!old.join("conf").exists() && !old.join("db").exists());
+    store.close().await;
+    drop(store);
+    // Opened again: nothing left to import, nothing lost.
+    let store = open(&old);
+    assert_eq!(store.get(kept).unwrap().unwrap().status, Status::Queued);
+    store.close().await;
 }

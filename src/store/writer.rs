@@ -1,17 +1,17 @@
 //! The single writer: applies write requests in arrival order and commits them in groups. A
 //! group ends when the queue is empty or `max_group` requests were taken. Each request's writes
 //! are staged in an in-memory overlay (later requests of the group read through it), then the
-//! whole group goes to sled as one atomic batch and is handed to the syncer thread, which flushes
-//! sled, fdatasyncs its data file, and only then answers the group's requests; meanwhile the
+//! whole group goes to the engine as one atomic batch and is handed to the syncer thread, which
+//! fdatasyncs the engine's journal, and only then answers the group's requests; meanwhile the
 //! writer stages the next group. Staging needs no read-before-write for an undo log, and other
 //! threads see a group only whole, once applied (possibly just before its sync returns: a read may
 //! show a message whose 202 is on its way; if that sync then fails, the store turns broken and
 //! refuses every read from then on).
 //!
 //! Failure: when the disk is below its free-space reserve, a group is refused before anything is
-//! staged (503, nothing changed, and writes resume by themselves once space returns). If sled
-//! itself then fails to apply or flush a batch (an I/O error), memory and disk may differ: the
-//! store marks itself broken and refuses everything until a restart reloads what is on disk.
+//! staged (503, nothing changed, and writes resume by themselves once space returns). If the
+//! engine itself then fails to apply or sync a batch (an I/O error), memory and disk may differ:
+//! the store marks itself broken and refuses everything until a restart reloads what is on disk.
 
 use std::collections::{BTreeSet, HashMap};
 use std::ops::RangeInclusive;
@@ -24,6 +24,8 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::engine::Engine;
+use super::floors::DueFloors;
 use super::keys;
 use super::outbox::{self, OutboxItem, OutboxKey};
 use super::record::{self, Assembly, EarlyReceipt, SubmitAssembly, SubmitRecord};
@@ -143,48 +145,28 @@ fn finish<T: Send + 'static>(reply: Reply<T>, result: Result<T, StoreError>) -> 
     })
 }
 
-/// Makes what sled has applied durable: sled's flush, then fdatasync of its data file.
+/// Makes what the engine has applied durable (its journal written out and fdatasync'ed); runs
+/// on the syncer thread while the writer stages the next group.
 pub struct Durability {
-    db: sled::Db,
-    db_file: std::fs::File,
-    blobs_dir: PathBuf,
-    blobs_seen: Option<std::time::SystemTime>,
+    db: Engine,
 }
 
 impl Durability {
-    /// Syncs `db`, whose data file `db_file` is in `path`.
-    pub fn new(db: sled::Db, db_file: std::fs::File, path: &std::path::Path) -> Self {
-        Durability {
-            db,
-            db_file,
-            blobs_dir: path.join("blobs"),
-            blobs_seen: None,
-        }
+    /// Syncs `db`.
+    pub fn new(db: Engine) -> Self {
+        Durability { db }
     }
 
     fn flush_and_sync(&mut self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        let io = |e: std::io::Error| StoreError::Unavailable(format!("fdatasync: {e}"));
-        self.db_file.sync_data().map_err(io)?;
-        // Values too large for a log segment go to files under blobs/, written without a sync.
-        // Our records are far below that size, but if one ever lands there, sync the filesystem.
-        let blobs_now = std::fs::metadata(&self.blobs_dir)
-            .and_then(|m| m.modified())
-            .ok();
-        if blobs_now != self.blobs_seen {
-            if self.blobs_seen.is_some() {
-                let dir = std::fs::File::open(&self.blobs_dir).map_err(io)?;
-                rustix::fs::syncfs(&dir).map_err(|e| io(e.into()))?;
-            }
-            self.blobs_seen = blobs_now;
-        }
-        Ok(())
+        self.db.persist()
     }
 }
 
 /// Owns the database handle for writing, the overlay of the open group, and the id generator.
 pub struct Committer {
-    db: sled::Db,
+    db: Engine,
+    /// Lowered before a group that inserts due entries below a lane's floor is applied.
+    floors: Arc<DueFloors>,
     path: PathBuf,
     min_free_bytes: u64,
     /// Shared counters and flags; `broken` says memory may differ from the disk.
@@ -212,9 +194,15 @@ type Entry = (Vec<u8>, Option<Vec<u8>>);
 impl Committer {
     /// A committer writing to `db` with the rules and limits of `options` (the reserve of
     /// free space at its path, routes, reply rules, webhooks, opt-outs).
-    pub fn new(db: sled::Db, options: &super::StoreOptions, stats: Arc<StoreStats>) -> Self {
+    pub fn new(
+        db: Engine,
+        floors: Arc<DueFloors>,
+        options: &super::StoreOptions,
+        stats: Arc<StoreStats>,
+    ) -> Self {
         Committer {
             db,
+            floors,
             min_free_bytes: options.min_free_bytes,
             stats,
             path: options.path.clone(),
@@ -274,7 +262,7 @@ impl Committer {
         self.overlay.extend(entries);
     }
 
-    /// Applies everything staged to sled as one atomic batch (in memory; not yet durable).
+    /// Applies everything staged to the engine as one atomic batch (in memory; not yet durable).
     fn apply_staged(&mut self) -> Result<(), StoreError> {
         if self.overlay.is_empty() {
             return Ok(());
@@ -289,17 +277,21 @@ impl Committer {
                 );
             }
         }
-        let mut batch = sled::Batch::default();
-        for (key, value) in self.overlay.drain() {
-            match value {
-                Some(v) => batch.insert(key, v),
-                None => batch.remove(key),
-            }
+        let mut due_inserts = self
+            .overlay
+            .iter()
+            .filter(|(k, v)| v.is_some() && k.first() == Some(&keys::DUE))
+            .map(|(k, _)| k.as_slice())
+            .peekable();
+        let announced = due_inserts.peek().is_some();
+        if announced {
+            self.floors.writing(due_inserts);
         }
-        self.db.apply_batch(batch).map_err(|e| {
-            self.mark_broken();
-            StoreError::from(e)
-        })
+        let applied = self.db.apply(self.overlay.drain());
+        if announced {
+            self.floors.written();
+        }
+        applied.inspect_err(|_| self.mark_broken())
     }
 
     fn mark_broken(&self) {
@@ -503,7 +495,7 @@ fn index_keys(m: &Message, router: &Router) -> BTreeSet<Vec<u8>> {
     set
 }
 
-pub fn read_counter(db: &sled::Db, name: &[u8]) -> Result<u64, StoreError> {
+pub fn read_counter(db: &Engine, name: &[u8]) -> Result<u64, StoreError> {
     Ok(db
         .get(keys::counter(name))?
         .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
@@ -514,7 +506,7 @@ pub fn read_counter(db: &sled::Db, name: &[u8]) -> Result<u64, StoreError> {
 /// duplicates: the channel may have sent them before the crash. First reads how many messages
 /// each status has (counted once from the status index when the store predates the counters).
 pub fn recover(
-    db: &sled::Db,
+    db: &Engine,
     c: &mut Committer,
     durability: &mut Durability,
 ) -> Result<Recovery, StoreError> {
@@ -565,7 +557,7 @@ pub fn recover(
 /// Sets the status gauges from the stored counters, or from a scan of the status index when
 /// they are missing (a store written before them); the scan's counts are stored with the next
 /// group.
-fn load_status_counts(db: &sled::Db, c: &mut Committer) -> Result<(), StoreError> {
+fn load_status_counts(db: &Engine, c: &mut Committer) -> Result<(), StoreError> {
     let mut stored = Vec::with_capacity(Status::ALL.len());
     for status in Status::ALL {
         let value = db.get(keys::status_count(status))?;
@@ -590,7 +582,7 @@ fn load_status_counts(db: &sled::Db, c: &mut Committer) -> Result<(), StoreError
 
 /// Files every queued message under its lane again when the routes changed since the queue was
 /// written (or the queue predates lanes), so each waits where the channels now look for it.
-fn refile_queue(db: &sled::Db, c: &mut Committer) -> Result<(), StoreError> {
+fn refile_queue(db: &Engine, c: &mut Committer) -> Result<(), StoreError> {
     let fingerprint = c.rules.router.fingerprint();
     let stored = db.get(keys::counter(keys::ROUTES_FINGERPRINT))?;
     if stored.as_deref() == Some(&fingerprint.to_be_bytes()[..]) {
@@ -696,8 +688,8 @@ pub fn run(
         let mut finishers: Vec<Finish> = Vec::with_capacity(group.len());
         c.outbox_added = false;
         // Refuse the whole group before touching the database when the disk is nearly full:
-        // sled poisons itself on ENOSPC, while a refusal here changes nothing and ends by itself
-        // when space comes back.
+        // the engine poisons itself on a failed journal write, while a refusal here changes
+        // nothing and ends by itself when space comes back.
         let refusal = c.space_refusal();
         for op in group.drain(..) {
             match op {
@@ -1468,7 +1460,9 @@ fn claim(
 fn expire_queued(c: &mut Committer, now: Millis, max: usize) -> Result<usize, StoreError> {
     let mut due = Vec::new();
     for lane in c.rules.router.lanes() {
-        for key in c.db.range(keys::due_range(lane, now)).keys().take(max) {
+        let start = c.floors.read(lane).start;
+        let end = keys::due_range(lane, now).end;
+        for key in c.db.range(start..end).keys().take(max) {
             if let Some(id) = keys::id_suffix(&key?) {
                 due.push(id);
             }

@@ -1,0 +1,180 @@
+//! The storage engine under the store: one ordered key space (fjall, an LSM tree) with atomic
+//! batches and an explicit sync. Everything above this file speaks keys and values only, so the
+//! engine can change here alone (it did once: sled 0.34 until 2026-11, see [`super::migrate`]).
+//!
+//! Why fjall: at parla's four writes per message it takes about half the CPU of sled
+//! (`bench/results/storage-engines-2026-11-23.md`), and its memory is bounded by the memtable
+//! and the block cache we set here.
+
+use std::ops::RangeBounds;
+use std::path::Path;
+
+use super::StoreError;
+
+/// A key or value read from the engine (cheap to clone, derefs to bytes).
+pub type Bytes = fjall::Slice;
+
+/// Name of the one keyspace; every key carries its own one-byte prefix ([`super::keys`]).
+const KEYSPACE: &str = "parla";
+
+/// The memtable size: writes are buffered this much before they go to a table file. Small, to
+/// keep memory bounded (the journal already makes every synced write durable).
+const MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Journals kept before their memtables must be flushed (fjall's floor is 64 MiB).
+const MAX_JOURNALING_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Longest wait for the database lock when opening.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Handle to the open database; cheap to clone, usable from any thread.
+#[derive(Clone)]
+pub struct Engine {
+    db: fjall::Database,
+    space: fjall::Keyspace,
+}
+
+impl From<fjall::Error> for StoreError {
+    fn from(e: fjall::Error) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+impl Engine {
+    /// Opens (or creates) the database in the directory `path`, with a block cache of
+    /// `cache_bytes`.
+    pub fn open(path: &Path, cache_bytes: u64) -> Result<Engine, StoreError> {
+        let open_err = |reason: String| StoreError::Open {
+            path: path.to_path_buf(),
+            reason,
+        };
+        std::fs::create_dir_all(path).map_err(|e| open_err(e.to_string()))?;
+        // The previous holder's background threads release the lock a moment after it is
+        // dropped: a store reopened at once (a restart in the same process, a test) waits.
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let db = loop {
+            let opened = fjall::Database::builder(path)
+                .cache_size(cache_bytes)
+                .max_journaling_size(MAX_JOURNALING_BYTES)
+                // With two or more workers, fjall 3.1's first worker hands every compaction
+                // request back to the queue and takes it again while another compacts: a busy
+                // loop that cost 8% of the daemon's CPU under load. One worker flushes and
+                // compacts in turn.
+                .worker_threads(1)
+                // We persist after every group ourselves.
+                .manual_journal_persist(true)
+                .open();
+            match opened {
+                Err(fjall::Error::Locked) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(fjall::Error::Locked) => {
+                    return Err(open_err(
+                        "the database is locked (is another parla process using this store? \
+                         stop it first)"
+                            .into(),
+                    ));
+                }
+                other => break other.map_err(|e| open_err(e.to_string()))?,
+            }
+        };
+        let space = db
+            .keyspace(KEYSPACE, || {
+                fjall::KeyspaceCreateOptions::default()
+                    .max_memtable_size(MEMTABLE_BYTES)
+                    .manual_journal_persist(true)
+            })
+            .map_err(|e| open_err(e.to_string()))?;
+        Ok(Engine { db, space })
+    }
+
+    /// Whether a database was created in `path` (its format marker is there).
+    pub fn exists_at(path: &Path) -> bool {
+        path.join("version").is_file()
+    }
+
+    /// The value at `key`.
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Bytes>, StoreError> {
+        Ok(self.space.get(key)?)
+    }
+
+    /// Every entry, in key order.
+    pub fn iter(&self) -> Iter {
+        Iter(self.space.iter())
+    }
+
+    /// The entries whose keys fall in `range`, in key order (reversible).
+    pub fn range<K: AsRef<[u8]>, R: RangeBounds<K>>(&self, range: R) -> Iter {
+        Iter(self.space.range(range))
+    }
+
+    /// The entries whose keys start with `prefix`, in key order (reversible).
+    pub fn scan_prefix(&self, prefix: impl AsRef<[u8]>) -> Iter {
+        Iter(self.space.prefix(prefix))
+    }
+
+    /// Applies puts (Some) and deletes (None) as one atomic batch: readers see all of it or
+    /// none. Not yet durable: see [`Engine::persist`].
+    pub fn apply(
+        &self,
+        entries: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
+    ) -> Result<(), StoreError> {
+        let mut batch = self.db.batch();
+        for (key, value) in entries {
+            match value {
+                Some(v) => batch.insert(&self.space, key, v),
+                None => batch.remove(&self.space, key),
+            }
+        }
+        Ok(batch.commit()?)
+    }
+
+    /// Makes every batch applied so far durable: the journal is written out and fdatasync'ed.
+    pub fn persist(&self) -> Result<(), StoreError> {
+        Ok(self.db.persist(fjall::PersistMode::SyncData)?)
+    }
+}
+
+/// Entries of a scan, in key order or (with `.rev()`) reversed.
+pub struct Iter(fjall::Iter);
+
+impl Iter {
+    /// Only the keys (the values are not copied out).
+    pub fn keys(self) -> impl DoubleEndedIterator<Item = Result<Bytes, StoreError>> {
+        self.0.map(|guard| guard.key().map_err(StoreError::from))
+    }
+}
+
+impl Iterator for Iter {
+    type Item = Result<(Bytes, Bytes), StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0
+            .next()
+            .map(|guard| guard.into_inner().map_err(StoreError::from))
+    }
+}
+
+impl DoubleEndedIterator for Iter {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        self.0
+            .next_back()
+            .map(|guard| guard.into_inner().map_err(StoreError::from))
+    }
+}
+
+/// Raw writes for tests that plant records as older versions wrote them.
+#[cfg(test)]
+impl Engine {
+    pub fn insert(
+        &self,
+        key: impl AsRef<[u8]>,
+        value: impl Into<Vec<u8>>,
+    ) -> Result<(), StoreError> {
+        self.apply([(key.as_ref().to_vec(), Some(value.into()))])
+    }
+
+    pub fn remove(&self, key: impl AsRef<[u8]>) -> Result<(), StoreError> {
+        self.apply([(key.as_ref().to_vec(), None)])
+    }
+}
