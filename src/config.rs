@@ -830,7 +830,7 @@ impl Default for StoreSettings {
     fn default() -> Self {
         StoreSettings {
             path: None,
-            cache_capacity_mb: 32,
+            cache_capacity_mb: 8,
             retention: Duration::from_secs(7 * 24 * 3600),
             max_group: 4096,
             min_free_mb: 64,

@@ -128,7 +128,7 @@ impl StoreOptions {
     pub fn new(path: impl Into<PathBuf>) -> Self {
         StoreOptions {
             path: path.into(),
-            cache_capacity_bytes: 32 * 1024 * 1024,
+            cache_capacity_bytes: 8 * 1024 * 1024,
             max_group: 4096,
             min_free_bytes: 64 * 1024 * 1024,
             rules: StoreRules::default(),
