@@ -703,7 +703,7 @@ fn one_round(
             .filter(|d| d.body["type"] == "message.status" && d.body["data"]["status"] == "sent")
             .filter_map(|d| d.body["data"]["id"].as_str())
             .collect();
-        let hooks_left = ledger
+        let hookless: Vec<&String> = ledger
             .accepted
             .keys()
             .filter(|id| {
@@ -713,7 +713,8 @@ fn one_round(
                     !delivered_events.contains(id.as_str())
                 }
             })
-            .count();
+            .collect();
+        let hooks_left = hookless.len();
         let receipts_left = rig.esme.as_ref().map_or(0, |esme| {
             let seen = receipted_ids(esme);
             ledger
@@ -748,11 +749,25 @@ fn one_round(
                 })
                 .map(|m| format!("{} {} {} {}", m["id"], m["status"], m["to"], m["history"]))
                 .collect();
+            let hookless: Vec<String> = hookless
+                .iter()
+                .take(10)
+                .map(|id| {
+                    let m = client.get(&format!("/v1/messages/{id}")).body;
+                    let events: Vec<String> = hooks
+                        .iter()
+                        .filter(|d| d.body["data"]["id"] == id.as_str())
+                        .map(|d| format!("{} {}", d.body["type"], d.body["data"]["status"]))
+                        .collect();
+                    format!("{id} {} {} events {events:?}", m["status"], m["history"])
+                })
+                .collect();
             panic!(
                 "round {round} (kill after {kill_after} ms) did not drain in {DRAIN_GUARD:?}: \
-                 {left}\nunfinished:\n{}\nthe modem refused: {:?}\nparla's warnings since the \
-                 restart:\n{}",
+                 {left}\nunfinished:\n{}\nwithout their webhook event:\n{}\nthe modem \
+                 refused: {:?}\nparla's warnings since the restart:\n{}\nMETRICS {}",
                 stuck.join("\n"),
+                hookless.join("\n"),
                 rig.modem.events("refused"),
                 rig.log()
                     .lines()
@@ -760,7 +775,18 @@ fn one_round(
                         && !l.contains(" DEBUG ")
                         && !l.contains(" TRACE "))
                     .collect::<Vec<_>>()
-                    .join("\n")
+                    .join("\n"),
+                String::from_utf8_lossy(
+                    &std::process::Command::new("curl")
+                        .args(["-s", &format!("{}/metrics", client.base)])
+                        .output()
+                        .map(|o| o.stdout)
+                        .unwrap_or_default()
+                )
+                .lines()
+                .filter(|l| l.contains("outbox") || l.contains("webhook"))
+                .collect::<Vec<_>>()
+                .join("\n")
             );
         }
         std::thread::sleep(Duration::from_millis(200));
