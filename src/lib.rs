@@ -15,7 +15,11 @@
 //!   receipt.rs         SMPP delivery receipt text, receipt states, message-id matching forms
 //! src/store/           fjall behind typed functions: durable queue, indexes, group commit,
 //!                      the opt-out (suppression) list
-//!   keys.rs            the key layout of the one tree
+//!   engine.rs          the only file that names fjall: open, snapshot reads, atomic batches,
+//!                      journal sync
+//!   floors.rs          where scans of the due index start (past the LSM's tombstones)
+//!   migrate.rs         one-time import of a store written with sled (parla's engine until 2026-11)
+//!   keys.rs            the key layout of the one key space
 //!   record.rs          versioned compact encoding of stored values
 //!   writer.rs          writer + syncer threads: staged groups, pipelined group commit, fdatasync
 //!   outbox.rs          durable per-target outbox: receipts and replies owed to SMPP accounts,

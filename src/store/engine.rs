@@ -136,6 +136,12 @@ impl Engine {
         Ok(batch.commit()?)
     }
 
+    /// Writes the in-memory write buffer to a table file, so that the next open has no journal
+    /// to replay (a graceful stop; after a crash the replay is bounded by the journal's size).
+    pub fn write_buffer_to_table(&self) -> Result<(), StoreError> {
+        Ok(self.space.rotate_memtable_and_wait()?)
+    }
+
     /// Makes every batch applied so far durable: the journal is written out and fdatasync'ed.
     pub fn persist(&self) -> Result<(), StoreError> {
         Ok(self.db.persist(fjall::PersistMode::SyncData)?)
