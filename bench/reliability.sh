@@ -85,7 +85,9 @@ fi
         echo "**FAILED** (exit $status):"
         echo
         echo '```'
-        grep -v '^20[0-9][0-9]-' "$log" | grep -m1 -A12 panicked || tail -n 20 "$log"
+        # The whole panic message (it names what did not drain, and why), up to its backtrace.
+        grep -v '^20[0-9][0-9]-' "$log" | sed -n '/panicked/,/stack backtrace:/p' | head -n 80 |
+            grep . || tail -n 20 "$log"
         echo '```'
     fi
     echo

@@ -330,10 +330,20 @@ fn all_inbound(client: &Client) -> Vec<Value> {
 /// Messages not yet in a final state: how many are queued or sending, and the ids and
 /// channels of those sent (at most 500), which wait for their receipt.
 fn unfinished(client: &Client) -> (usize, BTreeMap<String, String>) {
+    // Every page: messages whose report the modem refused stay `sent` across rounds, and
+    // more than one page of them (500) piles up in a long run.
     let page = |s: &str| {
-        let a = client.get(&format!("/v1/messages?status={s}&limit=500"));
-        assert_eq!(a.status, 200, "{:?}", a.body);
-        a.body["items"].as_array().cloned().unwrap_or_default()
+        let mut items = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let a = client.get(&format!("/v1/messages?status={s}&limit=500{cursor}"));
+            assert_eq!(a.status, 200, "{:?}", a.body);
+            items.extend(a.body["items"].as_array().cloned().unwrap_or_default());
+            match a.body["next_cursor"].as_str() {
+                Some(c) => cursor = format!("&cursor={c}"),
+                None => return items,
+            }
+        }
     };
     let waiting = page("queued").len() + page("sending").len();
     let sent = page("sent")
