@@ -1048,6 +1048,8 @@ pub fn compact(path: &Path, cache_capacity_bytes: u64) -> Result<CompactReport, 
         }
         fresh.apply(batch)?;
         fresh.persist()?;
+        // In table files, not only in the journal: the compacted store opens without a replay.
+        fresh.write_buffer_to_table()?;
     }
     // Swap: the old directory is kept until the new one is in place, so a crash mid-way leaves
     // one complete database at `path` or at `compact-old` (which the next run finds).
