@@ -7,9 +7,9 @@
 //! and the block cache we set here.
 
 use std::ops::RangeBounds;
+use std::path::Path;
 
 use fjall::Readable;
-use std::path::Path;
 
 use super::StoreError;
 
@@ -140,6 +140,27 @@ impl Engine {
     /// to replay (a graceful stop; after a crash the replay is bounded by the journal's size).
     pub fn write_buffer_to_table(&self) -> Result<(), StoreError> {
         Ok(self.space.rotate_memtable_and_wait()?)
+    }
+
+    /// Puts every entry of `entries` in, in batches of 10,000; returns how many (for copies of a
+    /// whole store: compaction and the import of a sled store). Not yet durable.
+    pub fn copy_in(
+        &self,
+        entries: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>>,
+    ) -> Result<u64, StoreError> {
+        const BATCH: usize = 10_000;
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut copied = 0;
+        for entry in entries {
+            let (key, value) = entry?;
+            batch.push((key, Some(value)));
+            copied += 1;
+            if batch.len() == BATCH {
+                self.apply(std::mem::take(&mut batch))?;
+            }
+        }
+        self.apply(batch)?;
+        Ok(copied)
     }
 
     /// Makes every batch applied so far durable: the journal is written out and fdatasync'ed.

@@ -12,9 +12,6 @@ use super::keys;
 /// The counter written with the import's last batch: the copy is complete.
 const IMPORTED_MARKER: &[u8] = b"imported_from_sled";
 
-/// Entries per batch while copying (each batch is one journal write).
-const BATCH: usize = 10_000;
-
 /// Files and directories sled 0.34 keeps in its directory.
 fn sled_files(path: &Path) -> Vec<std::path::PathBuf> {
     let mut found = Vec::new();
@@ -37,21 +34,16 @@ pub fn has_sled_store(path: &Path) -> bool {
 }
 
 /// Copies the sled database at `path`, if there is one, into `engine` (opened at the same
-/// path), then deletes the sled files. Returns how many keys were copied (None: nothing to do).
-pub fn import_sled_store(
-    path: &Path,
-    engine: &Engine,
-    cache_bytes: u64,
-) -> Result<Option<u64>, StoreError> {
+/// path), then deletes the sled files.
+pub fn import_sled_store(path: &Path, engine: &Engine, cache_bytes: u64) -> Result<(), StoreError> {
     if !has_sled_store(path) {
-        return Ok(None);
+        return Ok(());
     }
     let open_err = |reason: String| StoreError::Open {
         path: path.to_path_buf(),
         reason: format!("importing the sled store: {reason}"),
     };
     let marker = keys::counter(IMPORTED_MARKER);
-    let mut copied = 0u64;
     if engine.get(&marker)?.is_none() {
         // A copy that was interrupted: start over from an empty keyspace.
         let mut stale = Vec::new();
@@ -68,18 +60,14 @@ pub fn import_sled_store(
             .cache_capacity(cache_bytes)
             .open()
             .map_err(|e| open_err(e.to_string()))?;
-        let mut batch = Vec::with_capacity(BATCH);
-        for item in old.iter() {
-            let (k, v) = item.map_err(|e| open_err(e.to_string()))?;
-            batch.push((k.to_vec(), Some(v.to_vec())));
-            copied += 1;
-            if batch.len() == BATCH {
-                engine.apply(std::mem::take(&mut batch))?;
-            }
-        }
-        batch.push((marker, Some(copied.to_be_bytes().to_vec())));
-        engine.apply(batch)?;
+        let copied = engine.copy_in(old.iter().map(|item| {
+            item.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .map_err(|e| open_err(e.to_string()))
+        }))?;
+        // After every batch of the copy: its presence says the copy is complete.
+        engine.apply([(marker, Some(copied.to_be_bytes().to_vec()))])?;
         engine.persist()?;
+        tracing::info!(keys = copied, "the sled store was imported");
     }
     // "conf" goes last: while it is there, the next open finishes the removal.
     let mut files = sled_files(path);
@@ -92,6 +80,5 @@ pub fn import_sled_store(
         };
         removed.map_err(|e| open_err(format!("removing {}: {e}", file.display())))?;
     }
-    tracing::info!(keys = copied, "the sled store was imported");
-    Ok(Some(copied))
+    Ok(())
 }

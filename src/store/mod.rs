@@ -1033,24 +1033,18 @@ pub fn compact(path: &Path, cache_capacity_bytes: u64) -> Result<CompactReport, 
     if fresh_path.exists() {
         std::fs::remove_dir_all(&fresh_path).map_err(io_err)?;
     }
-    let mut keys = 0u64;
-    {
+    let keys = {
         let old = open_db(path, cache_capacity_bytes)?;
         let fresh = open_db(&fresh_path, cache_capacity_bytes)?;
-        let mut batch = Vec::with_capacity(10_000);
-        for item in old.iter() {
-            let (k, v) = item?;
-            batch.push((k.to_vec(), Some(v.to_vec())));
-            keys += 1;
-            if batch.len() == 10_000 {
-                fresh.apply(std::mem::take(&mut batch))?;
-            }
-        }
-        fresh.apply(batch)?;
+        let keys = fresh.copy_in(
+            old.iter()
+                .map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec()))),
+        )?;
         fresh.persist()?;
         // In table files, not only in the journal: the compacted store opens without a replay.
         fresh.write_buffer_to_table()?;
-    }
+        keys
+    };
     // Swap: the old directory is kept until the new one is in place, so a crash mid-way leaves
     // one complete database at `path` or at `compact-old` (which the next run finds).
     std::fs::rename(path, &old_path).map_err(io_err)?;
