@@ -363,3 +363,26 @@ async fn conversations_stored_before_shop_numbers_are_moved_to_the_default_one()
     assert_eq!(listed, [c]);
     assert_eq!(activity_entries(&store), 1);
 }
+
+#[tokio::test]
+async fn after_a_restart_messages_still_join_the_customers_conversations() {
+    // The writer skips conversation lookups for customers it knows have none: what it knows
+    // must come from the disk at open, not only from what it wrote since.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        send(&store, ANNA, "order shipped", Some("order-1")).await;
+        receive(&store, ANNA, "thanks", now_millis()).await;
+        store.close().await;
+    }
+    let store = open(dir.path());
+    // Her conversation (with the default sender, which she answered) moves with it.
+    let next = send(&store, ANNA, "and your invoice", None).await;
+    let c = store.conversation(ANNA, "").unwrap().unwrap();
+    assert_eq!(c.last_message.id, next);
+    assert_eq!(c.last_message.direction, Direction::Out);
+    assert_eq!(c.reference.as_deref(), Some("order-1"));
+    // Ben never wrote: still no record for him.
+    send(&store, BEN, "order shipped", None).await;
+    assert!(store.conversations_of(BEN).unwrap().is_empty());
+}

@@ -186,6 +186,8 @@ pub struct Committer {
     callbacks: bool,
     /// Set when the open group wrote an outbox entry: its consumers are woken once it is durable.
     outbox_added: bool,
+    /// Who has a conversation record: the others' lookups are skipped.
+    conversing: super::conversations::Conversing,
 }
 
 /// One key to write (Some) or delete (None).
@@ -213,6 +215,7 @@ impl Committer {
             counts_changed: false,
             callbacks: options.callbacks,
             outbox_added: false,
+            conversing: Default::default(),
         }
     }
 
@@ -378,6 +381,9 @@ impl Committer {
         customer: &str,
         shop: &str,
     ) -> Result<Option<Conversation>, StoreError> {
+        if !self.conversing.may_have(customer) {
+            return Ok(None);
+        }
         let key = keys::conversation(customer, shop);
         match self.get(&key)? {
             Some(v) => record::decode_conversation(&key, &v).map(Some),
@@ -385,10 +391,18 @@ impl Committer {
         }
     }
 
+    /// The customer's committed conversation records, in key order.
+    fn conversations_of(&self, customer: &str) -> Result<Vec<Conversation>, StoreError> {
+        if !self.conversing.may_have(customer) {
+            return Ok(Vec::new());
+        }
+        super::conversations::scan_conversations(&self.db, customer)
+    }
+
     /// The writes that replace `old` with `new`: the record, and its activity index entry
     /// moved to the new time.
     fn conversation_entries(
-        &self,
+        &mut self,
         old: Option<&Conversation>,
         new: &Conversation,
         out: &mut Vec<Entry>,
@@ -401,6 +415,7 @@ impl Committer {
             }
         }
         out.push((new_key, Some(Vec::new())));
+        self.conversing.add(&new.customer);
         out.push((
             keys::conversation(&new.customer, &new.shop_number),
             Some(record::encode(new)),
@@ -511,6 +526,7 @@ pub fn recover(
     durability: &mut Durability,
 ) -> Result<Recovery, StoreError> {
     load_status_counts(db, c)?;
+    c.conversing = super::conversations::Conversing::load(db)?;
     let now = now_millis();
     refile_queue(db, c)?;
     let mut stuck = Vec::new();
@@ -1009,7 +1025,8 @@ fn join_conversation(c: &Committer, m: &mut Message) -> Result<(), StoreError> {
     if m.from.is_some() || m.options.shop_number.is_some() {
         return Ok(());
     }
-    let latest = super::conversations::scan_conversations(&c.db, &m.to)?
+    let latest = c
+        .conversations_of(&m.to)?
         .into_iter()
         .filter(|conv| {
             m.created_at.saturating_sub(conv.last_activity_at) <= c.rules.reply_window_ms
@@ -2009,11 +2026,11 @@ fn conversation_of_inbound(
     let wrote_to = keys::shop_key(&record.to).to_owned();
     // Committed conversations and the latest messages sent (a conversation gets a record only
     // once the customer writes, so a first answer finds its thread among the messages).
-    let mut candidates: Vec<(String, Millis)> =
-        super::conversations::scan_conversations(&c.db, &customer)?
-            .into_iter()
-            .map(|conv| (conv.shop_number, conv.last_activity_at))
-            .collect();
+    let mut candidates: Vec<(String, Millis)> = c
+        .conversations_of(&customer)?
+        .into_iter()
+        .map(|conv| (conv.shop_number, conv.last_activity_at))
+        .collect();
     let mut sent = Vec::new();
     for key in
         c.db.scan_prefix(keys::recipient_prefix(&customer))
