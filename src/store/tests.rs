@@ -1213,3 +1213,49 @@ async fn a_sled_store_is_imported_at_open() {
     assert_eq!(store.get(kept).unwrap().unwrap().status, Status::Queued);
     store.close().await;
 }
+
+#[tokio::test]
+async fn messages_read_back_alike_whether_the_writer_still_holds_them_or_not() {
+    // The writer keeps the messages it wrote last: the oldest here have left that cache and
+    // come from the engine, the newest from the cache. Both must move through their states.
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut ids = Vec::new();
+    for i in 0..writer::RECENT_MESSAGES + 50 {
+        ids.push(submit(&store, &format!("+39347{:07}", i)).await);
+    }
+    for id in [ids[0], ids[ids.len() - 1]] {
+        let claimed = store.claim(vec![id], "sim".into()).await.unwrap();
+        assert_eq!(claimed.len(), 1, "{id} claimed once");
+        accept_all(&store, &claimed[0], "sim").await;
+        assert_eq!(store.get(id).unwrap().unwrap().status, Status::Sent);
+        store
+            .apply(vec![receipt(
+                "sim",
+                &format!("R{id}-0"),
+                ReceiptOutcome::Delivered,
+            )])
+            .await
+            .unwrap();
+        let m = store.get(id).unwrap().unwrap();
+        assert_eq!(m.status, Status::Delivered);
+        let statuses: Vec<_> = m.history.iter().map(|h| h.status).collect();
+        assert_eq!(
+            statuses,
+            [
+                Status::Queued,
+                Status::Sending,
+                Status::Sent,
+                Status::Delivered
+            ]
+        );
+        assert!(
+            store
+                .claim(vec![id], "sim".into())
+                .await
+                .unwrap()
+                .is_empty(),
+            "not claimed twice"
+        );
+    }
+}

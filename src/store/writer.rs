@@ -188,6 +188,55 @@ pub struct Committer {
     outbox_added: bool,
     /// Who has a conversation record: the others' lookups are skipped.
     conversing: super::conversations::Conversing,
+    /// The messages written last, as the open group sees them.
+    recent: RecentMessages,
+}
+
+/// The messages the writer wrote last, decoded: the dispatcher claims a message moments after
+/// it was accepted and the channel's answer follows within the second, so most reads of a
+/// message are of one just written, and each cost a search of the engine's memtable and a
+/// decode. Holds what was staged (the overlay's view), so a group that fails to apply empties
+/// it. Bounded: the oldest written leaves first.
+struct RecentMessages {
+    by_id: HashMap<MessageId, Message>,
+    order: std::collections::VecDeque<MessageId>,
+}
+
+/// Messages [`RecentMessages`] keeps: about 400 ms of traffic at 10,000 messages a second,
+/// 2 to 3 MiB.
+pub(super) const RECENT_MESSAGES: usize = 4096;
+
+impl RecentMessages {
+    fn new() -> Self {
+        RecentMessages {
+            by_id: HashMap::with_capacity(RECENT_MESSAGES),
+            order: std::collections::VecDeque::with_capacity(RECENT_MESSAGES),
+        }
+    }
+
+    fn get(&self, id: MessageId) -> Option<&Message> {
+        self.by_id.get(&id)
+    }
+
+    fn put(&mut self, m: &Message) {
+        if self.by_id.insert(m.id, m.clone()).is_none() {
+            self.order.push_back(m.id);
+            if self.order.len() > RECENT_MESSAGES
+                && let Some(oldest) = self.order.pop_front()
+            {
+                self.by_id.remove(&oldest);
+            }
+        }
+    }
+
+    fn forget(&mut self, id: MessageId) {
+        self.by_id.remove(&id);
+    }
+
+    fn clear(&mut self) {
+        self.by_id.clear();
+        self.order.clear();
+    }
 }
 
 /// One key to write (Some) or delete (None).
@@ -216,6 +265,7 @@ impl Committer {
             callbacks: options.callbacks,
             outbox_added: false,
             conversing: Default::default(),
+            recent: RecentMessages::new(),
         }
     }
 
@@ -253,6 +303,9 @@ impl Committer {
     }
 
     fn get_message(&self, id: MessageId) -> Result<Option<Message>, StoreError> {
+        if let Some(m) = self.recent.get(id) {
+            return Ok(Some(m.clone()));
+        }
         let key = keys::message(id);
         match self.get(&key)? {
             Some(v) => record::decode_message(&key, &v).map(Some),
@@ -294,7 +347,10 @@ impl Committer {
         if announced {
             self.floors.written();
         }
-        applied.inspect_err(|_| self.mark_broken())
+        applied.inspect_err(|_| {
+            self.recent.clear();
+            self.mark_broken();
+        })
     }
 
     fn mark_broken(&self) {
@@ -367,6 +423,7 @@ impl Committer {
             self.conversation_entries(Some(&existing), &conversation, &mut extra);
         }
         extra.push((keys::message(new.id), Some(record::encode(new))));
+        self.recent.put(new);
         if old.is_none_or(|o| o.status != new.status) {
             self.metrics.changed(old, new);
             self.counts_changed = true;
@@ -2319,6 +2376,7 @@ fn sweep(c: &mut Committer, finished_before: Millis, max: usize) -> Result<usize
                 entries.push((k.clone(), None));
             }
             entries.push((keys::message(id), None));
+            c.recent.forget(id);
             c.metrics.deleted(m.status);
             c.counts_changed = true;
             deleted += 1;
