@@ -1259,3 +1259,37 @@ async fn messages_read_back_alike_whether_the_writer_still_holds_them_or_not() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_receipt_kept_before_a_restart_still_settles_its_message() {
+    // The writer knows which early receipts are kept without reading for them: after a restart
+    // it must know the ones on disk.
+    let dir = tempfile::tempdir().unwrap();
+    let id = {
+        let store = open(dir.path());
+        let id = submit(&store, "+393471234567").await;
+        store.claim(vec![id], "smsc".into()).await.unwrap();
+        let applied = store
+            .apply(vec![receipt("smsc", "ABC", ReceiptOutcome::Delivered)])
+            .await
+            .unwrap();
+        assert_eq!(applied, vec![Applied::ReceiptKept]);
+        store.close().await;
+        id
+    };
+    let store = open(dir.path());
+    // Requeued by the restart (it was sending), sent again; the SMSC names the same id.
+    let claimed = store.claim(vec![id], "smsc".into()).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    store
+        .apply(vec![Update::PartAccepted {
+            id,
+            parts: 0..=0,
+            channel: "smsc".into(),
+            remote_id: Some("abc".into()),
+            at: now_millis(),
+        }])
+        .await
+        .unwrap();
+    assert_eq!(store.get(id).unwrap().unwrap().status, Status::Delivered);
+}

@@ -190,6 +190,10 @@ pub struct Committer {
     conversing: super::conversations::Conversing,
     /// The messages written last, as the open group sees them.
     recent: RecentMessages,
+    /// The keys of the receipts kept because they came before their message's acceptance, as
+    /// the open group sees them: every acceptance looked for one under each form of its id,
+    /// reads of absent keys that reach every table; such receipts are rare and swept.
+    early_receipts: std::collections::HashSet<Vec<u8>>,
 }
 
 /// The messages the writer wrote last, decoded: the dispatcher claims a message moments after
@@ -266,6 +270,7 @@ impl Committer {
             outbox_added: false,
             conversing: Default::default(),
             recent: RecentMessages::new(),
+            early_receipts: Default::default(),
         }
     }
 
@@ -584,6 +589,9 @@ pub fn recover(
 ) -> Result<Recovery, StoreError> {
     load_status_counts(db, c)?;
     c.conversing = super::conversations::Conversing::load(db)?;
+    for key in db.scan_prefix([keys::EARLY_RECEIPT]).keys() {
+        c.early_receipts.insert(key?.to_vec());
+    }
     let now = now_millis();
     refile_queue(db, c)?;
     let mut stuck = Vec::new();
@@ -1697,8 +1705,12 @@ fn part_accepted(
         // A receipt that came first may have named the id in another base.
         for candidate in id_forms(remote) {
             let early_key = keys::early_receipt(channel, &candidate);
+            if !c.early_receipts.contains(&early_key) {
+                continue;
+            }
             if let Some(v) = c.get(&early_key)? {
                 early = Some(record::decode_early_receipt(&early_key, &v)?);
+                c.early_receipts.remove(&early_key);
                 extra.push((early_key, None));
                 break;
             }
@@ -1851,10 +1863,9 @@ fn receipt(
             reason,
             at,
         };
-        c.write(vec![(
-            keys::early_receipt(channel, remote_id),
-            Some(record::encode(&early)),
-        )]);
+        let key = keys::early_receipt(channel, remote_id);
+        c.early_receipts.insert(key.clone());
+        c.write(vec![(key, Some(record::encode(&early)))]);
         return Ok(Applied::ReceiptKept);
     };
     let (Some(id_bytes), Some(parts)) = (v.get(..16), v.get(16..).filter(|p| !p.is_empty())) else {
@@ -2417,6 +2428,7 @@ fn sweep(c: &mut Committer, finished_before: Millis, max: usize) -> Result<usize
         let (k, v) = item?;
         let stale = record::decode_early_receipt(&k, &v).map_or(true, |r| r.at < finished_before);
         if stale {
+            c.early_receipts.remove(&k[..]);
             stale_receipts.push((k.to_vec(), None));
         }
     }
