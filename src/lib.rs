@@ -20,6 +20,7 @@
 //!   floors.rs          where scans of the due index start (past the LSM's tombstones)
 //!   migrate.rs         one-time import of a store written with sled (parla's engine until 2026-11)
 //!   keys.rs            the key layout of the one key space
+//!   known.rs           which numbers have a conversation or opt-out record (skips reads)
 //!   record.rs          versioned compact encoding of stored values
 //!   writer.rs          writer + syncer threads: staged groups, pipelined group commit, fdatasync
 //!   outbox.rs          durable per-target outbox: receipts and replies owed to SMPP accounts,

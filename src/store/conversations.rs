@@ -354,44 +354,6 @@ impl Store {
     }
 }
 
-/// The customers who have a conversation record, as hashes of their numbers: the writer looks
-/// for a conversation with every message it creates, and most messages go to customers who never
-/// answered, for whom those reads (a prefix scan over every level of the tree) cost 7% of the
-/// daemon's CPU under load. Held by the writer, the only thread that writes conversation
-/// records, and never shrunk (they are not deleted); a hash that collides costs one read.
-/// Memory: about 16 bytes per customer who ever wrote.
-#[derive(Debug, Default)]
-pub(super) struct Conversing(std::collections::HashSet<u64>);
-
-impl Conversing {
-    /// The customers of the conversation records in `tree`.
-    pub(super) fn load(tree: &super::engine::Engine) -> Result<Conversing, StoreError> {
-        let mut set = Conversing::default();
-        for key in tree.scan_prefix([keys::CONVERSATION]).keys() {
-            let key = key?;
-            let rest = key.get(1..).unwrap_or_default();
-            let customer = rest.split(|&b| b == 0).next().unwrap_or_default();
-            set.0.insert(hash_of(customer));
-        }
-        Ok(set)
-    }
-
-    /// Notes that `customer` has a conversation record (from the group being staged on).
-    pub(super) fn add(&mut self, customer: &str) {
-        self.0.insert(hash_of(customer.as_bytes()));
-    }
-
-    /// False when `customer` certainly has no conversation record.
-    pub(super) fn may_have(&self, customer: &str) -> bool {
-        self.0.contains(&hash_of(customer.as_bytes()))
-    }
-}
-
-fn hash_of(customer: &[u8]) -> u64 {
-    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-    BuildHasherDefault::<DefaultHasher>::default().hash_one(customer)
-}
-
 /// The customer's conversation records as committed, in key order.
 pub(super) fn scan_conversations(
     tree: &super::engine::Engine,

@@ -14,6 +14,7 @@ mod conversations;
 mod engine;
 mod floors;
 mod keys;
+mod known;
 mod migrate;
 mod outbox;
 mod record;

@@ -477,3 +477,32 @@ async fn messages_queued_before_the_opt_out_are_canceled_when_they_come_due() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn the_list_still_refuses_after_a_restart() {
+    // The writer skips the list's reads for numbers it knows are not on it: what it knows must
+    // come from the disk at open, for entries from the API and from keywords alike.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        store
+            .add_optout("+393471234569", OptOutScope::All)
+            .await
+            .unwrap();
+        customer_says(&store, "STOP").await;
+        store.close().await;
+    }
+    let store = open(dir.path());
+    assert_eq!(
+        refused(&store, Kind::Marketing).await,
+        Some((OptOutScope::Marketing, OptOutSource::Keyword))
+    );
+    let by_api = store
+        .submit(message("+393471234569", Kind::Transactional), None)
+        .await;
+    assert!(
+        matches!(by_api, Err(StoreError::OptedOut { .. })),
+        "{by_api:?}"
+    );
+    store.close().await;
+}

@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::engine::Engine;
 use super::floors::DueFloors;
 use super::keys;
+use super::known::KnownNumbers;
 use super::outbox::{self, OutboxItem, OutboxKey};
 use super::record::{self, Assembly, EarlyReceipt, SubmitAssembly, SubmitRecord};
 use super::{
@@ -187,7 +188,9 @@ pub struct Committer {
     /// Set when the open group wrote an outbox entry: its consumers are woken once it is durable.
     outbox_added: bool,
     /// Who has a conversation record: the others' lookups are skipped.
-    conversing: super::conversations::Conversing,
+    conversing: KnownNumbers,
+    /// Who is on the opt-out list: the others' lookups are skipped.
+    opted_out: KnownNumbers,
     /// The messages written last, as the open group sees them.
     recent: RecentMessages,
     /// The keys of the receipts kept because they came before their message's acceptance, as
@@ -269,6 +272,7 @@ impl Committer {
             callbacks: options.callbacks,
             outbox_added: false,
             conversing: Default::default(),
+            opted_out: Default::default(),
             recent: RecentMessages::new(),
             early_receipts: Default::default(),
         }
@@ -588,7 +592,8 @@ pub fn recover(
     durability: &mut Durability,
 ) -> Result<Recovery, StoreError> {
     load_status_counts(db, c)?;
-    c.conversing = super::conversations::Conversing::load(db)?;
+    c.conversing = KnownNumbers::load(db, keys::CONVERSATION)?;
+    c.opted_out = KnownNumbers::load(db, keys::OPTOUT)?;
     for key in db.scan_prefix([keys::EARLY_RECEIPT]).keys() {
         c.early_receipts.insert(key?.to_vec());
     }
@@ -1044,6 +1049,9 @@ fn submit(
 
 /// The recipient's opt-out entry when it refuses a message of `kind`.
 fn opted_out(c: &Committer, to: &str, kind: Kind) -> Result<Option<OptOut>, StoreError> {
+    if !c.opted_out.may_have(to) {
+        return Ok(None);
+    }
     let key = keys::optout(to);
     let Some(value) = c.get(&key)? else {
         return Ok(None);
@@ -1065,6 +1073,7 @@ fn add_optout(c: &mut Committer, number: String, scope: OptOutScope) -> Result<O
         crate::webhook::event::opted_out_body(&entry)
     });
     writes.push((keys::optout(&entry.number), Some(record::encode(&entry))));
+    c.opted_out.add(&entry.number);
     c.write(writes);
     Ok(entry)
 }
@@ -2200,6 +2209,7 @@ fn apply_keyword(
                 crate::webhook::event::opted_out_body(&entry)
             });
             writes.push((key, Some(record::encode(&entry))));
+            c.opted_out.add(&record.from);
             c.write(writes);
         }
         Change::Remove if effect.existing.is_some() => {
