@@ -142,6 +142,32 @@ impl Engine {
         Ok(self.space.rotate_memtable_and_wait()?)
     }
 
+    /// [`Engine::write_buffer_to_table`], waiting at most `bound`: the write waits for fjall's
+    /// one worker, which may be in a long compaction. Past the bound (false) the journal, synced
+    /// already, keeps the buffer, and the database is left open until the process exits:
+    /// closing it waits for the worker too, and a stop must not hang (one did, over 120 s,
+    /// after a million messages were queued in a minute).
+    pub fn write_buffer_to_table_within(
+        &self,
+        bound: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let engine = self.clone();
+        std::thread::Builder::new()
+            .name("parla-store-close".into())
+            .spawn(move || {
+                let _ = done_tx.send(engine.write_buffer_to_table());
+            })
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        match done_rx.recv_timeout(bound) {
+            Ok(written) => written.map(|()| true),
+            Err(_) => {
+                std::mem::forget(self.clone());
+                Ok(false)
+            }
+        }
+    }
+
     /// Puts every entry of `entries` in, in batches of 10,000; returns how many (for copies of a
     /// whole store: compaction and the import of a sled store). Not yet durable.
     pub fn copy_in(
