@@ -8,6 +8,8 @@
 
 use std::ops::RangeBounds;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use fjall::Readable;
 
@@ -22,6 +24,10 @@ const KEYSPACE: &str = "parla";
 /// The memtable size: writes are buffered this much before they go to a table file. Small, to
 /// keep memory bounded (the journal already makes every synced write durable).
 const MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
+
+/// What fjall adds to each entry's key and value when it sizes its memtable (the size of its
+/// in-memory entry, 64 bytes in lsm-tree 3.1), rounded up so our count is never below its.
+const MEMTABLE_ENTRY_OVERHEAD: usize = 80;
 
 /// Journals kept before their memtables must be flushed (fjall's floor is 64 MiB).
 const MAX_JOURNALING_BYTES: u64 = 64 * 1024 * 1024;
@@ -39,6 +45,10 @@ const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 pub struct Engine {
     db: fjall::Database,
     space: fjall::Keyspace,
+    /// Bytes applied since the memtable was last seen sealed (see [`Engine::bound_memtable`]).
+    unsealed: Arc<AtomicU64>,
+    /// How many sealed memtables there were at the last apply.
+    seen_sealed: Arc<AtomicUsize>,
 }
 
 impl From<fjall::Error> for StoreError {
@@ -92,7 +102,12 @@ impl Engine {
                     .manual_journal_persist(true)
             })
             .map_err(|e| open_err(e.to_string()))?;
-        Ok(Engine { db, space })
+        Ok(Engine {
+            db,
+            space,
+            unsealed: Arc::default(),
+            seen_sealed: Arc::default(),
+        })
     }
 
     /// Whether a database was created in `path` (its format marker is there).
@@ -127,25 +142,42 @@ impl Engine {
         entries: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
     ) -> Result<(), StoreError> {
         let mut batch = self.db.batch();
+        let mut bytes = 0;
         for (key, value) in entries {
+            bytes +=
+                (key.len() + value.as_ref().map_or(0, Vec::len) + MEMTABLE_ENTRY_OVERHEAD) as u64;
             match value {
                 Some(v) => batch.insert(&self.space, key, v),
                 None => batch.remove(&self.space, key),
             }
         }
         batch.commit()?;
-        self.bound_write_buffer()
+        self.bound_memtable(bytes)
     }
 
-    /// Seals the active memtable once it is twice its size. fjall asks its worker to do that,
-    /// and drops the request when the worker is busy: with one worker in a compaction of tens
-    /// of seconds (a million messages queued in a minute), the memtable grew to 300 MiB. Sealed,
-    /// it waits for the worker to flush it, and past four sealed ones fjall holds the writes
-    /// back: memory stays bounded and intake waits, as it must when the disk work lags.
-    fn bound_write_buffer(&self) -> Result<(), StoreError> {
-        let sealed = self.space.sealed_memtable_count() as u64;
-        if self.db.write_buffer_size() > (sealed + 2) * MEMTABLE_BYTES {
+    /// Seals the active memtable before fjall would ask for it. fjall asks its worker to, once
+    /// per commit while the memtable is over its size, with a `try_send` to the worker's queue
+    /// of 1,000; when the one worker is in a long compaction (tens of seconds after a million
+    /// messages queued in a minute) the requests fill the queue, the memtable grows (to 300 MiB
+    /// measured), and the worker can then block forever sending a flush to its own full queue
+    /// (seen: the daemon stopped, every thread parked). Sealed here at three quarters of the
+    /// size, counted as fjall counts it, the memtable never reaches fjall's threshold; a sealed
+    /// one waits for the worker to flush it, and past four fjall holds the writes back: memory
+    /// stays bounded and intake waits, as it must when the disk work lags. The count restarts
+    /// when fjall was seen to seal one itself (for its journal's size).
+    fn bound_memtable(&self, bytes: u64) -> Result<(), StoreError> {
+        let sealed = self.space.sealed_memtable_count();
+        let unsealed = if sealed > self.seen_sealed.swap(sealed, Ordering::Relaxed) {
+            self.unsealed.store(bytes, Ordering::Relaxed);
+            bytes
+        } else {
+            self.unsealed.fetch_add(bytes, Ordering::Relaxed) + bytes
+        };
+        if unsealed >= MEMTABLE_BYTES / 4 * 3 {
             self.space.rotate_memtable()?;
+            self.unsealed.store(0, Ordering::Relaxed);
+            self.seen_sealed
+                .store(self.space.sealed_memtable_count(), Ordering::Relaxed);
         }
         Ok(())
     }
