@@ -210,7 +210,7 @@ struct RecentMessages {
 }
 
 /// Messages [`RecentMessages`] keeps: about 400 ms of traffic at 10,000 messages a second,
-/// 2 to 3 MiB.
+/// a few MiB (not measured).
 pub(super) const RECENT_MESSAGES: usize = 4096;
 
 impl RecentMessages {
