@@ -15,8 +15,8 @@
 //!   receipt.rs         SMPP delivery receipt text, receipt states, message-id matching forms
 //! src/store/           fjall behind typed functions: durable queue, indexes, group commit,
 //!                      the opt-out (suppression) list
-//!   engine.rs          the only file that names fjall: open, snapshot reads, atomic batches,
-//!                      journal sync
+//!   engine.rs          the only file that names fjall: one tree per key prefix byte, snapshot
+//!                      reads, atomic batches, journal sync, memtable bounds
 //!   floors.rs          where scans of the due index start (past the LSM's tombstones)
 //!   migrate.rs         one-time import of a store written with sled (parla's engine until 2026-11)
 //!   keys.rs            the key layout of the one key space

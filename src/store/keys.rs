@@ -1,6 +1,7 @@
 //! Key layout of the one ordered key space ([`super::engine`]). Every key starts with a one-byte
-//! prefix naming its keyspace, so one atomic batch updates a record and all its indexes (the
-//! layout dates from sled, whose batches were atomic per tree only; it serves fjall as well).
+//! prefix naming its index; one atomic batch updates a record and all its indexes. The engine
+//! keeps the keys of each prefix in a tree of their own (most prefixes are written in time
+//! order, and apart they compact without rewriting each other).
 //!
 //! | prefix | key                                   | value                          |
 //! |--------|---------------------------------------|--------------------------------|
