@@ -662,6 +662,64 @@ mod tests {
         );
     }
 
+    /// Writes `bytes` (as fjall counts them) into the keyspace of `prefix`, in batches of 100.
+    fn fill(engine: &Engine, prefix: u8, bytes: u64) {
+        const VALUE: usize = 1_000;
+        let entry = (1 + 4 + VALUE + MEMTABLE_ENTRY_OVERHEAD) as u64;
+        let entries = u32::try_from(bytes / entry).unwrap();
+        for chunk in (0..entries).collect::<Vec<_>>().chunks(100) {
+            engine
+                .apply(chunk.iter().map(|n| {
+                    let mut key = vec![prefix];
+                    key.extend_from_slice(&n.to_be_bytes());
+                    (key, Some(vec![7; VALUE]))
+                }))
+                .unwrap();
+        }
+    }
+
+    /// Whether the keyspace of `prefix` had a memtable sealed (waiting or written to a table).
+    fn sealed_any(engine: &Engine, prefix: u8) -> bool {
+        let keyspace = &engine.space(prefix).unwrap().keyspace;
+        keyspace.sealed_memtable_count() + keyspace.table_count() > 0
+    }
+
+    /// One keyspace's memtable is sealed before fjall's own threshold (where fjall would flood
+    /// its worker's queue with requests).
+    #[test]
+    fn a_memtable_is_sealed_before_fjall_would_ask() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), 1 << 20).unwrap();
+        fill(&engine, b'm', MEMTABLE_BYTES / 4 * 3 - 200_000);
+        assert!(!sealed_any(&engine, b'm'), "sealed below three quarters");
+        fill(&engine, b'm', 400_000);
+        assert!(sealed_any(&engine, b'm'), "not sealed past three quarters");
+    }
+
+    /// Writes spread over several keyspaces, each below its own size: the largest is sealed
+    /// once all of them together pass the budget.
+    #[test]
+    fn memtables_of_all_keyspaces_together_stay_within_the_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), 1 << 20).unwrap();
+        let each = ACTIVE_MEMTABLES_BYTES / 4 - 200_000;
+        for prefix in [b'd', b's', b't', b'm'] {
+            fill(&engine, prefix, each);
+        }
+        assert!(
+            [b'd', b's', b't', b'm']
+                .iter()
+                .all(|&p| !sealed_any(&engine, p)),
+            "sealed below the budget"
+        );
+        fill(&engine, b'm', 1_000_000);
+        assert!(
+            sealed_any(&engine, b'm'),
+            "the largest was not sealed past the budget"
+        );
+        assert!(!sealed_any(&engine, b'd'), "a smaller one was sealed");
+    }
+
     /// A store written when every key lived in one keyspace opens with all its entries, in the
     /// per-byte keyspaces, and the single keyspace is gone.
     #[test]
