@@ -767,4 +767,42 @@ mod tests {
             assert_eq!(names, ["key-63", "key-64", "key-6d", "key-74"]);
         }
     }
+
+    /// An import interrupted after some chunks (the single keyspace still there, part of its
+    /// entries already in the per-byte keyspaces) is started over and completes.
+    #[test]
+    fn an_interrupted_move_out_of_the_single_keyspace_starts_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let entries: Vec<(Vec<u8>, Vec<u8>)> = (0..3_000u32)
+            .map(|n| {
+                let mut key = vec![[b'm', b't'][n as usize % 2]];
+                key.extend_from_slice(&n.to_be_bytes());
+                (key, n.to_le_bytes().to_vec())
+            })
+            .collect();
+        {
+            let db = fjall::Database::builder(dir.path()).open().unwrap();
+            let old = db.keyspace(SINGLE_KEYSPACE, keyspace_options).unwrap();
+            let copied = db.keyspace(&keyspace_name(b'm'), keyspace_options).unwrap();
+            for (n, (key, value)) in entries.iter().enumerate() {
+                old.insert(key, value).unwrap();
+                if key[0] == b'm' && n < 1_000 {
+                    copied.insert(key, value).unwrap();
+                }
+            }
+            db.persist(fjall::PersistMode::SyncAll).unwrap();
+        }
+        let engine = Engine::open(dir.path(), 1 << 20).unwrap();
+        assert!(!engine.db.keyspace_exists(SINGLE_KEYSPACE));
+        let mut sorted = entries;
+        sorted.sort();
+        let read: Vec<(Vec<u8>, Vec<u8>)> = engine
+            .iter()
+            .map(|e| {
+                let (k, v) = e.unwrap();
+                (k.to_vec(), v.to_vec())
+            })
+            .collect();
+        assert_eq!(read, sorted);
+    }
 }
