@@ -569,6 +569,71 @@ async fn sent_messages_without_receipt_age_out() {
     store.close().await;
 }
 
+/// The retention index's keys (`f`), in order.
+fn finished_keys(store: &Store) -> Vec<Vec<u8>> {
+    store
+        .inner
+        .tree
+        .scan_prefix([keys::FINISHED])
+        .keys()
+        .map(|k| k.unwrap().to_vec())
+        .collect()
+}
+
+/// Queues, claims and accepts a one-part message on "sim"; returns its id and when it was sent.
+async fn sent_message(store: &Store) -> (MessageId, Millis) {
+    let id = submit(store, "+393471234567").await;
+    let claimed = store.claim(vec![id], "sim".into()).await.unwrap();
+    accept_all(store, &claimed[0], "sim").await;
+    let m = store.get(id).unwrap().unwrap();
+    assert_eq!(m.status, Status::Sent);
+    (id, m.status_since())
+}
+
+#[tokio::test]
+async fn a_prompt_receipt_keeps_the_retention_entry_written_when_the_message_was_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let (id, sent_at) = sent_message(&store).await;
+    let at_send = finished_keys(&store);
+    assert_eq!(at_send.len(), 1);
+    let mut delivered = receipt("sim", &format!("R{id}-0"), ReceiptOutcome::Delivered);
+    if let Update::Receipt { at, .. } = &mut delivered {
+        *at = sent_at + 5_000;
+    }
+    store.apply(vec![delivered]).await.unwrap();
+    assert_eq!(store.get(id).unwrap().unwrap().status, Status::Delivered);
+    assert_eq!(finished_keys(&store), at_send, "the entry did not move");
+    // Retention counts from the send: the sweep takes it once that is past.
+    assert_eq!(store.sweep(sent_at, 10).await.unwrap(), 0);
+    assert_eq!(store.sweep(sent_at + 1, 10).await.unwrap(), 1);
+    assert!(store.get(id).unwrap().is_none());
+    assert!(finished_keys(&store).is_empty());
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_receipt_hours_late_starts_the_retention_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let (id, sent_at) = sent_message(&store).await;
+    let at_send = finished_keys(&store);
+    let receipt_at = sent_at + 2 * 3_600_000;
+    let mut delivered = receipt("sim", &format!("R{id}-0"), ReceiptOutcome::Delivered);
+    if let Update::Receipt { at, .. } = &mut delivered {
+        *at = receipt_at;
+    }
+    store.apply(vec![delivered]).await.unwrap();
+    let after = finished_keys(&store);
+    assert_eq!(after.len(), 1);
+    assert_ne!(after, at_send, "the entry moved to the receipt's time");
+    assert_eq!(store.sweep(receipt_at, 10).await.unwrap(), 0);
+    assert!(store.get(id).unwrap().is_some());
+    assert_eq!(store.sweep(receipt_at + 1, 10).await.unwrap(), 1);
+    assert!(finished_keys(&store).is_empty());
+    store.close().await;
+}
+
 fn inbound_part(from: &str, text: &str, reference: u16, total: u8, seq: u8) -> Update {
     Update::Inbound(InboundNew {
         channel: "modem1".into(),
