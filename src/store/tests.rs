@@ -590,6 +590,17 @@ async fn sent_message(store: &Store) -> (MessageId, Millis) {
     (id, m.status_since())
 }
 
+/// The "delivered" receipt of [`sent_message`]'s message, as if it came at `at`.
+fn delivered_at(id: MessageId, at: Millis) -> Update {
+    Update::Receipt {
+        channel: "sim".into(),
+        remote_id: format!("R{id}-0"),
+        outcome: ReceiptOutcome::Delivered,
+        reason: None,
+        at,
+    }
+}
+
 #[tokio::test]
 async fn a_prompt_receipt_keeps_the_retention_entry_written_when_the_message_was_sent() {
     let dir = tempfile::tempdir().unwrap();
@@ -597,11 +608,10 @@ async fn a_prompt_receipt_keeps_the_retention_entry_written_when_the_message_was
     let (id, sent_at) = sent_message(&store).await;
     let at_send = finished_keys(&store);
     assert_eq!(at_send.len(), 1);
-    let mut delivered = receipt("sim", &format!("R{id}-0"), ReceiptOutcome::Delivered);
-    if let Update::Receipt { at, .. } = &mut delivered {
-        *at = sent_at + 5_000;
-    }
-    store.apply(vec![delivered]).await.unwrap();
+    store
+        .apply(vec![delivered_at(id, sent_at + 5_000)])
+        .await
+        .unwrap();
     assert_eq!(store.get(id).unwrap().unwrap().status, Status::Delivered);
     assert_eq!(finished_keys(&store), at_send, "the entry did not move");
     // Retention counts from the send: the sweep takes it once that is past.
@@ -619,11 +629,10 @@ async fn a_receipt_hours_late_starts_the_retention_again() {
     let (id, sent_at) = sent_message(&store).await;
     let at_send = finished_keys(&store);
     let receipt_at = sent_at + 2 * 3_600_000;
-    let mut delivered = receipt("sim", &format!("R{id}-0"), ReceiptOutcome::Delivered);
-    if let Update::Receipt { at, .. } = &mut delivered {
-        *at = receipt_at;
-    }
-    store.apply(vec![delivered]).await.unwrap();
+    store
+        .apply(vec![delivered_at(id, receipt_at)])
+        .await
+        .unwrap();
     let after = finished_keys(&store);
     assert_eq!(after.len(), 1);
     assert_ne!(after, at_send, "the entry moved to the receipt's time");
