@@ -622,6 +622,34 @@ async fn a_prompt_receipt_keeps_the_retention_entry_written_when_the_message_was
     store.close().await;
 }
 
+/// Stores written before the rule above moved the entry to the receipt's time; the sweep
+/// still deletes such a message, and its entry, once that time is past.
+#[tokio::test]
+async fn an_entry_at_the_receipt_s_time_from_an_older_store_is_swept() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let (id, sent_at) = sent_message(&store).await;
+    let receipt_at = sent_at + 5_000;
+    store
+        .apply(vec![delivered_at(id, receipt_at)])
+        .await
+        .unwrap();
+    // As the older code left it: the entry at the receipt's time, none at the send's.
+    store
+        .inner
+        .tree
+        .apply([
+            (keys::finished(sent_at, id), None),
+            (keys::finished(receipt_at, id), Some(Vec::new())),
+        ])
+        .unwrap();
+    assert_eq!(store.sweep(receipt_at, 10).await.unwrap(), 0);
+    assert_eq!(store.sweep(receipt_at + 1, 10).await.unwrap(), 1);
+    assert!(store.get(id).unwrap().is_none());
+    assert!(finished_keys(&store).is_empty());
+    store.close().await;
+}
+
 #[tokio::test]
 async fn a_receipt_hours_late_starts_the_retention_again() {
     let dir = tempfile::tempdir().unwrap();
