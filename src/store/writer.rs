@@ -225,9 +225,10 @@ impl RecentMessages {
         self.by_id.get(&id)
     }
 
-    fn put(&mut self, m: &Message) {
-        if self.by_id.insert(m.id, Arc::new(m.clone())).is_none() {
-            self.order.push_back(m.id);
+    fn put(&mut self, m: Arc<Message>) {
+        let id = m.id;
+        if self.by_id.insert(id, m).is_none() {
+            self.order.push_back(id);
             if self.order.len() > RECENT_MESSAGES
                 && let Some(oldest) = self.order.pop_front()
             {
@@ -394,17 +395,18 @@ impl Committer {
         })
     }
 
-    /// Writes a message and moves its index entries from what `old` had to what it now needs.
+    /// Writes a message and moves its index entries from what `old` had to what it now needs;
+    /// returns it as the cache of recent messages now holds it.
     fn put_message(
         &mut self,
         old: Option<&Message>,
-        new: &Message,
+        new: Message,
         mut extra: Vec<Entry>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Arc<Message>, StoreError> {
         let before = old
             .map(|m| index_keys(m, &self.rules.router))
             .unwrap_or_default();
-        let after = index_keys(new, &self.rules.router);
+        let after = index_keys(&new, &self.rules.router);
         for gone in before.difference(&after) {
             extra.push((gone.clone(), None));
         }
@@ -412,7 +414,7 @@ impl Committer {
             extra.push((added.clone(), Some(Vec::new())));
         }
         // Every status change passes here, so this is the one place receipts are owed from.
-        if let Some((target, item)) = outbox::receipt_for(old, new) {
+        if let Some((target, item)) = outbox::receipt_for(old, &new) {
             extra.push(self.outbox_entry(&target, &item));
         }
         let callback = new
@@ -421,7 +423,7 @@ impl Committer {
             .as_deref()
             .filter(|_| self.callbacks);
         if (callback.is_some() || self.rules.webhooks.wants(EventType::MessageStatus))
-            && let Some(body) = crate::webhook::event::status_body(old, new)
+            && let Some(body) = crate::webhook::event::status_body(old, &new)
         {
             if let Some(url) = callback {
                 extra.push(self.callback_entry(url, body.clone()));
@@ -435,17 +437,18 @@ impl Committer {
         if old.is_none()
             && let Some(existing) = self.get_conversation(&new.to, new.conversation_number())?
         {
-            let conversation = Conversation::outgoing(Some(existing.clone()), new);
+            let conversation = Conversation::outgoing(Some(existing.clone()), &new);
             self.conversation_entries(Some(&existing), &conversation, &mut extra);
         }
-        extra.push((keys::message(new.id), Some(record::encode(new))));
-        self.recent.put(new);
+        extra.push((keys::message(new.id), Some(record::encode(&new))));
         if old.is_none_or(|o| o.status != new.status) {
-            self.metrics.changed(old, new);
+            self.metrics.changed(old, &new);
             self.counts_changed = true;
         }
         self.write(extra);
-        Ok(())
+        let new = Arc::new(new);
+        self.recent.put(new.clone());
+        Ok(new)
     }
 
     /// A conversation record as the open group sees it.
@@ -649,7 +652,7 @@ pub fn recover(
             now,
             Some("requeued after restart: it may already have been sent".into()),
         );
-        c.put_message(Some(&old), &m, Vec::new())?;
+        c.put_message(Some(&old), m, Vec::new())?;
         requeued += 1;
     }
     if requeued > 0 {
@@ -1084,8 +1087,8 @@ fn submit(
         Some(k) => vec![(k, Some(id.to_bytes().to_vec()))],
         None => Vec::new(),
     };
-    c.put_message(None, &m, extra)?;
-    Ok(Submitted::Created(m))
+    let m = c.put_message(None, m, extra)?;
+    Ok(Submitted::Created(Message::clone(&m)))
 }
 
 /// The recipient's opt-out entry when it refuses a message of `kind`.
@@ -1298,8 +1301,8 @@ fn submit_part(c: &mut Committer, part: SubmitPart) -> Result<PartSubmitted, Sto
             )),
         );
     }
-    c.put_message(None, &m, vec![(key, Some(record::encode(&marker)))])?;
-    Ok(PartSubmitted::Complete(m))
+    let m = c.put_message(None, m, vec![(key, Some(record::encode(&marker)))])?;
+    Ok(PartSubmitted::Complete(Message::clone(&m)))
 }
 
 impl SubmitAssembly {
@@ -1393,7 +1396,7 @@ fn expire_submit_assemblies(
             reason: Some(reason),
         }];
         tracing::warn!(%id, missing = ?missing, "a multi-part submit never completed: stored as failed");
-        c.put_message(None, &m, vec![(key, None)])?;
+        c.put_message(None, m, vec![(key, None)])?;
         failed += 1;
     }
     Ok(failed)
@@ -1505,8 +1508,8 @@ fn cancel(c: &mut Committer, id: MessageId) -> Result<Message, StoreError> {
         }
     }
     m.transition(Status::Canceled, now, Some("canceled by request".into()));
-    c.put_message(Some(&old), &m, Vec::new())?;
-    Ok(m)
+    let m = c.put_message(Some(&old), m, Vec::new())?;
+    Ok(Message::clone(&m))
 }
 
 fn claim(
@@ -1535,7 +1538,7 @@ fn claim(
                     crate::message::format_millis(m.due_at)
                 )),
             );
-            c.put_message(Some(&old), &m, Vec::new())?;
+            c.put_message(Some(&old), m, Vec::new())?;
             continue;
         }
         if now >= m.expires_at {
@@ -1545,7 +1548,7 @@ fn claim(
                 now,
                 Some("validity ended before it could be sent".into()),
             );
-            c.put_message(Some(&old), &m, Vec::new())?;
+            c.put_message(Some(&old), m, Vec::new())?;
             continue;
         }
         // The customer opted out while it waited (a scheduled campaign, quiet hours): it is
@@ -1565,7 +1568,7 @@ fn claim(
                     crate::message::format_millis(entry.at)
                 )),
             );
-            c.put_message(Some(&old), &m, Vec::new())?;
+            c.put_message(Some(&old), m, Vec::new())?;
             continue;
         }
         m.attempts += 1;
@@ -1582,9 +1585,9 @@ fn claim(
             now,
             Some(format!("attempt {} on {channel}", m.attempts)),
         );
-        c.put_message(Some(&old), &m, Vec::new())?;
+        let m = c.put_message(Some(&old), m, Vec::new())?;
         claimed.push(Claimed {
-            message: m,
+            message: Message::clone(&m),
             parts_to_send,
         });
     }
@@ -1621,7 +1624,7 @@ fn expire_queued(c: &mut Committer, now: Millis, max: usize) -> Result<usize, St
             now,
             Some("validity ended while it waited for a channel".into()),
         );
-        c.put_message(Some(&old), &m, Vec::new())?;
+        c.put_message(Some(&old), m, Vec::new())?;
         expired += 1;
     }
     Ok(expired)
@@ -1775,7 +1778,7 @@ fn part_accepted(
         }
         aggregate(&mut m, r.at, r.reason);
     }
-    c.put_message(Some(&old), &m, extra)?;
+    let m = c.put_message(Some(&old), m, extra)?;
     Ok(Applied::Message {
         id,
         status: m.status,
@@ -1871,7 +1874,7 @@ fn send_failed(
             m.transition(Status::Failed, at, Some(reason));
         }
     }
-    c.put_message(Some(&old), &m, Vec::new())?;
+    let m = c.put_message(Some(&old), m, Vec::new())?;
     Ok(Applied::Message {
         id,
         status: m.status,
@@ -1941,12 +1944,12 @@ fn receipt(
                 part_changed = true;
             }
         }
+        let status = m.status;
         if part_changed {
-            c.put_message(Some(&old), &m, Vec::new())?;
+            c.put_message(Some(&old), m, Vec::new())?;
         }
         return Ok(Applied::Ignored(format!(
-            "receipt for {id}, which is already {}",
-            m.status
+            "receipt for {id}, which is already {status}"
         )));
     }
     for &part in parts {
@@ -1963,7 +1966,7 @@ fn receipt(
         (reason, _) => reason,
     };
     aggregate(&mut m, at, reason);
-    c.put_message(Some(&old), &m, Vec::new())?;
+    let m = c.put_message(Some(&old), m, Vec::new())?;
     Ok(Applied::Message {
         id,
         status: m.status,
@@ -2289,7 +2292,7 @@ fn apply_keyword(
         },
     };
     let m = queued(c.next_id(), new, now_millis(), None);
-    c.put_message(None, &m, Vec::new())
+    c.put_message(None, m, Vec::new()).map(|_| ())
 }
 
 /// How many of a customer's latest messages are looked at for the one they answer.
