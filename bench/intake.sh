@@ -285,7 +285,7 @@ fi
 say "- rustc: $(rustc --version)"
 dirty=$(git status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null | wc -l || true)
 say "- parla: commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$([[ ${dirty:-0} -gt 0 ]] && echo ", with uncommitted changes in src/ or Cargo files")"
-say "- daemon and load generator share the machine; the generator runs $(nproc) tokio worker threads"
+say "- daemon and load generator share the machine; the generator runs on one thread (a single-threaded tokio runtime)"
 say ""
 
 # --- scenarios ---------------------------------------------------------------------------------
