@@ -50,6 +50,12 @@ pub enum DaemonError {
     /// The HTTP server stopped with an error.
     #[error("HTTP server failed: {0}")]
     Http(std::io::Error),
+    /// The store failed to write, and the daemon stopped so that it can be restarted.
+    #[error(
+        "the store failed to write to disk (see the errors above): parla stopped so that it is \
+         restarted, which replays what was synced; free space or fix the disk first"
+    )]
+    StoreFailed,
 }
 
 /// Events waiting for the correlator; channels wait when it is behind.
@@ -76,6 +82,8 @@ pub struct RunningDaemon {
     reload: ReloadHandle,
     correlator: tokio::task::JoinHandle<()>,
     http: tokio::task::JoinHandle<Result<(), std::io::Error>>,
+    /// Set when the store broke and started the shutdown.
+    store_failed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Starts everything; returns once the API listens and channels run.
@@ -161,6 +169,12 @@ pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
     let correlator = tokio::spawn(correlator.run(events_rx, shutdown.clone()));
 
     let mut tasks = JoinSet::new();
+    let store_failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    tasks.spawn(stop_when_broken(
+        store.clone(),
+        shutdown.clone(),
+        store_failed.clone(),
+    ));
     let dispatcher = Dispatcher::new(store.clone(), handles, wake.clone(), routes);
     let dispatch_changes = dispatcher.changes();
     let token = shutdown.clone();
@@ -255,7 +269,26 @@ pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
         correlator,
         http,
         reload,
+        store_failed,
     })
+}
+
+/// Stops the daemon once the store is broken: it refuses every request from then on, and only
+/// a restart brings it back (the journal holds everything synced), which a service manager
+/// does for a process that exits with an error (`Restart=on-failure` in the unit).
+async fn stop_when_broken(
+    store: Store,
+    shutdown: CancellationToken,
+    failed: Arc<std::sync::atomic::AtomicBool>,
+) {
+    tokio::select! {
+        _ = store.broken() => {
+            tracing::error!("the store cannot write: stopping, to be restarted");
+            failed.store(true, std::sync::atomic::Ordering::Relaxed);
+            shutdown.cancel();
+        }
+        _ = shutdown.cancelled() => {}
+    }
 }
 
 impl RunningDaemon {
@@ -291,6 +324,9 @@ impl RunningDaemon {
         let _ = (&mut self.correlator).await;
         self.store.close().await;
         tracing::info!("store flushed and closed; bye");
+        if self.store_failed.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(DaemonError::StoreFailed);
+        }
         match http_result {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(DaemonError::Http(e)),

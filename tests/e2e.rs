@@ -395,6 +395,133 @@ fn full_disk_answers_503_and_stores_nothing_half_written() {
     assert_eq!(listed, accepted);
 }
 
+/// A write the disk refuses with no free-space reserve to catch it first (store.min_free_mb = 0):
+/// the engine cannot be trusted after a failed journal write, so the daemon stops with an error
+/// for its service manager to restart it, instead of answering 503 for ever. A request caught
+/// in the failure is told its outcome is unknown (its bytes may have reached the journal);
+/// restarted once there is space, the store has every acknowledged message, none of those
+/// refused outright, and a retry with the same Idempotency-Key settles each unknown one once.
+#[test]
+fn a_store_that_fails_to_write_stops_the_daemon_and_a_restart_keeps_what_was_acknowledged() {
+    #[derive(Debug, PartialEq)]
+    enum Outcome {
+        Accepted(String),
+        Refused,
+        Unknown,
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mount) = Tmpfs::mount(&dir.path().join("mnt"), "24m") else {
+        return;
+    };
+    let config = write_config(
+        dir.path(),
+        "[store]\npath = \"mnt/store\"\nmin_free_mb = 0\n",
+    );
+    let mut d = Binary::start(dir.path(), Some(&config), &[]);
+    let body =
+        |i: usize| json!({"to": "+393471234567", "text": format!("{i} {}", "x".repeat(600))});
+    let post = |client: &support::Client, i: usize| {
+        let key = format!("k{i}");
+        client.request(
+            "POST",
+            "/v1/messages",
+            Some(body(i).to_string().as_bytes()),
+            &[("Idempotency-Key", key.as_str())],
+        )
+    };
+    let first = post(&d.client, 0).unwrap();
+    assert_eq!(first.status, 202);
+    let mut outcomes = vec![Outcome::Accepted(first.body["id"].as_str().unwrap().into())];
+    let filler = mount.0.join("filler");
+    let _ = Command::new("dd")
+        .args(["if=/dev/zero", "bs=1M"])
+        .arg(format!("of={}", filler.display()))
+        .stderr(std::process::Stdio::null())
+        .status();
+    for i in 1..200 {
+        let outcome = match post(&d.client, i) {
+            // The journal may have had room left in a block it had already written.
+            Ok(a) if a.status == 202 => Outcome::Accepted(a.body["id"].as_str().unwrap().into()),
+            Ok(a) if a.status == 503 && a.code() == "store_failed" => Outcome::Unknown,
+            Ok(a) if a.status == 503 && a.code() == "store_unavailable" => Outcome::Refused,
+            Ok(a) => panic!("unexpected {}: {:?}", a.status, a.body),
+            // Stopping: the API no longer takes connections (or the answer was lost).
+            Err(_) => Outcome::Unknown,
+        };
+        let stopping = outcome == Outcome::Unknown;
+        outcomes.push(outcome);
+        if stopping {
+            break;
+        }
+    }
+    assert_eq!(outcomes.last(), Some(&Outcome::Unknown), "{outcomes:?}");
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = d.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "parla did not stop; log:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(1), "{}", d.log());
+    // The reader thread may still be copying the last lines.
+    d.wait_log("parla stopped so that it is restarted", 1);
+
+    std::fs::remove_file(&filler).unwrap();
+    let d = Binary::start(dir.path(), Some(&config), &[]);
+    let stored = |client: &support::Client| -> Vec<(usize, String)> {
+        let mut found: Vec<(usize, String)> = client
+            .all_messages()
+            .iter()
+            .map(|m| {
+                let i = m["text"].as_str().unwrap().split(' ').next().unwrap();
+                (i.parse().unwrap(), m["id"].as_str().unwrap().to_string())
+            })
+            .collect();
+        found.sort();
+        found
+    };
+    let after_restart = stored(&d.client);
+    for (i, outcome) in outcomes.iter().enumerate() {
+        let found: Vec<&String> = after_restart
+            .iter()
+            .filter(|(n, _)| *n == i)
+            .map(|(_, id)| id)
+            .collect();
+        match outcome {
+            Outcome::Accepted(id) => assert_eq!(found, [id], "acknowledged {i}"),
+            Outcome::Refused => assert!(found.is_empty(), "refused {i} was stored: {found:?}"),
+            Outcome::Unknown => assert!(found.len() <= 1, "{i} stored twice: {found:?}"),
+        }
+    }
+    for (i, outcome) in outcomes.iter().enumerate() {
+        if *outcome == Outcome::Unknown {
+            let again = post(&d.client, i).unwrap();
+            assert!(
+                again.status == 202 || again.status == 200,
+                "{:?}",
+                again.body
+            );
+        }
+    }
+    let settled = stored(&d.client);
+    let expected: Vec<usize> = outcomes
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| **o != Outcome::Refused)
+        .map(|(i, _)| i)
+        .collect();
+    let numbers: Vec<usize> = settled.iter().map(|(i, _)| *i).collect();
+    assert_eq!(
+        numbers, expected,
+        "each request stored once, the refused ones never"
+    );
+}
+
 /// `parla store compact` refuses while the daemon runs (sled's lock), and afterwards keeps every
 /// live message.
 #[test]

@@ -105,6 +105,17 @@ impl From<StoreError> for ApiError {
                      nothing was stored: retry later",
                 )
             }
+            StoreError::Unconfirmed(reason) => {
+                tracing::error!(reason, "store failed while writing; answering 503");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_failed",
+                    "the message store failed while writing this request (disk full or I/O \
+                     error): it may or may not have been stored, and parla stops to be \
+                     restarted. Retry with the same Idempotency-Key: a stored message is then \
+                     returned instead of a second one made",
+                )
+            }
             StoreError::OptedOut {
                 number,
                 scope,

@@ -328,8 +328,10 @@ impl Engine {
                 None => batch.remove(&space.keyspace, key),
             }
         }
-        batch.commit()?;
-        self.bound_memtables(&applied)
+        // From here on the batch may be in the journal's file, whole or not.
+        let unconfirmed = |e: StoreError| StoreError::Unconfirmed(e.to_string());
+        batch.commit().map_err(|e| unconfirmed(e.into()))?;
+        self.bound_memtables(&applied).map_err(unconfirmed)
     }
 
     /// Seals memtables before fjall would ask for it. fjall asks its worker to, once per commit
@@ -440,7 +442,10 @@ impl Engine {
 
     /// Makes every batch applied so far durable: the journal is written out and fdatasync'ed.
     pub fn persist(&self) -> Result<(), StoreError> {
-        Ok(self.db.persist(fjall::PersistMode::SyncData)?)
+        // Part of what was applied may have reached the disk before the failure.
+        self.db
+            .persist(fjall::PersistMode::SyncData)
+            .map_err(|e| StoreError::Unconfirmed(StoreError::from(e).to_string()))
     }
 }
 

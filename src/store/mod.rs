@@ -49,6 +49,11 @@ pub enum StoreError {
     /// The disk or the database failed (full disk, I/O error): nothing of the request was kept.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// The disk failed while the request was being written (its journal write or sync): it may
+    /// or may not have reached the disk. The store refuses everything from then on; after a
+    /// restart the request is there if its bytes were written whole before the failure.
+    #[error("storage failed while writing; the request may or may not be stored: {0}")]
+    Unconfirmed(String),
     /// A stored record could not be decoded (corruption or a record from a newer version).
     #[error("stored record {key} is unreadable: {reason}")]
     Corrupt {
@@ -374,6 +379,18 @@ pub struct StoreStats {
     pub failing: std::sync::atomic::AtomicBool,
     /// Set when the engine failed to apply or sync a group: reads are refused until a restart.
     pub broken: std::sync::atomic::AtomicBool,
+    /// Cancelled when `broken` is set, for whoever must act on it (the daemon stops, so that
+    /// its service manager restarts it: see [`Store::broken`]).
+    broken_signal: tokio_util::sync::CancellationToken,
+}
+
+impl StoreStats {
+    /// Marks the store broken; true the first time (to log it once).
+    pub(crate) fn mark_broken(&self) -> bool {
+        let first = !self.broken.swap(true, Ordering::Relaxed);
+        self.broken_signal.cancel();
+        first
+    }
 }
 
 struct Inner {
@@ -966,6 +983,14 @@ impl Store {
             out.push(record::decode_inbound(&key, &value)?);
         }
         Ok(out)
+    }
+
+    /// Resolves once the engine has failed to apply or sync a group (an I/O error, a full disk
+    /// that the free-space reserve did not catch). From then on memory may differ from the
+    /// disk and every request is refused; only a restart, which replays the synced journal,
+    /// brings the store back.
+    pub fn broken(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
+        self.inner.stats.broken_signal.clone().cancelled_owned()
     }
 
     /// Ok while the writer runs and its last commit succeeded.
