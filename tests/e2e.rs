@@ -310,6 +310,34 @@ impl Tmpfs {
     }
 }
 
+impl Tmpfs {
+    /// Fills it up; returns the file to delete to free the space.
+    fn fill(&self) -> std::path::PathBuf {
+        let filler = self.0.join("filler");
+        let _ = Command::new("dd")
+            .args(["if=/dev/zero", "bs=1M"])
+            .arg(format!("of={}", filler.display()))
+            .stderr(std::process::Stdio::null())
+            .status();
+        filler
+    }
+}
+
+/// A working directory whose store (`mnt/store`) is on a 24 MiB tmpfs, and the configuration
+/// that says so with `min_free_mb` of reserve; None where mounting is not allowed. (Bound in
+/// this order, the tmpfs is unmounted before the directory is removed.)
+fn store_on_small_tmpfs(
+    min_free_mb: u64,
+) -> Option<(tempfile::TempDir, Tmpfs, std::path::PathBuf)> {
+    let dir = tempfile::tempdir().unwrap();
+    let mount = Tmpfs::mount(&dir.path().join("mnt"), "24m")?;
+    let config = write_config(
+        dir.path(),
+        &format!("[store]\npath = \"mnt/store\"\nmin_free_mb = {min_free_mb}\n"),
+    );
+    Some((dir, mount, config))
+}
+
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
@@ -320,27 +348,16 @@ impl Drop for Tmpfs {
 /// in the store, and when space comes back the gateway resumes by itself, having lost nothing.
 #[test]
 fn full_disk_answers_503_and_stores_nothing_half_written() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some(mount) = Tmpfs::mount(&dir.path().join("mnt"), "24m") else {
+    let Some((dir, mount, config)) = store_on_small_tmpfs(2) else {
         return;
     };
-    let config = write_config(
-        dir.path(),
-        "[store]\npath = \"mnt/store\"\nmin_free_mb = 2\n",
-    );
     let mut d = Binary::start(dir.path(), Some(&config), &[]);
     let before = d.client.post(
         "/v1/messages",
         &json!({"to": "+393471234567", "text": "before"}),
     );
     assert_eq!(before.status, 202);
-    // Fill the disk.
-    let filler = mount.0.join("filler");
-    let _ = Command::new("dd")
-        .args(["if=/dev/zero", "bs=1M"])
-        .arg(format!("of={}", filler.display()))
-        .stderr(std::process::Stdio::null())
-        .status();
+    let filler = mount.fill();
     let mut accepted = vec![before.body["id"].as_str().unwrap().to_string()];
     let mut refused = 0;
     for i in 0..40 {
@@ -409,14 +426,9 @@ fn a_store_that_fails_to_write_stops_the_daemon_and_a_restart_keeps_what_was_ack
         Refused,
         Unknown,
     }
-    let dir = tempfile::tempdir().unwrap();
-    let Some(mount) = Tmpfs::mount(&dir.path().join("mnt"), "24m") else {
+    let Some((dir, mount, config)) = store_on_small_tmpfs(0) else {
         return;
     };
-    let config = write_config(
-        dir.path(),
-        "[store]\npath = \"mnt/store\"\nmin_free_mb = 0\n",
-    );
     let mut d = Binary::start(dir.path(), Some(&config), &[]);
     let body =
         |i: usize| json!({"to": "+393471234567", "text": format!("{i} {}", "x".repeat(600))});
@@ -432,12 +444,7 @@ fn a_store_that_fails_to_write_stops_the_daemon_and_a_restart_keeps_what_was_ack
     let first = post(&d.client, 0).unwrap();
     assert_eq!(first.status, 202);
     let mut outcomes = vec![Outcome::Accepted(first.body["id"].as_str().unwrap().into())];
-    let filler = mount.0.join("filler");
-    let _ = Command::new("dd")
-        .args(["if=/dev/zero", "bs=1M"])
-        .arg(format!("of={}", filler.display()))
-        .stderr(std::process::Stdio::null())
-        .status();
+    let filler = mount.fill();
     for i in 1..200 {
         let outcome = match post(&d.client, i) {
             // The journal may have had room left in a block it had already written.
