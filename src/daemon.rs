@@ -323,10 +323,10 @@ impl RunningDaemon {
         drop(channel_tasks);
         let _ = (&mut self.correlator).await;
         self.store.close().await;
-        tracing::info!("store flushed and closed; bye");
         if self.store_failed.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(DaemonError::StoreFailed);
         }
+        tracing::info!("store flushed and closed; bye");
         match http_result {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(DaemonError::Http(e)),
