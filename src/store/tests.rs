@@ -365,6 +365,44 @@ async fn sending_messages_are_requeued_after_a_crash_and_counted() {
     store.close().await;
 }
 
+/// Start-up recovery requeues what its record says is sending, not whatever the index lists:
+/// a stale `sending` entry for a delivered message must not send it again.
+#[tokio::test]
+async fn a_stale_sending_entry_does_not_requeue_a_delivered_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let id;
+    {
+        let store = open(dir.path());
+        id = submit(&store, "+393471234567").await;
+        let claimed = store.claim(vec![id], "sim".into()).await.unwrap();
+        accept_all(&store, &claimed[0], "sim").await;
+        let remote = format!("R{id}-0");
+        store
+            .apply(vec![receipt("sim", &remote, ReceiptOutcome::Delivered)])
+            .await
+            .unwrap();
+        // An index entry its record does not back (a bug, an interrupted repair).
+        store
+            .inner
+            .tree
+            .insert(keys::status(Status::Sending, id), [])
+            .unwrap();
+        store.inner.tree.persist().unwrap();
+        store.close().await;
+    }
+    let (store, recovery) = Store::open(&StoreOptions::new(dir.path())).unwrap();
+    assert_eq!(recovery.requeued_possible_duplicates, 0);
+    let m = store.get(id).unwrap().unwrap();
+    assert_eq!((m.status, m.possible_duplicate), (Status::Delivered, false));
+    assert!(store.due(&[0], now_millis(), 10).unwrap().is_empty());
+    assert_eq!(
+        store.count_status(Status::Sending).unwrap(),
+        0,
+        "the entry is gone"
+    );
+    store.close().await;
+}
+
 #[tokio::test]
 async fn list_pages_newest_first_with_filters() {
     let dir = tempfile::tempdir().unwrap();

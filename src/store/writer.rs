@@ -640,6 +640,13 @@ pub fn recover(
         let Some(old) = c.get_message(id)? else {
             continue;
         };
+        if old.status != Status::Sending {
+            // An index entry its record does not back: requeueing would send a message whose
+            // fate is known (a duplicate SMS). The entry goes; the record is left as it is.
+            tracing::warn!(%id, status = %old.status, "stale 'sending' index entry removed");
+            c.write(vec![(keys::status(Status::Sending, id), None)]);
+            continue;
+        }
         let mut m = Message::clone(&old);
         m.possible_duplicate = true;
         m.due_at = now;
