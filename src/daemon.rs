@@ -82,8 +82,6 @@ pub struct RunningDaemon {
     reload: ReloadHandle,
     correlator: tokio::task::JoinHandle<()>,
     http: tokio::task::JoinHandle<Result<(), std::io::Error>>,
-    /// Set when the store broke and started the shutdown.
-    store_failed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Starts everything; returns once the API listens and channels run.
@@ -169,12 +167,7 @@ pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
     let correlator = tokio::spawn(correlator.run(events_rx, shutdown.clone()));
 
     let mut tasks = JoinSet::new();
-    let store_failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    tasks.spawn(stop_when_broken(
-        store.clone(),
-        shutdown.clone(),
-        store_failed.clone(),
-    ));
+    tasks.spawn(stop_when_broken(store.clone(), shutdown.clone()));
     let dispatcher = Dispatcher::new(store.clone(), handles, wake.clone(), routes);
     let dispatch_changes = dispatcher.changes();
     let token = shutdown.clone();
@@ -269,22 +262,16 @@ pub async fn start(settings: Settings) -> Result<RunningDaemon, DaemonError> {
         correlator,
         http,
         reload,
-        store_failed,
     })
 }
 
 /// Stops the daemon once the store is broken: it refuses every request from then on, and only
 /// a restart brings it back (the journal holds everything synced), which a service manager
 /// does for a process that exits with an error (`Restart=on-failure` in the unit).
-async fn stop_when_broken(
-    store: Store,
-    shutdown: CancellationToken,
-    failed: Arc<std::sync::atomic::AtomicBool>,
-) {
+async fn stop_when_broken(store: Store, shutdown: CancellationToken) {
     tokio::select! {
         _ = store.broken() => {
             tracing::error!("the store cannot write: stopping, to be restarted");
-            failed.store(true, std::sync::atomic::Ordering::Relaxed);
             shutdown.cancel();
         }
         _ = shutdown.cancelled() => {}
@@ -323,7 +310,13 @@ impl RunningDaemon {
         drop(channel_tasks);
         let _ = (&mut self.correlator).await;
         self.store.close().await;
-        if self.store_failed.load(std::sync::atomic::Ordering::Relaxed) {
+        // Also when it broke during the stop itself: the exit status must say so.
+        if self
+            .store
+            .stats()
+            .broken
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
             return Err(DaemonError::StoreFailed);
         }
         tracing::info!("store flushed and closed; bye");
