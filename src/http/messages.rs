@@ -431,15 +431,12 @@ pub async fn list(
             .transpose()
             .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()).field("to"))?;
     let before = cursor(q.cursor.as_deref())?;
-    let messages = state
+    let page = state
         .store
         .list(&ListFilter { status, to }, before, limit)?;
-    let next_cursor = (messages.len() == limit)
-        .then(|| messages.last().map(|m| m.id.to_string()))
-        .flatten();
     Ok(axum::Json(Page {
-        items: messages.iter().map(MessageView::from).collect(),
-        next_cursor,
+        items: page.messages.iter().map(MessageView::from).collect(),
+        next_cursor: page.next.map(|id| id.to_string()),
     }))
 }
 

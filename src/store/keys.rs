@@ -7,7 +7,7 @@
 //! |--------|---------------------------------------|--------------------------------|
 //! | `m`    | id                                    | encoded [`Message`]            |
 //! | `d`    | lane (BE u16) + due millis (BE) + id  | empty: the queue, while queued (per route lane) |
-//! | `s`    | status code + id                      | empty: listing by status       |
+//! | `s`    | status code + id                      | empty: listing by status (not sent, delivered) |
 //! | `t`    | recipient + 0x00 + id                 | empty: listing by recipient    |
 //! | `f`    | settled millis (BE) + id              | empty: the retention sweep     |
 //! | `k`    | scope + 0x00 + idempotency key        | id                             |
@@ -162,6 +162,19 @@ pub fn finished_upper_bound(at: Millis) -> Vec<u8> {
     k.extend_from_slice(&time_bytes(at));
     k
 }
+
+/// Whether messages in `status` have an entry in the status index. Sent and delivered, the
+/// statuses of nearly every message once it went out, have none: their entries were a third of
+/// the store's writes (an insert and a delete at each step), while a listing of them finds its
+/// page among the newest messages anyway. The rest are rare or short-lived, and recovery and
+/// operators look for them: queued, sending, failed, expired, canceled.
+pub fn status_indexed(status: Status) -> bool {
+    !matches!(status, Status::Sent | Status::Delivered)
+}
+
+/// Counter set once the status entries of sent and delivered messages, written by earlier
+/// versions, are removed.
+pub const STATUS_INDEX_TRIMMED: &[u8] = b"status_index_trimmed";
 
 pub fn status(status: Status, id: MessageId) -> Vec<u8> {
     let mut k = status_prefix(status);

@@ -361,6 +361,20 @@ pub struct ListFilter {
     pub to: Option<String>,
 }
 
+/// Most messages one listing examines (a filter may skip most of them).
+pub const LIST_SCAN_BUDGET: usize = 10_000;
+
+/// One page of a listing.
+#[derive(Debug, Clone, Default)]
+pub struct ListPage {
+    /// The messages, newest first.
+    pub messages: Vec<Message>,
+    /// Where the next page starts (pass as `before`): after a full page, its last message;
+    /// when the listing stopped at [`LIST_SCAN_BUDGET`], the last message it examined. None:
+    /// nothing older matches.
+    pub next: Option<MessageId>,
+}
+
 /// What start-up recovery found.
 #[derive(Debug, Clone, Default)]
 pub struct Recovery {
@@ -818,36 +832,60 @@ impl Store {
         }
     }
 
-    /// A page of messages, newest first, strictly older than `before` when given.
+    /// A page of messages, newest first, strictly older than `before` when given. A filtered
+    /// listing examines at most [`LIST_SCAN_BUDGET`] messages: the page may then hold fewer
+    /// than `limit` and still name where the next one starts.
     pub fn list(
         &self,
         filter: &ListFilter,
         before: Option<MessageId>,
         limit: usize,
-    ) -> Result<Vec<Message>, StoreError> {
+    ) -> Result<ListPage, StoreError> {
+        self.list_within(filter, before, limit, LIST_SCAN_BUDGET)
+    }
+
+    fn list_within(
+        &self,
+        filter: &ListFilter,
+        before: Option<MessageId>,
+        limit: usize,
+        budget: usize,
+    ) -> Result<ListPage, StoreError> {
         self.readable()?;
         let prefix = match (&filter.to, filter.status) {
             (Some(to), _) => keys::recipient_prefix(to),
-            (None, Some(status)) => keys::status_prefix(status),
-            (None, None) => vec![keys::MESSAGE],
+            (None, Some(status)) if keys::status_indexed(status) => keys::status_prefix(status),
+            // Sent and delivered are not indexed: their messages are most of the store, and
+            // the newest records hold the page.
+            (None, _) => vec![keys::MESSAGE],
         };
         let mut end = prefix.clone();
         match before {
             Some(id) => end.extend_from_slice(&id.to_bytes()),
             None => end.extend_from_slice(&[0xff; 17]),
         }
-        let mut out = Vec::with_capacity(limit.min(1000));
+        let mut messages = Vec::with_capacity(limit.min(1000));
+        let mut examined = 0usize;
+        let mut last_examined = None;
         for item in self.inner.tree.range(prefix.clone()..end).rev() {
-            if out.len() >= limit {
+            if messages.len() >= limit {
                 break;
             }
+            if examined == budget {
+                return Ok(ListPage {
+                    messages,
+                    next: last_examined,
+                });
+            }
             let (key, value) = item?;
+            let Some(id) = keys::id_suffix(&key) else {
+                continue;
+            };
+            examined += 1;
+            last_examined = Some(id);
             let message = if prefix[0] == keys::MESSAGE {
                 record::decode_message(&key, &value)?
             } else {
-                let Some(id) = keys::id_suffix(&key) else {
-                    continue;
-                };
                 match self.get(id)? {
                     Some(m) => m,
                     None => continue,
@@ -856,9 +894,12 @@ impl Store {
             if filter.status.is_some_and(|s| s != message.status) {
                 continue;
             }
-            out.push(message);
+            messages.push(message);
         }
-        Ok(out)
+        let next = (messages.len() == limit)
+            .then(|| messages.last().map(|m| m.id))
+            .flatten();
+        Ok(ListPage { messages, next })
     }
 
     /// Ids of queued messages in `lanes` due at or before `now`, earliest first.
@@ -950,17 +991,27 @@ impl Store {
         Ok(())
     }
 
-    /// Number of messages in a status (a scan of its index: for tests, tools and periodic metrics).
+    /// Number of messages in a status, counted from its index or, for statuses without one,
+    /// from every record (for tests and tools; the status gauges are kept by the writer).
     pub fn count_status(&self, status: Status) -> Result<u64, StoreError> {
         let mut n = 0;
-        for item in self
-            .inner
-            .tree
-            .scan_prefix(keys::status_prefix(status))
-            .keys()
-        {
-            item?;
-            n += 1;
+        if keys::status_indexed(status) {
+            for item in self
+                .inner
+                .tree
+                .scan_prefix(keys::status_prefix(status))
+                .keys()
+            {
+                item?;
+                n += 1;
+            }
+        } else {
+            for item in self.inner.tree.scan_prefix([keys::MESSAGE]) {
+                let (key, value) = item?;
+                if record::decode_message(&key, &value)?.status == status {
+                    n += 1;
+                }
+            }
         }
         Ok(n)
     }

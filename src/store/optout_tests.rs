@@ -76,7 +76,7 @@ fn messages_to(store: &Store, to: &str) -> Vec<Message> {
         status: None,
         to: Some(to.into()),
     };
-    let mut all = store.list(&filter, None, 100).unwrap();
+    let mut all = store.list(&filter, None, 100).unwrap().messages;
     all.reverse();
     all
 }

@@ -418,11 +418,18 @@ async fn list_pages_newest_first_with_filters() {
     }
     store.cancel(ids[6]).await.unwrap();
     let page1 = store.list(&ListFilter::default(), None, 3).unwrap();
-    let page2 = store
-        .list(&ListFilter::default(), Some(page1[2].id), 3)
-        .unwrap();
-    let got: Vec<MessageId> = page1.iter().chain(&page2).map(|m| m.id).collect();
+    assert_eq!(page1.next, Some(page1.messages[2].id));
+    let page2 = store.list(&ListFilter::default(), page1.next, 3).unwrap();
+    let got: Vec<MessageId> = page1
+        .messages
+        .iter()
+        .chain(&page2.messages)
+        .map(|m| m.id)
+        .collect();
     assert_eq!(got, vec![ids[6], ids[5], ids[4], ids[3], ids[2], ids[1]]);
+    let last = store.list(&ListFilter::default(), page2.next, 3).unwrap();
+    assert_eq!(last.messages.len(), 1);
+    assert_eq!(last.next, None);
 
     let to_a = ListFilter {
         to: Some("+393471234567".into()),
@@ -431,6 +438,7 @@ async fn list_pages_newest_first_with_filters() {
     let listed: Vec<MessageId> = store
         .list(&to_a, None, 10)
         .unwrap()
+        .messages
         .iter()
         .map(|m| m.id)
         .collect();
@@ -440,7 +448,10 @@ async fn list_pages_newest_first_with_filters() {
         to: Some("+393471234567".into()),
         status: Some(Status::Queued),
     };
-    assert_eq!(store.list(&queued_to_a, None, 10).unwrap().len(), 3);
+    assert_eq!(
+        store.list(&queued_to_a, None, 10).unwrap().messages.len(),
+        3
+    );
     let canceled = ListFilter {
         to: None,
         status: Some(Status::Canceled),
@@ -448,10 +459,131 @@ async fn list_pages_newest_first_with_filters() {
     let listed: Vec<MessageId> = store
         .list(&canceled, None, 10)
         .unwrap()
+        .messages
         .iter()
         .map(|m| m.id)
         .collect();
     assert_eq!(listed, vec![ids[6]]);
+    store.close().await;
+}
+
+/// Sent and delivered messages have no status entries; listing them reads the records.
+#[tokio::test]
+async fn sent_and_delivered_messages_are_listed_without_status_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let (delivered, sent_at) = sent_message(&store).await;
+    store
+        .apply(vec![delivered_at(delivered, sent_at + 1_000)])
+        .await
+        .unwrap();
+    let (sent, _) = sent_message(&store).await;
+    let queued = submit(&store, "+393471234567").await;
+    let status_keys: Vec<Vec<u8>> = store
+        .inner
+        .tree
+        .scan_prefix([keys::STATUS])
+        .keys()
+        .map(|k| k.unwrap().to_vec())
+        .collect();
+    assert_eq!(status_keys, vec![keys::status(Status::Queued, queued)]);
+    let listed = |status| {
+        let filter = ListFilter {
+            status: Some(status),
+            to: None,
+        };
+        let page = store.list(&filter, None, 10).unwrap();
+        assert_eq!(page.next, None);
+        page.messages.iter().map(|m| m.id).collect::<Vec<_>>()
+    };
+    assert_eq!(listed(Status::Delivered), vec![delivered]);
+    assert_eq!(listed(Status::Sent), vec![sent]);
+    assert_eq!(listed(Status::Queued), vec![queued]);
+    assert_eq!(store.count_status(Status::Sent).unwrap(), 1);
+    assert_eq!(store.count_status(Status::Delivered).unwrap(), 1);
+    store.close().await;
+}
+
+/// A listing that stops at its budget names where to go on, and following it finds the rest.
+#[tokio::test]
+async fn a_listing_past_its_budget_goes_on_from_where_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let (sent, _) = sent_message(&store).await;
+    for _ in 0..5 {
+        submit(&store, "+393471234567").await;
+    }
+    let filter = ListFilter {
+        status: Some(Status::Sent),
+        to: None,
+    };
+    let mut before = None;
+    let mut found = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = store.list_within(&filter, before, 10, 2).unwrap();
+        pages += 1;
+        found.extend(page.messages.iter().map(|m| m.id));
+        match page.next {
+            Some(next) => before = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(found, vec![sent]);
+    assert_eq!(pages, 3, "6 messages, 2 examined per page");
+    store.close().await;
+}
+
+/// A store written before sent and delivered lost their status entries has them removed at
+/// the next start, once.
+#[tokio::test]
+async fn status_entries_of_an_older_store_are_removed_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (delivered, sent);
+    {
+        let store = open(dir.path());
+        let (id, sent_at) = sent_message(&store).await;
+        store
+            .apply(vec![delivered_at(id, sent_at + 1_000)])
+            .await
+            .unwrap();
+        delivered = id;
+        sent = sent_message(&store).await.0;
+        // As the older code left them, and without the mark that they were removed.
+        store
+            .inner
+            .tree
+            .apply([
+                (keys::status(Status::Delivered, delivered), Some(Vec::new())),
+                (keys::status(Status::Sent, sent), Some(Vec::new())),
+                (keys::counter(keys::STATUS_INDEX_TRIMMED), None),
+            ])
+            .unwrap();
+        store.inner.tree.persist().unwrap();
+        store.close().await;
+    }
+    let store = open(dir.path());
+    let left: Vec<Vec<u8>> = store
+        .inner
+        .tree
+        .scan_prefix([keys::STATUS])
+        .keys()
+        .map(|k| k.unwrap().to_vec())
+        .collect();
+    assert!(left.is_empty(), "left: {left:?}");
+    assert!(
+        store
+            .inner
+            .tree
+            .get(keys::counter(keys::STATUS_INDEX_TRIMMED))
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        store.get(delivered).unwrap().unwrap().status,
+        Status::Delivered
+    );
+    assert_eq!(store.get(sent).unwrap().unwrap().status, Status::Sent);
     store.close().await;
 }
 
@@ -484,6 +616,7 @@ async fn sweep_deletes_finished_messages_and_their_index_entries() {
             10,
         )
         .unwrap()
+        .messages
         .iter()
         .map(|m| m.id)
         .collect();

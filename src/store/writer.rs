@@ -573,7 +573,9 @@ impl Committer {
 /// The index keys a message needs in its current state.
 fn index_keys(m: &Message, router: &Router) -> BTreeSet<Vec<u8>> {
     let mut set = BTreeSet::new();
-    set.insert(keys::status(m.status, m.id));
+    if keys::status_indexed(m.status) {
+        set.insert(keys::status(m.status, m.id));
+    }
     set.insert(keys::recipient(&m.to, m.id));
     if m.status == Status::Queued {
         let lane = router.lane(&m.to, m.channel.as_deref(), m.options.channel.as_deref());
@@ -629,6 +631,7 @@ pub fn recover(
     }
     let now = now_millis();
     refile_queue(db, c)?;
+    trim_status_index(db, c)?;
     let mut stuck = Vec::new();
     for key in db.scan_prefix(keys::status_prefix(Status::Sending)).keys() {
         if let Some(id) = keys::id_suffix(&key?) {
@@ -700,6 +703,57 @@ fn load_status_counts(db: &Engine, c: &mut Committer) -> Result<(), StoreError> 
     for (status, count) in stored {
         c.metrics.set_count(status, count);
     }
+    Ok(())
+}
+
+/// Status entries deleted per batch when trimming the index of an older store.
+const TRIM_BATCH: usize = 10_000;
+
+/// Removes the status entries of sent and delivered messages that versions before
+/// [`keys::status_indexed`] wrote (nothing reads them now, and their messages' next changes
+/// would not delete them), once per store, in bounded batches so memory stays flat on a store
+/// of millions. The counter marks it done; a crash midway leaves it to the next start.
+fn trim_status_index(db: &Engine, c: &mut Committer) -> Result<(), StoreError> {
+    if db.get(keys::counter(keys::STATUS_INDEX_TRIMMED))?.is_some() {
+        return Ok(());
+    }
+    let mut removed = 0usize;
+    for status in Status::ALL {
+        if keys::status_indexed(status) {
+            continue;
+        }
+        let mut start = keys::status_prefix(status);
+        let end = vec![keys::STATUS, status.code() + 1];
+        loop {
+            // A fresh scan per batch (a long-lived scan would hold every memtable flushed
+            // meanwhile, see `engine`), from after the last key deleted (not over its
+            // tombstones).
+            let batch: Vec<Vec<u8>> = db
+                .range(start.clone()..end.clone())
+                .keys()
+                .take(TRIM_BATCH)
+                .map(|k| k.map(|k| k.to_vec()))
+                .collect::<Result<_, _>>()?;
+            let Some(last) = batch.last() else {
+                break;
+            };
+            start = last.clone();
+            start.push(0);
+            removed += batch.len();
+            c.write(batch.into_iter().map(|k| (k, None)).collect());
+            c.apply_staged()?;
+        }
+    }
+    if removed > 0 {
+        tracing::info!(
+            entries = removed,
+            "status index: entries of sent and delivered messages removed (no longer kept)"
+        );
+    }
+    c.write(vec![(
+        keys::counter(keys::STATUS_INDEX_TRIMMED),
+        Some(Vec::new()),
+    )]);
     Ok(())
 }
 
