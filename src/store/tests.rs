@@ -479,14 +479,10 @@ async fn sent_and_delivered_messages_are_listed_without_status_entries() {
         .unwrap();
     let (sent, _) = sent_message(&store).await;
     let queued = submit(&store, "+393471234567").await;
-    let status_keys: Vec<Vec<u8>> = store
-        .inner
-        .tree
-        .scan_prefix([keys::STATUS])
-        .keys()
-        .map(|k| k.unwrap().to_vec())
-        .collect();
-    assert_eq!(status_keys, vec![keys::status(Status::Queued, queued)]);
+    assert_eq!(
+        keys_with_prefix(&store, keys::STATUS),
+        vec![keys::status(Status::Queued, queued)]
+    );
     let listed = |status| {
         let filter = ListFilter {
             status: Some(status),
@@ -563,13 +559,7 @@ async fn status_entries_of_an_older_store_are_removed_at_start() {
         store.close().await;
     }
     let store = open(dir.path());
-    let left: Vec<Vec<u8>> = store
-        .inner
-        .tree
-        .scan_prefix([keys::STATUS])
-        .keys()
-        .map(|k| k.unwrap().to_vec())
-        .collect();
+    let left = keys_with_prefix(&store, keys::STATUS);
     assert!(left.is_empty(), "left: {left:?}");
     assert!(
         store
@@ -742,10 +732,15 @@ async fn sent_messages_without_receipt_age_out() {
 
 /// The retention index's keys (`f`), in order.
 fn finished_keys(store: &Store) -> Vec<Vec<u8>> {
+    keys_with_prefix(store, keys::FINISHED)
+}
+
+/// Every key of one prefix (index), in key order.
+fn keys_with_prefix(store: &Store, prefix: u8) -> Vec<Vec<u8>> {
     store
         .inner
         .tree
-        .scan_prefix([keys::FINISHED])
+        .scan_prefix([prefix])
         .keys()
         .map(|k| k.unwrap().to_vec())
         .collect()
