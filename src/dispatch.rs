@@ -408,7 +408,7 @@ async fn feed(shared: Arc<Shared>, channel: ChannelHandle, shutdown: Cancellatio
         }
         let mut permit = Some(permit);
         let mut jobs = claimed.into_iter().map(|c| SendJob {
-            message: Arc::new(c.message),
+            message: c.message,
             parts_to_send: c.parts_to_send,
             // One permit per job; the permits of messages not claimed after all go back when
             // `claims` is dropped, at the end of this round.

@@ -250,8 +250,8 @@ impl PartSubmitted {
 /// A message claimed for sending: it is now "sending" on `channel`, durably.
 #[derive(Debug, Clone)]
 pub struct Claimed {
-    /// The message as it is now.
-    pub message: Message,
+    /// The message as it is now (shared with the writer's cache of recent messages).
+    pub message: Arc<Message>,
     /// Which parts (0-based) still need sending; parts accepted on an earlier attempt are skipped.
     pub parts_to_send: Vec<u8>,
 }

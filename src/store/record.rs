@@ -147,14 +147,16 @@ fn with_trailing_defaults<'a>(
     std::borrow::Cow::Owned(migrated)
 }
 
+/// Room reserved for a record: a message with its history fits, so it is written without
+/// growing (each growth was a copy; the writer encodes every message several times).
+const RECORD_CAPACITY: usize = 384;
+
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut out = vec![FORMAT_V4];
+    let mut out = Vec::with_capacity(RECORD_CAPACITY);
+    out.push(FORMAT_V4);
     // Serializing our own plain structs into a Vec cannot fail; keep the version byte alone if
     // it ever does, which decodes as corrupt rather than panicking.
-    if let Ok(body) = postcard::to_allocvec(value) {
-        out.extend_from_slice(&body);
-    }
-    out
+    postcard::to_extend(value, out).unwrap_or_else(|_| vec![FORMAT_V4])
 }
 
 fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {

@@ -1659,9 +1659,9 @@ fn claim(
             now,
             Some(format!("attempt {} on {channel}", m.attempts)),
         );
-        let m = c.put_message(Some(&old), m, Vec::new())?;
+        let message = c.put_message(Some(&old), m, Vec::new())?;
         claimed.push(Claimed {
-            message: Message::clone(&m),
+            message,
             parts_to_send,
         });
     }
