@@ -186,12 +186,13 @@ mod validity {
     /// crate's `find` at 0).
     fn matches_at_start(pattern: &'static str, text: &str) -> bool {
         let key = pattern.as_ptr() as usize;
+        // Matched under the read lock: readers share it, and the match is short.
         let found = COMPILED
             .read()
             .ok()
-            .and_then(|map| map.as_ref()?.get(&key).cloned());
+            .and_then(|map| Some(map.as_ref()?.get(&key)?.is_match(text)));
         let regex = match found {
-            Some(regex) => regex,
+            Some(matched) => return matched,
             None => {
                 // As the crate builds them (whitespace ignored), anchored at the start.
                 let Ok(regex) = regex::RegexBuilder::new(&format!("^(?:{pattern})"))
@@ -222,11 +223,15 @@ mod validity {
             && matches_at_start(descriptor.national_number().as_str(), national)
     }
 
-    /// `number_type(meta, national) != Type::Unknown`.
+    /// `number_type(meta, national) != Type::Unknown`. Any type will do, so mobile is tried
+    /// first: nearly every recipient of an SMS is one (the crate's order put it last, after
+    /// eight patterns that never match a mobile number).
     fn has_type(meta: &'static Metadata, national: &str) -> bool {
         let d = meta.descriptors();
         describes(d.general(), national)
             && [
+                d.mobile(),
+                d.fixed_line(),
                 d.premium_rate(),
                 d.toll_free(),
                 d.shared_cost(),
@@ -235,8 +240,6 @@ mod validity {
                 d.pager(),
                 d.uan(),
                 d.voicemail(),
-                d.fixed_line(),
-                d.mobile(),
             ]
             .into_iter()
             .flatten()
