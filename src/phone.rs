@@ -224,8 +224,8 @@ mod validity {
     }
 
     /// `number_type(meta, national) != Type::Unknown`. Any type will do, so mobile is tried
-    /// first: nearly every recipient of an SMS is one (the crate's order put it last, after
-    /// eight patterns that never match a mobile number).
+    /// first: nearly every recipient of an SMS is one (the crate's order, which decides the
+    /// type, tries it last, after nine other patterns).
     fn has_type(meta: &'static Metadata, national: &str) -> bool {
         let d = meta.descriptors();
         describes(d.general(), national)
