@@ -9,7 +9,7 @@
 # Scenarios (every request must be answered 202, i.e. durably accepted):
 #   - empty store, simulated channel on (default delays, failure_share 0): 1, 16, 256 clients;
 #     the 256-client run is repeated (REPEAT_256 times) and judged by its median, as this VM's
-#     speed swings by up to 1.7x within minutes
+#     speed swings by up to 2x within an hour
 #   - empty store, simulated channel off: 256 clients (like-for-like baseline for the next one)
 #   - prefill: PREFILL messages at 256 clients into a store with the channel off, so they stay
 #     queued; then a fresh daemon on that store, and MESSAGES more at 256 clients; then the
@@ -409,7 +409,9 @@ median() {
     local field=$1
     shift
     for r in "$@"; do
-        [[ -s $WORK/$r.json ]] && jfield "$WORK/$r.json" "$field"
+        if [[ -s $WORK/$r.json ]]; then
+            jfield "$WORK/$r.json" "$field"
+        fi
     done | sort -g | awk -v high="$([[ $field == msgs_per_s ]] && echo 0 || echo 1)" \
         '{v[NR] = $1} END {if (NR) print v[high ? int(NR / 2) + 1 : int((NR + 1) / 2)]}'
 }
@@ -430,7 +432,7 @@ if [[ ${#C256_RUNS[@]} -gt 0 ]]; then
 fi
 if [[ -n $C256_RATE ]]; then
     all=$(for r in "${C256_RUNS[@]}"; do rate "$r"; done | paste -sd, - | sed 's/,/, /g')
-    all_p99=$(for r in "${C256_RUNS[@]}"; do [[ -s $WORK/$r.json ]] && jfield "$WORK/$r.json" p99_ms; done | paste -sd, - | sed 's/,/, /g')
+    all_p99=$(for r in "${C256_RUNS[@]}"; do if [[ -s $WORK/$r.json ]]; then jfield "$WORK/$r.json" p99_ms; fi; done | paste -sd, - | sed 's/,/, /g')
     say "- >= 20000 durably accepted msgs/s at 256 clients (empty store, sim on; median of ${#C256_RUNS[@]} runs: $all): $C256_RATE msgs/s, $(verdict "$C256_RATE >= 20000")"
     say "- p99 < 50 ms at 256 clients (median of $all_p99): $p99 ms, $(verdict "$p99 < 50")"
     say "  - daemon CPU per message in those runs: $(for r in "${C256_RUNS[@]}"; do cpu_per_msg "$r"; echo; done | grep . | paste -sd, - | sed 's/,/, /g') µs"
